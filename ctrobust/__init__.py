@@ -1,0 +1,39 @@
+"""ctrobust: robust deep-learning CT reconstruction.
+
+The public names below are imported lazily, so ``import ctrobust`` is cheap and a missing optional
+backend only matters when it is used.
+
+Shapes (everywhere): images ``(B, 1, N, N)``, sinograms ``(B, 1, A, D)`` with A angles and D detector
+bins, compressed-sensing measurements ``(B, m)`` and vectorised images ``(B, n)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ParallelBeam2D": "ctrobust.geometry",
+    "LinearOperator": "ctrobust.operators.base",
+    "RadonTransform": "ctrobust.operators.radon",
+    "GaussianCS": "ctrobust.operators.cs",
+    "PartialDCT": "ctrobust.operators.cs",
+    "DCTSubmatrix": "ctrobust.operators.cs",
+    "load_checkpoint": "ctrobust.training.checkpoint",
+    "CtrobustError": "ctrobust.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ctrobust' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

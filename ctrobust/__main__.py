@@ -1,0 +1,5 @@
+import sys
+
+from ctrobust.cli import main
+
+sys.exit(main())

@@ -1,0 +1,13 @@
+"""`ctrobust attack` (placeholder: being written; replace this whole module)."""
+
+from ctrobust.errors import CtrobustError
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("attack", help="(not yet available)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    raise CtrobustError("'attack' is not implemented yet")

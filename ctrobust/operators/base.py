@@ -1,0 +1,192 @@
+"""The one contract every ctrobust operator follows.
+
+A :class:`LinearOperator` maps batches ``(B, *domain_shape) -> (B, *range_shape)``. Subclasses implement
+two methods on already-validated tensors, ``_apply`` and ``_apply_adjoint``; the base class adds
+input checks with clear errors, a torch autograd rule (the gradient of ``A`` is ``A^T`` and vice
+versa, so attacks and training differentiate through any operator), composition, the adjoint
+operator ``A.T``, a power-iteration norm and the adjoint dot test.
+
+Inner products are the plain (unweighted) sums over pixels / bins / vector entries, so
+``<A x, y> == <x, A.T y>`` exactly up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["LinearOperator", "ComposedOperator", "AdjointOperator", "check_batch"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_batch(t: torch.Tensor, shape: Sequence[int], what: str, *, name: str = "operator") -> None:
+    """Raise a clear error unless ``t`` is a float32/float64 tensor shaped ``(B, *shape)``, B >= 1."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: {what} must be float32 or float64, got {t.dtype}")
+    expected = (None, *shape)
+    if t.dim() != len(expected) or tuple(t.shape[1:]) != tuple(shape) or t.shape[0] < 1:
+        shown = ", ".join("B" if s is None else str(s) for s in expected)
+        raise ValueError(f"{name}: {what} must have shape ({shown}), got {tuple(t.shape)}")
+
+
+class _LinearFunction(torch.autograd.Function):
+    """``x -> A x`` (or ``A^T x``) whose backward is the other map; differentiable any number of times."""
+
+    @staticmethod
+    def forward(ctx, x, op, transpose):  # type: ignore[override]
+        ctx.op = op
+        ctx.transpose = transpose
+        return op._apply_adjoint(x) if transpose else op._apply(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        op = ctx.op
+        # Calling the public methods keeps double backward (e.g. gradient penalties) exact as well.
+        g = op.forward(grad) if ctx.transpose else op.adjoint(grad)
+        return g, None, None
+
+
+class LinearOperator(nn.Module):
+    """A linear map ``A`` on batches, with its exact adjoint.
+
+    Shapes: ``forward`` takes ``(B, *domain_shape)`` and returns ``(B, *range_shape)``;
+    ``adjoint`` the reverse. Both accept float32 and float64 (output dtype = input dtype), any batch
+    size B >= 1, and non-contiguous input. A wrong shape, dtype or device raises, never broadcasts.
+
+    Subclasses set ``domain_shape`` / ``range_shape`` by calling ``super().__init__`` and implement
+    ``_apply(x)`` and ``_apply_adjoint(y)`` for validated, contiguous tensors. They may override
+    ``_check_device(t)`` to refuse devices they cannot serve.
+    """
+
+    def __init__(self, domain_shape: Sequence[int], range_shape: Sequence[int]):
+        super().__init__()
+        self.domain_shape = tuple(int(s) for s in domain_shape)
+        self.range_shape = tuple(int(s) for s in range_shape)
+
+    # -- to implement -------------------------------------------------------------------------------
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_device(self, t: torch.Tensor) -> None:
+        """Hook: raise if this operator cannot work on ``t.device``."""
+
+    # -- public API ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x``: ``(B, *domain_shape) -> (B, *range_shape)``."""
+        check_batch(x, self.domain_shape, "input", name=self.name)
+        self._check_device(x)
+        return _LinearFunction.apply(x.contiguous(), self, False)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y``: ``(B, *range_shape) -> (B, *domain_shape)``, the exact adjoint for plain inner products."""
+        check_batch(y, self.range_shape, "adjoint input", name=self.name)
+        self._check_device(y)
+        return _LinearFunction.apply(y.contiguous(), self, True)
+
+    @property
+    def T(self) -> "LinearOperator":
+        """The adjoint as an operator, ``A.T(y) == A.adjoint(y)``."""
+        return AdjointOperator(self)
+
+    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+        """``A @ B`` is the composition ``x -> A(B(x))``."""
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return ComposedOperator(self, other)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^T A x``."""
+        return self.adjoint(self.forward(x))
+
+    @torch.no_grad()
+    def norm(self, iterations: int = 50, *, dtype=torch.float64, device=None, seed: int = 0) -> float:
+        """Operator 2-norm (largest singular value) estimated by power iteration on ``A^T A``.
+
+        Uses its own ``torch.Generator`` (``seed``), so the global RNG is untouched.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((1, *self.domain_shape), generator=gen, dtype=dtype).to(device or "cpu")
+        x /= x.norm()
+        value = 0.0
+        for _ in range(iterations):
+            z = self.normal(x)
+            value = float(z.norm())
+            if value == 0.0:
+                return 0.0
+            x = z / value
+        return math.sqrt(value)
+
+    @torch.no_grad()
+    def dot_test(self, *, batch: int = 2, dtype=torch.float64, device=None, seed: int = 0) -> float:
+        """Relative adjoint mismatch ``|<A x, y> - <x, A^T y>| / |<A x, y>|`` on random x, y."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((batch, *self.domain_shape), generator=gen, dtype=dtype).to(device or "cpu")
+        y = torch.randn((batch, *self.range_shape), generator=gen, dtype=dtype).to(device or "cpu")
+        lhs = torch.sum(self.forward(x).double() * y.double())
+        rhs = torch.sum(x.double() * self.adjoint(y).double())
+        return float((lhs - rhs).abs() / lhs.abs())
+
+    def extra_repr(self) -> str:
+        return f"domain_shape={self.domain_shape}, range_shape={self.range_shape}"
+
+
+class AdjointOperator(LinearOperator):
+    """``A^T`` as an operator in its own right; its adjoint is ``A`` again."""
+
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.range_shape, op.domain_shape)
+        self.op = op
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}.T"
+
+    def _check_device(self, t):
+        self.op._check_device(t)
+
+    def _apply(self, x):
+        return self.op._apply_adjoint(x)
+
+    def _apply_adjoint(self, y):
+        return self.op._apply(y)
+
+    @property
+    def T(self) -> LinearOperator:
+        return self.op
+
+
+class ComposedOperator(LinearOperator):
+    """``A @ B``: ``x -> A(B(x))``; its adjoint is ``B^T(A^T(y))`` (reversed order)."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator):
+        if tuple(outer.domain_shape) != tuple(inner.range_shape):
+            raise ValueError(
+                f"cannot compose {outer.name} (domain {outer.domain_shape}) "
+                f"with {inner.name} (range {inner.range_shape})"
+            )
+        super().__init__(inner.domain_shape, outer.range_shape)
+        self.outer = outer
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return f"({self.outer.name} @ {self.inner.name})"
+
+    def _apply(self, x):
+        return self.outer._apply(self.inner._apply(x).contiguous())
+
+    def _apply_adjoint(self, y):
+        return self.inner._apply_adjoint(self.outer._apply_adjoint(y).contiguous())
