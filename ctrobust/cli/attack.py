@@ -1,13 +1,267 @@
-"""`ctrobust attack` (placeholder: being written; replace this whole module)."""
+"""``ctrobust attack``: worst-case (PGA) robustness curves of trained checkpoints and classical methods.
+
+Thin layer over :func:`ctrobust.robustness.robustness_curve`; writes ``samples.csv`` (per sample),
+``summary.csv`` and ``summary.json`` (mean / std per model, eps and condition),
+``robustness_curve.png`` and ``gallery.png`` into ``--out``. ``evaluate`` reuses the argument and
+loading helpers defined here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
 
 from ctrobust.errors import CtrobustError
 
+DEFAULT_N_ANGLES = 143  # the paper's view count; used only when no checkpoint gives a geometry
+
+
+# -- argument types -------------------------------------------------------------------------------
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def eps_list(text: str) -> list[float]:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers such as 0,0.005,0.01")
+    return [nonneg_float(p) for p in parts]
+
+
+def _default(func, name):
+    return inspect.signature(func).parameters[name].default
+
+
+# -- shared with `evaluate` -----------------------------------------------------------------------
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--checkpoint/--method, the data and the device: what ``attack`` and ``evaluate`` share."""
+    from ctrobust.methods import METHODS
+    from ctrobust.robustness import robustness_curve
+
+    p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                   help="checkpoint written by 'ctrobust train' (e.g. runs/NAME/best.pt); repeat to compare several")
+    p.add_argument("--method", action="append", default=[], metavar="NAME",
+                   help=f"a classical reconstruction to evaluate as a model, repeatable; one of: {', '.join(sorted(METHODS))}")
+    p.add_argument("--data", default=None, metavar="DATASET.h5",
+                   help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms); default: built-in random phantoms")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which split of the data to use")
+    p.add_argument("--n-samples", type=positive_int, default=_default(robustness_curve, "max_samples"),
+                   help="use only the first N samples of the split (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=_default(robustness_curve, "batch_size"),
+                   help="samples per batch")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="phantom image side N in pixels when no checkpoint fixes it (default: the phantoms' 128)")
+    p.add_argument("--n-angles", type=positive_int, default=DEFAULT_N_ANGLES,
+                   help="views on [0, pi) of the parallel-beam geometry, only when no checkpoint gives one")
+    p.add_argument("--device", default="auto", help="torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
+    p.add_argument("--no-fbp", action="store_true", help="do not add FBP as a reference (it is added for CT operators)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (refused if not empty, unless --force)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out folder, overwriting its files")
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise CtrobustError(f"unknown --device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CtrobustError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def load_inputs(args):
+    """``(reconstructions, dataset)`` for ``args`` (checkpoints, methods, FBP reference, data split)."""
+    from ctrobust.data import load_split
+    from ctrobust.methods import load_reconstructions
+
+    device = resolve_device(args.device)
+    methods = list(args.method)
+
+    def default_operator():
+        from ctrobust.geometry import ParallelBeam2D
+        from ctrobust.operators.radon import RadonTransform
+
+        size = args.image_size
+        if args.data is not None:
+            size = load_split(args.data, args.split).image_size
+        size = size or _default(load_split, "size")
+        return RadonTransform(ParallelBeam2D(int(size), int(args.n_angles)))
+
+    if not args.checkpoint and not methods:
+        raise CtrobustError(
+            "nothing to evaluate: pass --checkpoint RUN/best.pt (repeatable) for trained models, "
+            "and/or --method fbp for filtered backprojection alone (train a model with 'ctrobust train')"
+        )
+    recs = load_reconstructions(args.checkpoint, methods, device=device, default_operator=default_operator)
+    operator = recs[0].operator
+    if not args.no_fbp and "fbp" not in methods and hasattr(operator, "fbp"):
+        recs += load_reconstructions((), ["fbp"], device=device, default_operator=lambda: operator)
+    shape = _image_shape(operator)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise CtrobustError(f"the operator's images are {shape}; attack and evaluate need square images")
+    if args.image_size is not None and args.checkpoint and args.image_size != shape[0]:
+        raise CtrobustError(f"--image-size {args.image_size} disagrees with the checkpoint's {shape[0]} px; drop --image-size")
+    try:
+        dataset = load_split(args.data, args.split, size=shape[0])
+    except FileNotFoundError as exc:
+        raise CtrobustError(f"cannot open --data {args.data}: {exc}") from None
+    if getattr(dataset, "image_size", shape[0]) != shape[0]:
+        raise CtrobustError(f"--data has {dataset.image_size} px images but the model expects {shape[0]} px; "
+                            "use data prepared at the model's size")
+    for r in recs[1:]:
+        if _image_shape(r.operator) != shape:
+            raise CtrobustError(f"{r.label} reconstructs {_image_shape(r.operator)} images, {recs[0].label} {shape}: "
+                                "compare models of one image size")
+    return recs, dataset
+
+
+def _image_shape(operator) -> tuple:
+    shape = tuple(getattr(operator, "image_shape", ()) or ())
+    if not shape:
+        dom = tuple(operator.domain_shape)
+        shape = dom[1:] if len(dom) == 3 else dom
+    return tuple(int(s) for s in shape)
+
+
+def progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+# -- attack ---------------------------------------------------------------------------------------
+
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("attack", help="(not yet available)")
+    from ctrobust.attacks import DEFAULT_STEPS
+    from ctrobust.robustness import DEFAULT_EPS_GRID, robustness_curve
+
+    p = subparsers.add_parser(
+        "attack",
+        help="worst-case robustness curves (PGA in sinogram space) of checkpoints and FBP",
+        description="Attack each model with projected gradient ascent on the measurements over a grid of "
+        "perturbation sizes and compare with random noise of the same norm. Writes samples.csv, summary.csv, "
+        "summary.json, robustness_curve.png and gallery.png into --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_arguments(p)
+    p.set_defaults(out="results/attack")
+    p.add_argument("--eps", type=nonneg_float, default=None,
+                   help="perturbation size shown in the gallery and added to the grid: a fraction of each sample's "
+                   "||y||_2 (0.01 = 1 %%), or absolute with --absolute (default: 0.01 without --eps-grid, "
+                   "else the grid's largest)")
+    p.add_argument("--eps-grid", type=eps_list, default=None, metavar="E1,E2,...",
+                   help="comma-separated eps values of the robustness curve, same unit as --eps "
+                   f"(default: 0 and --eps; the paper-style grid is {','.join(map(str, DEFAULT_EPS_GRID))})")
+    p.add_argument("--steps", type=nonneg_int, default=_default(robustness_curve, "steps"),
+                   help=f"PGA steps per restart (each one forward and one backward pass; library default {DEFAULT_STEPS})")
+    p.add_argument("--restarts", type=positive_int, default=_default(robustness_curve, "restarts"),
+                   help="random restarts of PGA; the worst iterate over all is kept")
+    p.add_argument("--step-size", type=nonneg_float, default=None,
+                   help="PGA step length as a fraction of the ball radius (default 2.5 / steps)")
+    p.add_argument("--absolute", action="store_true", help="eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    p.add_argument("--target", choices=("truth", "clean"), default=_default(robustness_curve, "target"),
+                   help="maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)")
+    p.add_argument("--seed", type=int, default=_default(robustness_curve, "seed"),
+                   help="seed of the random starts and of the random-noise reference")
     p.set_defaults(func=run)
     return p
 
 
+def eps_settings(args) -> tuple[list[float], float]:
+    """``(grid, gallery_eps)`` from --eps / --eps-grid."""
+    if args.eps_grid is None:
+        eps = 0.01 if args.eps is None else args.eps
+        grid = sorted({0.0, eps})
+    else:
+        grid = sorted(set(args.eps_grid) | ({args.eps} if args.eps is not None else set()))
+        eps = args.eps if args.eps is not None else max(grid)
+    return grid, eps
+
+
 def run(args) -> int:
-    raise CtrobustError("'attack' is not implemented yet")
+    import torch
+
+    from ctrobust import __version__
+    from ctrobust import report as rp
+    from ctrobust.robustness import robustness_curve
+
+    if args.step_size == 0:
+        raise CtrobustError("--step-size must be > 0 (or leave it out for 2.5 / steps)")
+    grid, gallery_eps = eps_settings(args)
+    recs, dataset = load_inputs(args)
+    device = resolve_device(args.device)
+    out = rp.prepare_output_dir(args.out, args.force)
+    progress = progress_enabled()
+    sample_rows, summary_rows, summaries, gallery = [], [], {}, []
+    for rec in recs:
+        print(f"attacking {rec.label} ({rec.source}) on {min(len(dataset), args.n_samples or len(dataset))} samples, "
+              f"eps grid {grid}", file=sys.stderr)
+        result = robustness_curve(rec.f, dataset, rec.operator, grid, steps=args.steps, restarts=args.restarts,
+                                  batch_size=args.batch_size, relative=not args.absolute, target=args.target,
+                                  seed=args.seed, progress=progress, max_samples=args.n_samples,
+                                  step_size=args.step_size, n_examples=1)
+        sample_rows += [{"model": rec.label, **r} for r in result.rows]
+        summary_rows += [{"model": rec.label, **r} for r in result.summary]
+        summaries[rec.label] = result.summary
+        ex = result.examples
+        y = ex["y"][:1]
+        fbp = None
+        if hasattr(rec.operator, "fbp"):
+            with torch.no_grad():
+                fbp = rec.operator.fbp(y.to(device)).cpu()[0, 0].numpy()
+        at = ex[gallery_eps]
+        delta = at["delta"][0]
+        gallery.append({"label": rec.label, "truth": ex["x"][0, 0].numpy(), "fbp": fbp,
+                        "clean": ex["clean"][0, 0].numpy(), "attack": at["attack"][0, 0].numpy(),
+                        "delta": (delta[0] if delta.dim() == 3 else delta).numpy()})
+    config = {"eps_grid": grid, "gallery_eps": gallery_eps, "relative": not args.absolute, "target": args.target,
+              "steps": args.steps, "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed,
+              "data": args.data or "built-in phantoms", "split": args.split, "n_samples": result.config["n_samples"]}
+    models = [{"label": r.label, "source": r.source, "kind": r.kind, "info": r.info} for r in recs]
+    rp.write_csv(sample_rows, out / "samples.csv")
+    rp.write_csv(summary_rows, out / "summary.csv")
+    rp.write_json({"command": "attack", "ctrobust_version": __version__, "config": config, "models": models,
+                   "summary": summary_rows}, out / rp.SUMMARY_FILE)
+    rp.plot_robustness_curves(summaries, out / "robustness_curve.png", relative=not args.absolute,
+                              title=f"PGA ({args.steps} steps, {args.restarts} restart(s)) vs random noise, target: {args.target}")
+    rp.plot_gallery(gallery, out / "gallery.png", title=f"sample 0, eps = {gallery_eps:g}{'' if args.absolute else ' (relative)'}")
+    rows, cols = rp.attack_table(summary_rows)
+    print(rp.format_table(rows, cols))
+    print(f"wrote {out}/: samples.csv, summary.csv, summary.json, robustness_curve.png, gallery.png", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,89 @@
+"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM preparation.
+
+Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] and has ``.image_size``
+(N). Names are imported lazily so ``import ctrobust.data`` stays cheap.
+
+- :func:`load_split` is what every ``--data`` option uses: built-in phantoms when no file is given,
+  else one split of a prepared-slice file.
+- :func:`open_dataset`, :func:`describe`: the prepared-slice format (``ctrobust.data.store``).
+- :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``).
+- :func:`make_phantoms`: phantoms to a prepared-slice file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+__all__ = [
+    "load_split",
+    "make_phantoms",
+    "open_dataset",
+    "describe",
+    "prepare_dicom",
+    "PhantomDataset",
+    "SliceDataset",
+    "random_ellipses",
+    "shepp_logan",
+    "load_image_set",
+    "DEFAULT_COUNTS",
+]
+
+_EXPORTS = {
+    "open_dataset": "ctrobust.data.store",
+    "describe": "ctrobust.data.store",
+    "SliceDataset": "ctrobust.data.store",
+    "PhantomDataset": "ctrobust.data.phantoms",
+    "random_ellipses": "ctrobust.data.phantoms",
+    "shepp_logan": "ctrobust.data.phantoms",
+    "DEFAULT_COUNTS": "ctrobust.data.phantoms",
+    "prepare_dicom": "ctrobust.data.prepare",
+    "make_phantoms": "ctrobust.data.make",
+    "load_image_set": "ctrobust.data.images",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ctrobust.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(__all__) | set(globals()))
+
+
+def load_split(data: str | os.PathLike | None = None, split: str = "train", *, size: int = 128,
+               n_phantoms: int | None = None, seed: int = 0):
+    """The dataset behind every command's ``--data`` option.
+
+    Parameters
+    ----------
+    data : path-like or None
+        A prepared-slice HDF5 file, or None for built-in random phantoms.
+    split : {"train", "val", "test"}
+    size : int
+        N, the phantom image side in pixels. Ignored for a file: its own size is ``.image_size``.
+    n_phantoms : int or None
+        Number of phantoms (None: 256 train / 32 val / 32 test). Ignored for a file.
+    seed : int
+        Base seed of the phantoms; each split draws from its own derived seed (``phantoms.split_seed``),
+        so train, val and test never share a phantom. Ignored for a file.
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Items float32 ``(1, N, N)`` in [0, 1]; attribute ``.image_size`` = N.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if data is None:
+        from ctrobust.data.phantoms import DEFAULT_COUNTS, PhantomDataset, split_seed
+
+        n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
+        return PhantomDataset(n, size, split_seed(seed, split))
+    from ctrobust.data.store import open_dataset
+
+    return open_dataset(data, split)

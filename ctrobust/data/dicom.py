@@ -1,0 +1,353 @@
+"""Read one DICOM file into CT slices: classify, decode, convert to HU, window to [0, 1], resample.
+
+:func:`read_ct_file` never raises for a bad file: it returns a :class:`FileResult` whose ``skip`` names
+the reason (one of :data:`SKIP_REASONS`). The pipeline over many files (grouping, patient split,
+pseudonyms, writing) is :func:`ctrobust.data.prepare.prepare_dicom`.
+
+Conventions
+-----------
+- HU = stored value * RescaleSlope + RescaleIntercept (per frame for Enhanced CT). Pixels equal to
+  PixelPaddingValue (or inside PixelPaddingRangeLimit) become air, -1024 HU.
+- Window ``(level, width)`` in HU maps ``[level - width/2, level + width/2]`` linearly onto [0, 1] and
+  clips outside (a plain linear ramp, not the DICOM VOI ``width - 1`` variant).
+- Resampling: the slice covers ``rows * PixelSpacing[0]`` by ``cols * PixelSpacing[1]`` mm. The output
+  is a square field of view of side ``fov`` mm (default: the longer side of the slice), centred on the
+  centre of the image matrix, sampled on ``size x size`` square pixels of ``fov / size`` mm. Each axis
+  is resized on its own (so non-square pixels become square) with scikit-image's ``resize``
+  (bilinear, Gaussian anti-aliasing when shrinking), in HU; then the shorter side is padded with air
+  (-1024 HU) or a longer side cropped, centred. Rounding the resized extent to whole pixels moves an
+  edge by at most half an output pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "WINDOWS",
+    "AIR_HU",
+    "SKIP_REASONS",
+    "parse_window",
+    "apply_window",
+    "resample_slice",
+    "read_ct_file",
+    "Frame",
+    "FileResult",
+]
+
+# Window presets: name -> (level, width) in HU.
+WINDOWS = {
+    "abdomen": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "full": (1023.5, 4095.0),  # [-1024, 3071] HU: the 12-bit CT range
+}
+AIR_HU = -1024.0
+
+CT_IMAGE_STORAGE = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+
+SKIP_REASONS = {
+    "not-dicom": "not a DICOM file",
+    "truncated": "file ends early (truncated)",
+    "unreadable": "DICOM file that cannot be parsed",
+    "not-ct": "not a CT image (other modality or SOP class)",
+    "localizer": "CT localizer (scout) image, not a slice",
+    "no-pixel-data": "no pixel data",
+    "unsupported-pixels": "pixel layout not supported (colour or more than one sample per pixel)",
+    "decode-error": "pixel data cannot be decoded",
+    "duplicate": "same SOP instance as a file already read",
+}
+
+
+def parse_window(spec) -> tuple[str, float, float]:
+    """Parse a window: a preset name (:data:`WINDOWS`) or ``"LEVEL,WIDTH"`` in HU.
+
+    Returns ``(name, level, width)``; raises ``ValueError`` with the accepted forms.
+    """
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        level, width = float(spec[0]), float(spec[1])
+        name = f"{level:g},{width:g}"
+    else:
+        text = str(spec).strip().lower()
+        if text in WINDOWS:
+            level, width = WINDOWS[text]
+            name = text
+        else:
+            parts = text.split(",")
+            try:
+                if len(parts) != 2:
+                    raise ValueError
+                level, width = float(parts[0]), float(parts[1])
+            except ValueError:
+                raise ValueError(f"window {spec!r} is neither a preset ({', '.join(WINDOWS)}) nor "
+                                 "LEVEL,WIDTH in HU (e.g. 40,400)") from None
+            name = f"{level:g},{width:g}"
+    if not (math.isfinite(level) and math.isfinite(width)) or width <= 0:
+        raise ValueError(f"window width must be a positive number of HU, got level {level}, width {width}")
+    return name, level, width
+
+
+def apply_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Map HU linearly from ``[level - width/2, level + width/2]`` to [0, 1], clipping; float32."""
+    lo = level - width / 2.0
+    return np.clip((np.asarray(hu, dtype=np.float64) - lo) / width, 0.0, 1.0).astype(np.float32)
+
+
+def resample_slice(hu: np.ndarray, spacing: tuple[float, float], size: int,
+                   fov: float | None = None) -> tuple[np.ndarray, float]:
+    """Resample a slice in HU onto a square ``size x size`` grid of square pixels.
+
+    Parameters
+    ----------
+    hu : array (rows, cols)
+        Slice in HU.
+    spacing : (row_spacing, col_spacing)
+        PixelSpacing in mm (DICOM order: between rows, between columns).
+    size : int
+        N, output side in pixels.
+    fov : float or None
+        Side of the output field of view in mm; None: the longer side of the slice.
+
+    Returns
+    -------
+    (image, pixel_spacing)
+        float64 ``(size, size)`` in HU and the output pixel size in mm (``fov / size``).
+    """
+    from skimage.transform import resize
+
+    rows, cols = hu.shape
+    dr, dc = float(spacing[0]), float(spacing[1])
+    height, width = rows * dr, cols * dc
+    side = float(fov) if fov else max(height, width)
+    step = side / size
+    shape = (max(1, int(round(height / step))), max(1, int(round(width / step))))
+    img = np.asarray(hu, dtype=np.float64)
+    if shape != img.shape:
+        img = resize(img, shape, order=1, mode="edge", anti_aliasing=shape[0] < rows or shape[1] < cols,
+                     preserve_range=True)
+    out = np.full((size, size), AIR_HU, dtype=np.float64)
+    # centre crop (source offset) or centre pad (destination offset), per axis
+    src, dst = [], []
+    for n_in in img.shape:
+        if n_in >= size:
+            o = (n_in - size) // 2
+            src.append(slice(o, o + size))
+            dst.append(slice(0, size))
+        else:
+            o = (size - n_in) // 2
+            src.append(slice(0, n_in))
+            dst.append(slice(o, o + n_in))
+    out[dst[0], dst[1]] = img[src[0], src[1]]
+    return out, step
+
+
+@dataclass
+class Frame:
+    """One CT slice read from a file (raw identifiers stay in memory; never written out)."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    frame_index: int
+    position: float  # mm along the slice normal; NaN if unknown
+    instance_number: float  # NaN if absent
+    pixel_spacing: float  # output mm per pixel; NaN if unknown
+    image: np.ndarray  # float32 (size, size) in [0, 1]
+
+
+@dataclass
+class FileResult:
+    """What :func:`read_ct_file` made of one file: frames, or a skip reason, plus warnings."""
+
+    path: str
+    frames: list = field(default_factory=list)
+    skip: str | None = None
+    detail: str = ""
+    warnings: list = field(default_factory=list)
+
+
+def _num(value, default=float("nan")) -> float:
+    try:
+        return float(value) if value is not None and value != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _lookup(ds, i: int, sequence: str, keyword: str):
+    """Value of ``keyword`` for frame ``i``: per-frame functional group, shared group, then top level."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        seq = ds.get(groups)
+        if not seq:
+            continue
+        item = seq[i] if groups.startswith("PerFrame") and i < len(seq) else seq[0]
+        sub = item.get(sequence)
+        if sub and keyword in sub[0]:
+            return sub[0].get(keyword)
+    return ds.get(keyword)
+
+
+def _patient_key(ds) -> str:
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if pid:
+        return "id:" + pid
+    name = str(ds.get("PatientName", "") or "").strip()
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    if name or birth:
+        return f"name:{name}|{birth}"
+    return "study:" + str(ds.get("StudyInstanceUID", "") or "")  # each study its own patient
+
+
+def _classify(ds) -> tuple[str | None, str]:
+    """(skip reason or None, detail) from the header alone."""
+    modality = str(ds.get("Modality", "") or "")
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not modality and not sop and len(ds) < 5:
+        return "truncated", "file ends inside the DICOM header"
+    if sop not in CT_IMAGE_STORAGE or modality != "CT":
+        sop_name = getattr(ds.get("SOPClassUID"), "name", sop) or "unknown SOP class"
+        return "not-ct", f"modality {modality or 'missing'}, {sop_name}"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type:
+        return "localizer", "ImageType " + "\\".join(image_type)
+    if "PixelData" not in ds:
+        return "truncated", "no Pixel Data element: the file ends early or is incomplete"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not str(ds.get("PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME"):
+        return "unsupported-pixels", f"{ds.get('SamplesPerPixel')} samples, {ds.get('PhotometricInterpretation')}"
+    return None, ""
+
+
+def read_ct_file(path: str, window: tuple[float, float], size: int, fov: float | None = None) -> FileResult:
+    """Read one file into windowed, resampled CT slices, or say why it is skipped.
+
+    Parameters
+    ----------
+    path : str
+        Any file; DICOM is recognised by content, not extension.
+    window : (level, width)
+        HU window mapped to [0, 1].
+    size : int
+        N, output side in pixels.
+    fov : float or None
+        Output field of view in mm (see :func:`resample_slice`).
+
+    Returns
+    -------
+    FileResult
+        ``frames``: one :class:`Frame` per kept slice (multi-frame files are split), float32 ``(N, N)``
+        images in [0, 1]; or ``skip`` with a reason from :data:`SKIP_REASONS` and a detail.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    result = FileResult(path=str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:
+                # no preamble / 'DICM' prefix: accept only if it parses as a CT image anyway (old files)
+                try:
+                    ds = pydicom.dcmread(path, force=True)
+                except Exception:
+                    ds = None
+                if ds is None or str(ds.get("Modality", "")) != "CT" or "PixelData" not in ds:
+                    result.skip, result.detail = "not-dicom", "no DICOM preamble / 'DICM' prefix"
+                    return result
+                if "SOPClassUID" not in ds:
+                    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+                    result.warnings.append("no DICOM preamble: read as CT Image Storage")
+    except (EOFError, OSError) as exc:
+        result.skip, result.detail = "truncated" if isinstance(exc, EOFError) else "unreadable", str(exc)
+        return result
+    except Exception as exc:  # pydicom raises many types on corrupt headers
+        result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
+        return result
+
+    reason, detail = _classify(ds)
+    if reason:
+        result.skip, result.detail = reason, detail
+        return result
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = ds.pixel_array
+    except Exception as exc:
+        msg = f"{type(exc).__name__}: {exc}"
+        tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if "less than expected" in str(exc) or "truncat" in str(exc).lower() or isinstance(exc, EOFError):
+            result.skip = "truncated"
+        else:
+            result.skip = "decode-error"
+            msg = f"transfer syntax {getattr(tsyntax, 'name', tsyntax)}: {msg}"
+        result.detail = msg
+        return result
+
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    raw = np.asarray(raw)
+    if n_frames == 1 and raw.ndim == 2:
+        raw = raw[None]
+    if raw.ndim != 3:
+        result.skip, result.detail = "unsupported-pixels", f"pixel array of shape {raw.shape}"
+        return result
+
+    level, width = window
+    padding = ds.get("PixelPaddingValue")
+    padding_limit = ds.get("PixelPaddingRangeLimit")
+    ids = dict(
+        patient_id=_patient_key(ds),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+    )
+    instance = _num(ds.get("InstanceNumber"))
+    for i in range(raw.shape[0]):
+        stored = raw[i]
+        slope = _num(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
+        intercept = _num(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
+        hu = stored.astype(np.float64) * slope + intercept
+        if isinstance(padding, (int, float)):
+            lo, hi = sorted((int(padding), int(padding_limit if isinstance(padding_limit, (int, float)) else padding)))
+            hu[(stored >= lo) & (stored <= hi)] = AIR_HU
+        spacing = _lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing")
+        if spacing is None or len(spacing) != 2 or not all(_num(s) > 0 for s in spacing):
+            spacing = (1.0, 1.0)
+            result.warnings.append("no PixelSpacing: square 1 mm pixels assumed")
+            known_spacing = False
+        else:
+            spacing = (float(spacing[0]), float(spacing[1]))
+            known_spacing = True
+        hu_out, step = resample_slice(hu, spacing, size, fov if known_spacing else None)
+        if known_spacing and abs(spacing[0] - spacing[1]) > 1e-6 * max(spacing):
+            result.warnings.append("non-square pixels resampled to square")
+        position = float("nan")
+        ipp = _lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if ipp is not None and len(ipp) == 3:
+            ipp = np.asarray([float(v) for v in ipp])
+            if iop is not None and len(iop) == 6:
+                iop = np.asarray([float(v) for v in iop])
+                normal = np.cross(iop[:3], iop[3:])
+                position = float(ipp @ normal) if np.linalg.norm(normal) > 0.5 else float(ipp[2])
+            else:
+                position = float(ipp[2])
+        frame_instance = instance if n_frames == 1 else _num(
+            _lookup(ds, i, "FrameContentSequence", "InStackPositionNumber"), float(i + 1))
+        result.frames.append(Frame(
+            frame_index=i, position=position, instance_number=frame_instance,
+            pixel_spacing=step if known_spacing else float("nan"),
+            image=apply_window(hu_out, level, width), **ids,
+        ))
+    result.warnings = sorted(set(result.warnings))
+    return result

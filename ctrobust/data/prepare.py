@@ -1,0 +1,354 @@
+"""DICOM folders -> one shareable prepared-slice HDF5 file (``ctrobust prepare-dicom``).
+
+Pipeline: find every file under the inputs (any extension) -> read each in a process pool
+(:func:`ctrobust.data.dicom.read_ct_file`: keep CT slices, decode, HU, window, resample) into a scratch
+file -> group by patient / study / series, order slices by position -> split patients into
+train / val / test (deterministic for a seed) -> replace identifiers by salted-hash pseudonyms -> write
+the output atomically, and a JSON log (which names the input files, so it is *not* shareable) beside it.
+
+De-identification: the output holds only pixels, pseudonyms (HMAC-SHA256 of the patient key or the
+series UID under a secret salt, 64 bits in hex), slice positions and pixel sizes in mm, and the options
+used. The salt is random per run (``secrets``), or read from ``salt_file`` to keep pseudonyms stable
+across runs; it is never written anywhere. Patient names, IDs, dates, accession numbers, institutions,
+UIDs, paths and file names never reach the HDF5 file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import math
+import os
+import secrets
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ctrobust.data.dicom import SKIP_REASONS, parse_window, read_ct_file
+from ctrobust.data.make import split_counts
+from ctrobust.data.store import SPLITS, SliceWriter, atomic_output, check_writable
+from ctrobust.errors import CtrobustError
+
+__all__ = ["prepare_dicom", "collect_files", "split_patients", "pseudonym", "load_salt", "log_path_for",
+           "format_summary"]
+
+MIN_SALT_BYTES = 16
+
+
+def log_path_for(out: str | os.PathLike) -> Path:
+    """The JSON log written beside a dataset: ``DATASET.h5`` -> ``DATASET.log.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".log.json") if out.suffix else out.with_name(out.name + ".log.json")
+
+
+def collect_files(inputs, exclude=()) -> list[Path]:
+    """Every regular file under ``inputs`` (files or folders, recursive), sorted; ``exclude`` skipped."""
+    exclude = {Path(p).resolve() for p in exclude}
+    files = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_file():
+            files.append(item)
+        elif item.is_dir():
+            for root, dirs, names in os.walk(item):
+                dirs.sort()
+                files.extend(Path(root) / n for n in sorted(names))
+        else:
+            raise CtrobustError(f"input {item} does not exist")
+    out = []
+    for f in files:
+        r = f.resolve()
+        if r in exclude or any(r.name.startswith(f".{e.name}.") for e in exclude):
+            continue
+        out.append(f)
+    return out
+
+
+def load_salt(salt_file: str | os.PathLike | None = None) -> bytes:
+    """The pseudonym salt: the bytes of ``salt_file`` (at least 16), or 32 fresh random bytes."""
+    if salt_file is None:
+        return secrets.token_bytes(32)
+    path = Path(salt_file)
+    if not path.is_file():
+        raise CtrobustError(f"salt file {path} does not exist; create one with e.g. "
+                            "`python -c \"import secrets; print(secrets.token_hex(32))\" > salt.txt`")
+    salt = path.read_bytes().strip()
+    if len(salt) < MIN_SALT_BYTES:
+        raise CtrobustError(f"salt file {path} holds {len(salt)} bytes; use at least {MIN_SALT_BYTES} random bytes")
+    return salt
+
+
+def pseudonym(salt: bytes, kind: str, value: str) -> str:
+    """16 hex digits of HMAC-SHA256(salt, kind + NUL + value): stable for one salt, opaque without it."""
+    return hmac.new(salt, f"{kind}\0{value}".encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def split_patients(patients, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> dict:
+    """Assign each patient to one split, deterministically for a given set of patients and seed.
+
+    Counts: ``round(P * fraction)`` patients for val and test, at least one each when the fraction is
+    positive and there are 3 or more patients, always leaving at least one for train. The patients are
+    sorted, permuted by ``numpy.random.default_rng(seed)``; test takes the first, val the next.
+
+    Returns ``{patient: split}``.
+    """
+    order = sorted(set(patients))
+    n = len(order)
+    counts = split_counts(n, val_fraction, test_fraction)
+    n_val, n_test = counts["val"], counts["test"]
+    if n >= 3:
+        n_val = max(n_val, 1 if val_fraction > 0 else 0)
+        n_test = max(n_test, 1 if test_fraction > 0 else 0)
+    while n_val + n_test > max(n - 1, 0):
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    perm = np.random.default_rng(seed).permutation(n)
+    out = {}
+    for rank, idx in enumerate(perm):
+        out[order[idx]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out
+
+
+def _read_all(files, window, size, fov, workers, progress, sink) -> None:
+    """Run ``read_ct_file`` over ``files`` (in a process pool if workers > 1), in order, into ``sink``."""
+    from tqdm.auto import tqdm
+
+    task = functools.partial(read_ct_file, window=window, size=size, fov=fov)
+    bar = tqdm(total=len(files), desc="reading DICOM", unit="file", disable=not progress)
+    try:
+        if workers <= 1:
+            for f in files:
+                sink(task(str(f)))
+                bar.update()
+            return
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
+            for res in pool.map(task, [str(f) for f in files], chunksize=max(1, min(16, len(files) // (4 * workers)))):
+                sink(res)
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    finally:
+        bar.close()
+
+
+def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: float = 0.1,
+                  test_fraction: float = 0.1, seed: int = 0, fov: float | None = None, workers: int = 1,
+                  salt_file=None, force: bool = False, progress: bool | None = None) -> dict:
+    """Turn DICOM files and folders into a prepared-slice HDF5 file and a JSON log.
+
+    Parameters
+    ----------
+    inputs : path-like or list of them
+        Files and folders (read recursively, any extension).
+    out : path-like
+        Output HDF5 file; refused if it exists unless ``force``. Written atomically.
+    size : int
+        N, output side in pixels.
+    window : str or (level, width)
+        Preset (``abdomen``, ``lung``, ``bone``, ``brain``, ``full``) or ``"LEVEL,WIDTH"`` in HU.
+    val_fraction, test_fraction : float
+        Fractions of *patients* in val and test (see :func:`split_patients`).
+    seed : int
+        Seed of the patient split.
+    fov : float or None
+        Output field of view in mm, the same for every slice; None: each slice's own longer side.
+    workers : int
+        Processes reading files (1: in this process).
+    salt_file : path-like or None
+        File whose bytes salt the pseudonyms (keep it secret and apart from the data); None: a random
+        salt that is forgotten after the run.
+    progress : bool or None
+        Show tqdm bars (None: when stderr is a terminal).
+
+    Returns
+    -------
+    dict
+        The report also written to the log (:func:`log_path_for`): files, kept slices, skips by reason
+        and per file, patients / series / slices per split, warnings.
+
+    Raises
+    ------
+    CtrobustError
+        Bad options, an existing output without ``force``, or no CT slice in the inputs (the log is
+        still written, naming every skipped file).
+    """
+    import h5py
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise CtrobustError("no input given: pass DICOM files or folders")
+    try:
+        window_name, level, width = parse_window(window)
+        split_counts(10, val_fraction, test_fraction)
+    except ValueError as exc:
+        raise CtrobustError(str(exc)) from None
+    if int(size) < 8:
+        raise CtrobustError(f"size must be at least 8 pixels, got {size}")
+    if fov is not None and not fov > 0:
+        raise CtrobustError(f"fov must be a positive length in mm, got {fov}")
+    out = check_writable(out, force)
+    log_path = log_path_for(out)
+    salt = load_salt(salt_file)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    workers = max(1, int(workers or 1))
+
+    files = collect_files(inputs, exclude=(out, log_path))
+    report = {
+        "ctrobust_prepare_dicom_log": 1,
+        "inputs": [str(p) for p in inputs],
+        "options": {"size": int(size), "window": window_name, "window_level": level, "window_width": width,
+                    "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": int(seed),
+                    "fov_mm": fov, "salt": "from salt file" if salt_file else "random, not stored"},
+        "files_found": len(files),
+        "files_used": 0,
+        "slices_kept": 0,
+        "skipped_by_reason": {},
+        "skipped": [],
+        "warnings": {},
+        "splits": {},
+        "output": str(out),
+    }
+    frames = []  # metadata of kept frames; images go to the scratch file
+    seen = {}
+    warn_counts = Counter()
+    fd, scratch_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".scratch.tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with h5py.File(scratch_path, "w") as scratch:
+            store = scratch.create_dataset("images", shape=(0, size, size), maxshape=(None, size, size),
+                                           dtype="float32", chunks=(1, size, size))
+
+            def sink(res):
+                if res.skip is None and res.frames and res.frames[0].sop_uid:
+                    first = seen.get(res.frames[0].sop_uid)
+                    if first is not None:
+                        res.skip, res.detail, res.frames = "duplicate", f"same SOP instance as {first}", []
+                    else:
+                        seen[res.frames[0].sop_uid] = res.path
+                if res.skip is not None:
+                    report["skipped"].append({"path": res.path, "reason": res.skip, "detail": res.detail})
+                    return
+                warn_counts.update(res.warnings)
+                start = store.shape[0]
+                store.resize(start + len(res.frames), axis=0)
+                store[start:] = np.stack([fr.image for fr in res.frames])
+                for k, fr in enumerate(res.frames):
+                    fr.image = start + k  # from here on: the frame's row in the scratch store
+                    frames.append(fr)
+                report["files_used"] += 1
+
+            _read_all(files, (level, width), int(size), fov, workers, progress, sink)
+            report["skipped_by_reason"] = dict(Counter(s["reason"] for s in report["skipped"]))
+            report["warnings"] = {k: v for k, v in sorted(warn_counts.items())}
+            if not frames:
+                _write_log(log_path, report)
+                reasons = ", ".join(f"{n} {r}" for r, n in sorted(report["skipped_by_reason"].items())) or "no files"
+                raise CtrobustError(f"no CT image slice found in {len(files)} file(s) under the inputs "
+                                    f"(skipped: {reasons}); see {log_path}")
+            _write_output(out, frames, store, report, salt, (window_name, level, width), int(size),
+                          val_fraction, test_fraction, int(seed), fov, force, progress)
+    finally:
+        if os.path.exists(scratch_path):
+            os.unlink(scratch_path)
+    report["slices_kept"] = len(frames)
+    _write_log(log_path, report)
+    report["log"] = str(log_path)
+    return report
+
+
+def _order_key(fr):
+    pos = fr.position if math.isfinite(fr.position) else math.inf
+    inst = fr.instance_number if math.isfinite(fr.instance_number) else math.inf
+    return pos, inst, fr.frame_index
+
+
+def _write_output(out, frames, store, report, salt, window, size, val_fraction, test_fraction, seed, fov,
+                  force, progress):
+    import h5py
+    from tqdm.auto import tqdm
+
+    assignment = split_patients([fr.patient_id for fr in frames], val_fraction, test_fraction, seed)
+    groups = defaultdict(list)  # (patient, study, series) -> frames
+    for fr in frames:
+        groups[(fr.patient_id, fr.study_uid, fr.series_uid)].append(fr)
+    patient_order = {p: i for i, p in enumerate(np.random.default_rng(seed).permutation(sorted(assignment)))}
+    name, level, width = window
+    with atomic_output(out, force=force) as tmp:
+        with h5py.File(tmp, "w") as f:
+            writer = SliceWriter(f, size)
+            bar = tqdm(total=len(frames), desc="writing", unit="slice", disable=not progress)
+            for split in SPLITS:
+                keys = sorted((k for k in groups if assignment[k[0]] == split),
+                              key=lambda k: (patient_order[k[0]], k[1], k[2]))
+                for patient, study, series in keys:
+                    series_frames = groups[(patient, study, series)]
+                    if all(math.isfinite(fr.position) for fr in series_frames):
+                        series_frames.sort(key=_order_key)
+                    else:  # fallback: InstanceNumber
+                        series_frames.sort(key=lambda fr: _order_key(fr)[1:])
+                    idx = [fr.image for fr in series_frames]
+                    images = np.stack([store[i] for i in idx])
+                    writer.append(split, images, pseudonym(salt, "patient", patient),
+                                  pseudonym(salt, "series", f"{study}|{series}"),
+                                  [fr.position for fr in series_frames],
+                                  [fr.pixel_spacing for fr in series_frames])
+                    bar.update(len(idx))
+            bar.close()
+            writer.finish({
+                "source": "dicom",
+                "description": "CT slices prepared by ctrobust prepare-dicom; pseudonyms are salted "
+                               "HMAC-SHA256 (salt not stored)",
+                "window": name,
+                "window_level": float(level),
+                "window_width": float(width),
+                "hu_range": np.array([level - width / 2, level + width / 2]),
+                "fov_mm": float(fov) if fov else float("nan"),
+                "seed": seed,
+                "val_fraction": float(val_fraction),
+                "test_fraction": float(test_fraction),
+                "pseudonym": "hmac-sha256-64bit",
+            })
+            for split in SPLITS:
+                g = f[split]
+                report["splits"][split] = {"patients": int(g.attrs["n_patients"]),
+                                           "series": int(g.attrs["n_series"]), "slices": int(g.attrs["n_images"])}
+
+
+def _write_log(path: Path, report: dict) -> None:
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def format_summary(report: dict) -> str:
+    """A plain-text summary table of a :func:`prepare_dicom` report."""
+    lines = [
+        f"files read        {report['files_found']:>8}",
+        f"files used        {report['files_used']:>8}",
+        f"CT slices kept    {report['slices_kept']:>8}",
+        f"files skipped     {len(report['skipped']):>8}",
+    ]
+    for reason, n in sorted(report["skipped_by_reason"].items()):
+        lines.append(f"  {reason:<16}{n:>7}   {SKIP_REASONS.get(reason, '')}")
+    for msg, n in report.get("warnings", {}).items():
+        lines.append(f"warning: {msg} ({n} file(s))")
+    if report["splits"]:
+        lines.append("")
+        lines.append(f"{'split':<8}{'patients':>10}{'series':>8}{'slices':>8}")
+        for split in SPLITS:
+            s = report["splits"].get(split, {"patients": 0, "series": 0, "slices": 0})
+            lines.append(f"{split:<8}{s['patients']:>10}{s['series']:>8}{s['slices']:>8}")
+    return "\n".join(lines)

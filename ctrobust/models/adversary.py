@@ -1,0 +1,139 @@
+"""The auxiliary adversary G of the min-max objective, and the l2-ball helpers attacks share.
+
+``eps`` is relative by default: the perturbation of a measurement ``y_b`` may have l2 norm at most
+``eps * ||y_b||_2`` (``eps=0.01`` is 1 % of the sinogram's norm); with ``relative=False`` the radius is
+``eps`` itself, in the units of ``y``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ctrobust.models.unet import seeded
+
+__all__ = ["eps_radius", "project_l2_ball", "Adversary", "MODES"]
+
+MODES = ("project", "penalty")
+
+
+def eps_radius(y: torch.Tensor, eps: float, relative: bool = True) -> torch.Tensor:
+    """Per-sample radius of the perturbation ball, shape ``(B,)``, on ``y``'s device and dtype.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Measurements ``(B, ...)`` (sinograms ``(B, 1, A, D)`` or CS vectors ``(B, m)``).
+    eps : float
+        Relative level (``radius_b = eps * ||y_b||_2``) or absolute radius (``relative=False``).
+    relative : bool
+        See ``eps``.
+
+    The radius carries no gradient (it is a constraint, not part of the objective).
+    """
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if relative:
+        return eps * y.detach().flatten(1).norm(dim=1)
+    return torch.full((y.shape[0],), float(eps), dtype=y.dtype, device=y.device)
+
+
+def project_l2_ball(delta: torch.Tensor, radius) -> torch.Tensor:
+    """Project each sample of ``delta`` ``(B, ...)`` onto the l2 ball of its radius.
+
+    ``radius`` is a float or a ``(B,)`` tensor. Samples inside the ball are returned unchanged;
+    others are scaled onto the sphere. Differentiable.
+    """
+    b = delta.shape[0]
+    norms = delta.flatten(1).norm(dim=1)
+    if not isinstance(radius, torch.Tensor):
+        radius = torch.full((b,), float(radius), dtype=delta.dtype, device=delta.device)
+    radius = radius.to(delta.dtype).reshape(b)
+    scale = torch.clamp(radius / norms.clamp_min(torch.finfo(delta.dtype).tiny), max=1.0)
+    return delta * scale.reshape(b, *([1] * (delta.dim() - 1)))
+
+
+class Adversary(nn.Module):
+    """G: a measurement ``y`` -> a perturbation ``delta`` shaped like ``y``, with ``||delta_b|| <= radius_b``.
+
+    The network sees ``y`` normalised by its per-sample RMS, and its raw output ``g`` is scaled so an
+    RMS of 1 has the norm of the ball: ``delta = radius * g / sqrt(d)`` (``d`` entries per sample).
+    In ``mode="project"`` (default) ``delta`` is then projected per sample onto the ball of radius
+    ``eps_radius(y, eps, relative)``; in ``mode="penalty"`` it is returned as is and the objective adds
+    :meth:`penalty` (the excess of ``||delta||`` over the radius) to G's loss.
+
+    Parameters
+    ----------
+    measurement_shape : sequence of int
+        ``(1, A, D)`` for sinograms (G is a small 2-D CNN) or ``(m,)`` for CS vectors (G is an MLP).
+    eps : float
+        Ball radius, relative to ``||y||`` (default) or absolute.
+    relative : bool
+        Relative or absolute ``eps``.
+    channels : int
+        CNN width (sinograms); the MLP's hidden width is ``hidden`` (default ``8 * channels``).
+    layers : int
+        Number of hidden layers (CNN: 3x3 conv + ReLU blocks; MLP: linear + ReLU).
+    mode : {"project", "penalty"}
+        Hard projection, or the penalty form.
+    seed : int, optional
+        Seed of the initial weights (the global RNG is left untouched).
+    """
+
+    def __init__(self, measurement_shape: Sequence[int], eps: float, relative: bool = True, channels: int = 16, *,
+                 layers: int = 2, hidden: int | None = None, mode: str = "project", seed: int | None = None):
+        super().__init__()
+        shape = tuple(int(s) for s in measurement_shape)
+        if len(shape) not in (1, 3) or (len(shape) == 3 and shape[0] != 1):
+            raise ValueError(f"measurement_shape must be (1, A, D) or (m,), got {shape}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        eps_radius(torch.zeros(1, 1), eps, relative)  # validates eps
+        self.measurement_shape, self.eps, self.relative, self.mode = shape, float(eps), bool(relative), mode
+        self.channels, self.layers = int(channels), int(layers)
+        self.hidden = int(hidden) if hidden is not None else 8 * self.channels
+        with seeded(seed):
+            if len(shape) == 3:
+                mods: list[nn.Module] = [nn.Conv2d(1, self.channels, 3, padding=1), nn.ReLU()]
+                for _ in range(self.layers - 1):
+                    mods += [nn.Conv2d(self.channels, self.channels, 3, padding=1), nn.ReLU()]
+                mods.append(nn.Conv2d(self.channels, 1, 3, padding=1))
+            else:
+                mods = [nn.Linear(shape[0], self.hidden), nn.ReLU()]
+                for _ in range(self.layers - 1):
+                    mods += [nn.Linear(self.hidden, self.hidden), nn.ReLU()]
+                mods.append(nn.Linear(self.hidden, shape[0]))
+            self.net = nn.Sequential(*mods)
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments."""
+        return {"type": "Adversary", "measurement_shape": list(self.measurement_shape), "eps": self.eps,
+                "relative": self.relative, "channels": self.channels, "layers": self.layers,
+                "hidden": self.hidden, "mode": self.mode}
+
+    def radius(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` ball radius for ``y``."""
+        return eps_radius(y, self.eps, self.relative)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B, *measurement_shape) -> (B, *measurement_shape)`` perturbation."""
+        if tuple(y.shape[1:]) != self.measurement_shape:
+            raise ValueError(f"Adversary expects (B, {', '.join(map(str, self.measurement_shape))}), got {tuple(y.shape)}")
+        b = y.shape[0]
+        d = math.prod(self.measurement_shape)
+        view = (b, *([1] * (y.dim() - 1)))
+        rms = (y.detach().flatten(1).norm(dim=1) / math.sqrt(d)).clamp_min(torch.finfo(y.dtype).tiny)
+        g = self.net(y / rms.reshape(view))
+        radius = self.radius(y)
+        delta = g * (radius / math.sqrt(d)).reshape(view)
+        if self.mode == "project":
+            delta = project_l2_ball(delta, radius)
+        return delta
+
+    def penalty(self, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``relu(||delta_b|| / radius_b - 1)^2``, shape ``(B,)`` (0 inside the ball)."""
+        radius = self.radius(y).clamp_min(torch.finfo(delta.dtype).tiny)
+        return torch.relu(delta.flatten(1).norm(dim=1) / radius - 1.0) ** 2

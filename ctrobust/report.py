@@ -1,0 +1,415 @@
+"""Results on disk: CSV/JSON tables, PNG figures and a Markdown/HTML report of several result folders.
+
+Files are written atomically (a temporary file beside the target, then ``os.replace``), so an
+interrupted run never leaves a half-written table. Figures use matplotlib's Agg backend.
+
+A *result folder* (written by ``ctrobust attack`` or ``ctrobust evaluate``) holds ``summary.json``
+(``{"command", "config", "models", "summary", ...}``), CSV tables and PNG figures;
+:func:`build_report` collects several of them into one document.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ctrobust.errors import CtrobustError
+
+__all__ = [
+    "write_text",
+    "write_csv",
+    "write_json",
+    "read_csv",
+    "prepare_output_dir",
+    "format_table",
+    "attack_table",
+    "plot_robustness_curves",
+    "plot_gallery",
+    "build_report",
+    "SUMMARY_FILE",
+]
+
+SUMMARY_FILE = "summary.json"
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[io.IOBase], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return _atomic(path, lambda fh: fh.write(text), "w")
+
+
+def _columns(rows: Sequence[Mapping]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    return cols
+
+
+def write_csv(rows: Sequence[Mapping], path: str | os.PathLike, columns: Sequence[str] | None = None) -> Path:
+    """Write a list of dicts as CSV (header = ``columns`` or the union of keys, first-seen order)."""
+    cols = list(columns) if columns is not None else _columns(rows)
+
+    def write(fh):
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore", restval="")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+    return _atomic(path, write, "w")
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Read a CSV written by :func:`write_csv`; numeric cells become floats."""
+
+    def conv(v: str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: conv(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON (numpy scalars converted, non-finite floats as null)."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return write_text(text, path)
+
+
+def prepare_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
+    """Create the output folder; refuse an existing non-empty one unless ``force``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CtrobustError(f"output {path} exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise CtrobustError(f"output folder {path} is not empty; pass --force to overwrite its files or choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str], *, style: str = "text", digits: int = 4) -> str:
+    """Render rows as an aligned text table (``style="text"``) or a Markdown table (``"markdown"``)."""
+
+    def cell(v):
+        if v is None or v == "":
+            return ""
+        if isinstance(v, float):
+            return f"{v:.{digits}g}"
+        return str(v)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    if style == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines)
+    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return _atomic(path, lambda fh: fh.write(buf.getvalue()), "wb")
+
+
+def _curve(summary: Iterable[Mapping], metric: str, condition: str):
+    rows = sorted((r for r in summary if r.get("condition") == condition and f"{metric}_mean" in r), key=lambda r: r["eps"])
+    return (np.array([r["eps"] for r in rows], dtype=float), np.array([r[f"{metric}_mean"] for r in rows], dtype=float),
+            np.array([r.get(f"{metric}_std", 0.0) for r in rows], dtype=float))
+
+
+METRIC_LABELS = {
+    "relative_error": "relative error ||f - x|| / ||x||",
+    "mse": "MSE",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "sq_error": "||f - x||^2",
+    "deviation": "||f(y + d) - f(y)||^2",
+}
+
+
+def plot_robustness_curves(
+    summaries: Mapping[str, Sequence[Mapping]],
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = ("relative_error", "psnr"),
+    reference: Sequence[str] = ("FBP",),
+    relative: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Error vs eps, one line per model: attacked (solid) and random noise of the same norm (dashed).
+
+    Parameters
+    ----------
+    summaries : mapping label -> summary rows
+        Rows with ``eps``, ``condition`` and ``<metric>_mean`` / ``<metric>_std`` (as in
+        :attr:`ctrobust.robustness.RobustnessResult.summary`).
+    path : path-like
+        The PNG to write.
+    metrics : sequence of str
+        One panel per metric.
+    reference : sequence of str
+        Labels drawn as black reference lines (FBP).
+    relative : bool
+        Axis label: eps relative to ``||y||`` or absolute.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    k = 0
+    for label, summary in summaries.items():
+        is_ref = label in reference
+        color = "black" if is_ref else colors[k % len(colors)]
+        k += 0 if is_ref else 1
+        for ax, metric in zip(axes[0], metrics):
+            eps, mean, std = _curve(summary, metric, "attack")
+            if len(eps):
+                ax.plot(eps, mean, "-o", color=color, lw=2 if is_ref else 1.5, ms=4, label=f"{label} (PGA)")
+                ax.fill_between(eps, mean - std, mean + std, color=color, alpha=0.12, lw=0)
+            eps, mean, _ = _curve(summary, metric, "random")
+            if len(eps):
+                ax.plot(eps, mean, "--", color=color, lw=1, label=f"{label} (random)")
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_xlabel("eps (fraction of ||y||_2)" if relative else "eps (absolute l2 radius)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _show(ax, img, title, **kw):
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if img is None:
+        ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+        return None
+    img = np.asarray(img, dtype=float)
+    if img.ndim == 1:
+        ax.plot(img, lw=0.6)
+        return None
+    return ax.imshow(img, **kw)
+
+
+def plot_gallery(rows: Sequence[Mapping], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """One row per model: truth, FBP, clean and attacked reconstructions, the perturbation, error maps.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Each with ``label`` and 2-D arrays ``truth``, ``fbp`` (or None), ``clean``, ``attack``
+        (``(N, N)``, [0, 1] scale) and ``delta`` (the measurement perturbation: ``(A, D)`` sinogram
+        or ``(m,)`` vector, plotted as a line).
+    path : path-like
+        The PNG to write.
+    """
+    plt = _pyplot()
+    cols = ("truth", "FBP", "clean recon.", "attacked recon.", "perturbation", "|clean - truth|", "|attacked - truth|")
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.1 * len(cols), 2.3 * len(rows) + 0.4), squeeze=False)
+    err_max = max(float(np.abs(np.asarray(r["attack"]) - np.asarray(r["truth"])).max()) for r in rows) or 1.0
+    for i, r in enumerate(rows):
+        truth = np.asarray(r["truth"])
+        gray = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+        _show(axes[i][0], truth, "truth", **gray)
+        _show(axes[i][1], r.get("fbp"), "FBP", **gray)
+        _show(axes[i][2], r["clean"], "clean recon.", **gray)
+        _show(axes[i][3], r["attack"], "attacked recon.", **gray)
+        delta = np.asarray(r["delta"])
+        lim = float(np.abs(delta).max()) or 1.0
+        im = _show(axes[i][4], delta, "perturbation", cmap="seismic", vmin=-lim, vmax=lim, aspect="auto")
+        if im is not None:
+            fig.colorbar(im, ax=axes[i][4], fraction=0.046, pad=0.02)
+        _show(axes[i][5], np.abs(np.asarray(r["clean"]) - truth), "|clean - truth|", cmap="magma", vmin=0, vmax=err_max)
+        im = _show(axes[i][6], np.abs(np.asarray(r["attack"]) - truth), "|attacked - truth|", cmap="magma", vmin=0, vmax=err_max)
+        fig.colorbar(im, ax=axes[i][6], fraction=0.046, pad=0.02)
+        axes[i][0].set_ylabel(str(r["label"]), fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def attack_table(summary: Sequence[Mapping]) -> tuple[list[dict], list[str]]:
+    """One row per (model, eps) with clean / random / attack columns of the main metrics."""
+    table: dict[tuple, dict] = {}
+    for r in summary:
+        key = (r.get("model", ""), r["eps"])
+        row = table.setdefault(key, {"model": key[0], "eps": key[1]})
+        cond = r["condition"]
+        for metric, short in (("relative_error", "rel.err"), ("psnr", "PSNR"), ("ssim", "SSIM")):
+            if f"{metric}_mean" in r:
+                row[f"{short} {cond}"] = r[f"{metric}_mean"]
+    rows = list(table.values())
+    cols = _columns(rows)
+    return rows, cols
+
+
+def _read_result(folder: Path) -> dict:
+    summary = folder / SUMMARY_FILE
+    if not folder.is_dir():
+        raise CtrobustError(f"{folder} is not a folder; pass result folders written by 'ctrobust attack' or 'ctrobust evaluate'")
+    if not summary.is_file():
+        raise CtrobustError(f"{folder} has no {SUMMARY_FILE}; is it a result folder of 'ctrobust attack' or 'ctrobust evaluate'?")
+    try:
+        with open(summary, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CtrobustError(f"cannot read {summary}: {exc}") from exc
+
+
+def _blocks(folders: Sequence[Path]) -> list[tuple]:
+    blocks: list[tuple] = [("h1", "ctrobust results")]
+    for folder in folders:
+        data = _read_result(folder)
+        command = data.get("command", "?")
+        blocks.append(("h2", f"{folder.name} ({command})"))
+        config = data.get("config", {})
+        if config:
+            blocks.append(("p", "; ".join(f"{k} = {v}" for k, v in config.items() if not isinstance(v, (dict, list)))))
+        models = data.get("models", [])
+        if models:
+            blocks.append(("table", [{"model": m.get("label"), "source": m.get("source")} for m in models], ["model", "source"]))
+        summary = data.get("summary", [])
+        if summary and command == "attack":
+            rows, cols = attack_table(summary)
+            blocks.append(("p", "Mean over samples; eps relative to ||y||_2 unless config says relative = False; "
+                                "'random' is Gaussian noise of the same norm, 'attack' the PGA worst case."))
+            blocks.append(("table", rows, cols))
+        elif summary:
+            cols = [c for c in _columns(summary) if not c.endswith("_std")]
+            blocks.append(("table", summary, cols))
+        for png in sorted(folder.glob("*.png")):
+            blocks.append(("img", png))
+    return blocks
+
+
+def _markdown(blocks, out: Path) -> str:
+    parts = []
+    for b in blocks:
+        if b[0] == "h1":
+            parts.append(f"# {b[1]}")
+        elif b[0] == "h2":
+            parts.append(f"## {b[1]}")
+        elif b[0] == "p":
+            parts.append(b[1])
+        elif b[0] == "table":
+            parts.append(format_table(b[1], b[2], style="markdown"))
+        elif b[0] == "img":
+            rel = os.path.relpath(b[1], out.parent).replace(os.sep, "/")
+            parts.append(f"![{b[1].stem}]({rel})")
+    return "\n\n".join(parts) + "\n"
+
+
+def _html(blocks) -> str:
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>ctrobust results</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>"]
+    for b in blocks:
+        if b[0] in ("h1", "h2"):
+            parts.append(f"<{b[0]}>{html.escape(b[1])}</{b[0]}>")
+        elif b[0] == "p":
+            parts.append(f"<p>{html.escape(b[1])}</p>")
+        elif b[0] == "table":
+            rows, cols = b[1], b[2]
+            text = format_table(rows, cols, style="markdown").splitlines()
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split(" | ")) + "</tr>"
+                for line in text[2:]
+            )
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif b[0] == "img":
+            data = base64.b64encode(b[1].read_bytes()).decode("ascii")
+            parts.append(f"<p><img alt='{html.escape(b[1].stem)}' src='data:image/png;base64,{data}'></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False) -> Path:
+    """One Markdown (``.md``) or self-contained HTML (``.html``, figures embedded) report of result folders.
+
+    Markdown refers to the figures by paths relative to the report. Refuses an existing ``out``
+    unless ``force``.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".md", ".html", ".htm"):
+        raise CtrobustError(f"report name must end in .md or .html, got {out.name!r}")
+    if out.exists() and not force:
+        raise CtrobustError(f"{out} already exists; pass --force to overwrite it")
+    if not folders:
+        raise CtrobustError("give at least one result folder")
+    blocks = _blocks([Path(f) for f in folders])
+    text = _markdown(blocks, out.resolve()) if out.suffix.lower() == ".md" else _html(blocks)
+    return write_text(text, out)

@@ -1,0 +1,311 @@
+"""Robustness curves: clean, random-noise and worst-case (PGA) errors of a reconstruction over an eps grid.
+
+For every sample ``x`` of a dataset, ``y = A x`` (noise-free), and every ``eps`` of the grid, three
+inputs are reconstructed:
+
+- ``clean``: ``f(y)`` (the same at every eps; repeated per eps so each eps has a complete table);
+- ``random``: ``f(y + n)``, ``n`` Gaussian scaled to exactly the radius (the reference an attack must beat);
+- ``attack``: ``f(y + delta)``, ``delta`` found by :func:`ctrobust.attacks.pga_attack`.
+
+The radius is ``eps * ||y||_2`` per sample (relative, the default) or ``eps`` (absolute). Per sample
+and condition the table holds MSE (mean over pixels), relative error ``||f - x|| / ||x||``, PSNR (dB,
+data range 1), SSIM (images only), ``sq_error = ||f - x||^2`` (the robustness metric
+``Delta(x, eps)`` for the attack rows) and ``deviation = ||f(y + d) - f(y)||^2`` (the change from the
+clean output). See docs/robustness.md.
+
+Results are plain lists of dicts (no pandas): ``RobustnessResult.rows`` per sample,
+``RobustnessResult.summary`` mean and std per eps and condition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ctrobust import metrics as _metrics
+from ctrobust.attacks import DEFAULT_STEPS, eval_mode, pga_attack, random_perturbation, squared_error
+
+__all__ = [
+    "RobustnessResult",
+    "robustness_curve",
+    "clean_metrics",
+    "summarize",
+    "CONDITIONS",
+    "METRICS",
+    "DEFAULT_EPS_GRID",
+]
+
+CONDITIONS = ("clean", "random", "attack")
+#: per-sample quantities in every row (psnr/ssim only when reconstructions are images)
+METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius")
+CLEAN_METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error")
+DEFAULT_EPS_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
+
+
+@dataclasses.dataclass
+class RobustnessResult:
+    """A robustness curve.
+
+    Attributes
+    ----------
+    eps_grid : list of float
+        The eps values, relative to ``||y||_2`` unless ``config["relative"]`` is False.
+    rows : list of dict
+        One row per (eps, sample, condition): ``eps``, ``sample`` (dataset index), ``condition``
+        and the quantities of :data:`METRICS` (floats; psnr/ssim absent for vector outputs).
+    summary : list of dict
+        One row per (eps, condition): ``eps``, ``condition``, ``n`` and ``<metric>_mean`` /
+        ``<metric>_std`` (population std) for each metric.
+    config : dict
+        The settings (steps, restarts, relative, target, seed, n_samples, ...), JSON-able.
+    examples : dict
+        CPU tensors of the first few samples for figures: ``x`` (truth), ``y``, ``clean``, and per
+        eps (keyed by the eps value as a float) ``attack``, ``delta``, ``random``.
+    """
+
+    eps_grid: list
+    rows: list
+    summary: list
+    config: dict
+    examples: dict = dataclasses.field(default_factory=dict)
+
+    def curve(self, metric: str = "relative_error", condition: str = "attack") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(eps, mean, std)`` arrays of one metric and condition along the grid."""
+        rows = [r for r in self.summary if r["condition"] == condition]
+        if not rows or f"{metric}_mean" not in rows[0]:
+            raise KeyError(f"no {metric!r} for condition {condition!r} in this result")
+        rows.sort(key=lambda r: r["eps"])
+        return (np.array([r["eps"] for r in rows]), np.array([r[f"{metric}_mean"] for r in rows]),
+                np.array([r[f"{metric}_std"] for r in rows]))
+
+    def to_dict(self) -> dict:
+        """JSON-able ``{"config", "eps_grid", "summary"}`` (per-sample rows go to CSV)."""
+        return {"config": self.config, "eps_grid": list(self.eps_grid), "summary": self.summary}
+
+
+def summarize(rows: Iterable[dict], keys: Sequence[str] = ("eps", "condition")) -> list[dict]:
+    """Mean and (population) std of every numeric column, grouped by ``keys``, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for key, members in groups.items():
+        row = dict(zip(keys, key))
+        row["n"] = len(members)
+        for name in METRICS:
+            values = [m[name] for m in members if name in m and m[name] is not None]
+            if values:
+                arr = np.asarray(values, dtype=np.float64)
+                row[f"{name}_mean"] = float(arr.mean())
+                row[f"{name}_std"] = float(arr.std())
+        out.append(row)
+    return out
+
+
+def _item(sample) -> torch.Tensor:
+    return sample[0] if isinstance(sample, (tuple, list)) else sample
+
+
+def _batches(dataset, n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        yield idx, torch.stack([torch.as_tensor(_item(dataset[i])) for i in idx])
+
+
+def _to_domain(x: torch.Tensor, operator) -> torch.Tensor:
+    """Dataset images ``(B, 1, N, N)`` to the operator's domain (vectorised for CS operators)."""
+    shape = tuple(operator.domain_shape)
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if x[0].numel() == math.prod(shape):
+        return x.reshape(x.shape[0], *shape)
+    raise ValueError(f"dataset images {tuple(x.shape[1:])} do not fit the operator's domain {shape}")
+
+
+def _image_view(t: torch.Tensor, operator) -> torch.Tensor:
+    """Reconstructions as ``(B, 1, H, W)`` images when the operator knows its 2-D image shape."""
+    if t.dim() == 4:
+        return t
+    shape = tuple(getattr(operator, "image_shape", ()) or ())
+    if len(shape) == 2 and t[0].numel() == math.prod(shape):
+        return t.reshape(t.shape[0], 1, *shape)
+    return t
+
+
+def _device_of(f, device):
+    if device is not None:
+        return torch.device(device)
+    if isinstance(f, nn.Module):
+        for p in f.parameters():
+            return p.device
+        for b in f.buffers():
+            return b.device
+    return torch.device("cpu")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _metric_rows(rec, x_img, clean, radius, delta, operator) -> list[dict]:
+    rec_img = _image_view(rec, operator)
+    m = _metrics.all_metrics(rec_img, x_img)
+    sq = squared_error(rec.double(), x_img.reshape(rec.shape).double()).cpu().numpy()
+    dev = squared_error(rec.double(), clean.double()).cpu().numpy()
+    pn = delta.flatten(1).double().norm(dim=1).cpu().numpy() if delta is not None else np.zeros(len(sq))
+    rad = radius.double().cpu().numpy()
+    rows = []
+    for i in range(len(sq)):
+        row = {k: float(v[i]) for k, v in m.items()}
+        row.update(sq_error=float(sq[i]), deviation=float(dev[i]), perturbation_norm=float(pn[i]), radius=float(rad[i]))
+        rows.append(row)
+    return rows
+
+
+def robustness_curve(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    dataset,
+    operator,
+    eps_grid: Sequence[float] = DEFAULT_EPS_GRID,
+    *,
+    steps: int = DEFAULT_STEPS,
+    restarts: int = 1,
+    batch_size: int = 8,
+    relative: bool = True,
+    target: str = "truth",
+    seed: int = 0,
+    progress: bool = True,
+    max_samples: int | None = None,
+    step_size: float | None = None,
+    device=None,
+    n_examples: int = 4,
+) -> RobustnessResult:
+    """Clean, random-noise and PGA-attacked metrics of ``f`` on ``dataset`` for each eps.
+
+    Parameters
+    ----------
+    f : callable
+        Reconstruction, measurements -> images: ``(B, 1, A, D) -> (B, 1, N, N)`` or ``(B, m) -> (B, n)``.
+    dataset : Dataset
+        Items ``(1, N, N)`` float tensors in [0, 1] (or tuples whose first entry is one).
+    operator : LinearOperator
+        ``A``, giving ``y = A x`` (noise-free); images are vectorised for CS operators.
+    eps_grid : sequence of float
+        Perturbation sizes >= 0, relative to ``||y||_2`` per sample (or absolute, ``relative=False``).
+        ``eps = 0`` is evaluated without attacking (all three conditions equal the clean one).
+    steps, restarts, step_size, target
+        Passed to :func:`ctrobust.attacks.pga_attack`.
+    batch_size : int
+        Samples per batch.
+    seed : int
+        Seed of the random starts and the random-noise reference (per eps and batch, so results do
+        not depend on ``max_samples``). The global RNG is not used.
+    progress : bool
+        tqdm bars over samples (and over the attack's steps); off when not a terminal.
+    max_samples : int, optional
+        Use only the first ``max_samples`` samples.
+    device : torch.device or str, optional
+        Where to compute; default the device of ``f``'s parameters (CPU for plain callables).
+    n_examples : int
+        Number of leading samples whose tensors are kept in ``examples`` for figures.
+
+    Returns
+    -------
+    RobustnessResult
+    """
+    eps_grid = [float(e) for e in eps_grid]
+    if not eps_grid or any(not math.isfinite(e) or e < 0 for e in eps_grid):
+        raise ValueError(f"eps_grid must be a non-empty list of finite numbers >= 0, got {eps_grid!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    if n < 1:
+        raise ValueError("the dataset is empty (or max_samples < 1): nothing to evaluate")
+    dev = _device_of(f, device)
+    rows: list[dict] = []
+    examples: dict = {}
+    config = {"steps": int(steps), "restarts": int(restarts), "relative": bool(relative), "target": target,
+              "seed": int(seed), "n_samples": n, "batch_size": int(batch_size), "step_size": step_size,
+              "eps_grid": eps_grid}
+    bar = tqdm(total=n, desc="samples", unit="sample", disable=not progress)
+    try:
+        for b_index, (idx, x) in enumerate(_batches(dataset, n, batch_size)):
+            x = _to_domain(x.to(dev), operator)
+            with torch.no_grad():
+                y = operator(x)
+            with torch.no_grad(), eval_mode(f):
+                clean = f(y)
+            x_img = _image_view(x, operator)
+            zero_r = torch.zeros(len(idx), dtype=torch.float64)
+            clean_rows = _metric_rows(clean, x_img, clean, zero_r, None, operator)
+            keep = [i for i, s in enumerate(idx) if s < n_examples]
+            if keep:
+                for name, t in (("x", x_img), ("y", y), ("clean", _image_view(clean, operator))):
+                    examples[name] = torch.cat([examples[name], t[keep].detach().cpu()]) if name in examples else t[keep].detach().cpu()
+            for e_index, eps in enumerate(eps_grid):
+                if eps == 0:
+                    results = {"random": (clean, zero_r, None), "attack": (clean, zero_r, None)}
+                    ex_delta = torch.zeros_like(y)
+                    ex_random = ex_attack = clean
+                else:
+                    noise = random_perturbation(y, eps, relative=relative,
+                                                generator=torch.Generator().manual_seed(_seed(seed, 1, e_index, b_index)))
+                    with torch.no_grad(), eval_mode(f):
+                        noisy = f(y + noise)
+                    res = pga_attack(f, y, x.reshape(clean.shape), eps, relative=relative, steps=steps,
+                                     step_size=step_size, restarts=restarts, target=target,
+                                     generator=torch.Generator().manual_seed(_seed(seed, 2, e_index, b_index)),
+                                     progress=progress)
+                    results = {"random": (noisy, res.radius, noise), "attack": (res.reconstruction, res.radius, res.delta)}
+                    ex_delta, ex_random, ex_attack = res.delta, noisy, res.reconstruction
+                per_condition = {"clean": clean_rows}
+                for cond, (rec, radius, delta) in results.items():
+                    per_condition[cond] = _metric_rows(rec, x_img, clean, radius, delta, operator)
+                for cond in CONDITIONS:
+                    for s, row in zip(idx, per_condition[cond]):
+                        rows.append({"eps": eps, "sample": int(s), "condition": cond, **row})
+                if keep:
+                    ex = examples.setdefault(eps, {})
+                    for name, t in (("delta", ex_delta), ("attack", _image_view(ex_attack, operator)),
+                                    ("random", _image_view(ex_random, operator))):
+                        t = t[keep].detach().cpu()
+                        ex[name] = torch.cat([ex[name], t]) if name in ex else t
+            bar.update(len(idx))
+    finally:
+        bar.close()
+    rows.sort(key=lambda r: (r["eps"], CONDITIONS.index(r["condition"]), r["sample"]))
+    return RobustnessResult(eps_grid, rows, summarize(rows), config, examples)
+
+
+def clean_metrics(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    dataset,
+    operator,
+    *,
+    batch_size: int = 8,
+    max_samples: int | None = None,
+    progress: bool = True,
+    device=None,
+) -> tuple[list[dict], dict]:
+    """Metrics of ``f(A x)`` on a dataset: ``(rows per sample, summary)``.
+
+    The summary holds ``n`` and ``<metric>_mean`` / ``<metric>_std`` for MSE, relative error, PSNR,
+    SSIM and ``sq_error``. Same conventions as :func:`robustness_curve` (clean condition only).
+    """
+    result = robustness_curve(f, dataset, operator, [0.0], batch_size=batch_size, progress=progress,
+                              max_samples=max_samples, device=device, n_examples=0)
+    rows = [{"sample": r["sample"], **{k: r[k] for k in CLEAN_METRICS if k in r}}
+            for r in result.rows if r["condition"] == "clean"]
+    full = next(s for s in result.summary if s["condition"] == "clean")
+    summary = {"n": full["n"]}
+    for name in CLEAN_METRICS:
+        for stat in ("mean", "std"):
+            if f"{name}_{stat}" in full:
+                summary[f"{name}_{stat}"] = full[f"{name}_{stat}"]
+    return rows, summary

@@ -1,0 +1,212 @@
+"""Checkpoints: everything needed to rebuild a trained model and to resume its training.
+
+A checkpoint is a ``torch.save`` file holding only tensors and primitive containers (dict, list,
+str, int, float, bool, None) -- no pickled classes -- so it loads with ``torch.load(weights_only=True)``.
+It is written atomically (temporary file beside it + ``os.replace``). Keys:
+
+``format``, ``version``     ``"ctrobust-checkpoint"``, 1
+``model``                   ``{"config": model.config(), "state": state_dict}`` (operator excluded)
+``operator``                operator description (``RadonTransform``: geometry, backend, projector;
+                            CS operators: their ``to_dict()``), ``None``-free
+``geometry``                ``ParallelBeam2D.to_dict()`` for CT, else ``None``
+``objective``               ``{"config": objective.config(), "state": objective.state_dict()}``
+``optimizer``, ``scheduler``  state dicts
+``rng``                     global torch / numpy / python RNG states at the save
+``step``, ``epoch``, ``batch_in_epoch``  progress (optimiser steps done; epoch and batch position)
+``data``                    fingerprint of the training data
+``metrics``, ``best``       last validation metrics; best step and its validation MSE
+``run``                     trainer settings (batch size, lr, world size, ...) and ``train_config``
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctrobust import __version__
+from ctrobust.errors import CtrobustError
+
+__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator",
+           "model_state", "rng_state", "set_rng_state", "FORMAT", "VERSION"]
+
+FORMAT = "ctrobust-checkpoint"
+VERSION = 1
+
+
+# -- operators ----------------------------------------------------------------------------------------
+def operator_config(operator) -> dict:
+    """A JSON-able description of ``operator`` that :func:`build_operator` turns back into it.
+
+    Operators that cannot be rebuilt (custom ones) get ``{"type": name, "rebuildable": False}``; their
+    checkpoints load only with ``load_checkpoint(path, operator=...)``.
+    """
+    from ctrobust.operators.radon import RadonTransform
+
+    if isinstance(operator, RadonTransform):
+        return {"type": "RadonTransform", "geometry": operator.geometry.to_dict(), "backend": operator.backend,
+                "projector": operator.projector, "rebuildable": True}
+    for attr in ("to_dict", "config"):
+        fn = getattr(operator, attr, None)
+        if callable(fn):
+            try:
+                cfg = dict(fn())
+            except NotImplementedError:
+                continue
+            cfg.setdefault("rebuildable", True)
+            return cfg
+    return {"type": type(operator).__name__, "rebuildable": False,
+            "domain_shape": list(operator.domain_shape), "range_shape": list(operator.range_shape)}
+
+
+def build_operator(config: dict):
+    """Rebuild an operator from :func:`operator_config` output (raises :class:`CtrobustError`)."""
+    cfg = {k: v for k, v in config.items() if k != "rebuildable"}
+    kind = cfg.get("type")
+    if not config.get("rebuildable", True):
+        raise CtrobustError(f"the checkpoint's operator ({kind}) is a custom operator that cannot be rebuilt; "
+                            "pass it explicitly: load_checkpoint(path, operator=...)")
+    if kind == "RadonTransform":
+        from ctrobust.geometry import ParallelBeam2D
+        from ctrobust.operators.radon import RadonTransform
+
+        geometry = ParallelBeam2D.from_dict(cfg["geometry"])
+        backend = cfg.get("backend") or "auto"
+        kwargs = {"projector": cfg["projector"]} if backend == "astra" and cfg.get("projector") else {}
+        return RadonTransform(geometry, backend=backend, **kwargs)
+    try:
+        from ctrobust.operators.cs import operator_from_dict
+    except ImportError as exc:  # pragma: no cover
+        raise CtrobustError(f"cannot rebuild operator {kind!r}: {exc}") from exc
+    try:
+        return operator_from_dict(cfg)
+    except Exception as exc:
+        raise CtrobustError(f"cannot rebuild the checkpoint's operator {config!r}: {exc}") from exc
+
+
+# -- state ---------------------------------------------------------------------------------------------
+def model_state(model: torch.nn.Module) -> dict:
+    """``model.state_dict()`` without the operator's entries (operators are rebuilt from their config)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("operator.")}
+
+
+def rng_state() -> dict:
+    """Global torch (and CUDA), numpy and python RNG states as tensors and primitives."""
+    np_state = np.random.get_state()
+    py = random.getstate()
+    out = {
+        "torch": torch.random.get_rng_state(),
+        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py[0]), "state": [int(v) for v in py[1]], "gauss_next": py[2]},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the global RNG states saved by :func:`rng_state`."""
+    torch.random.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- files ---------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` (with ``format``/``version`` added) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT, "version": VERSION, "ctrobust_version": __version__, **payload}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Everything a checkpoint stores, as a dict (see the module docstring); loaded with ``weights_only=True``.
+
+    Raises :class:`CtrobustError` for a missing, unreadable, truncated or foreign file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CtrobustError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        hint = " (did you mean last.pt or best.pt inside it?)" if (path / "last.pt").exists() else ""
+        raise CtrobustError(f"checkpoint path is a directory: {path}{hint}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CtrobustError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a ctrobust "
+                            f"checkpoint ({first})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CtrobustError(f"{path} is not a ctrobust checkpoint (no '{FORMAT}' marker)")
+    if int(data.get("version", 0)) > VERSION:
+        raise CtrobustError(f"{path} was written by a newer ctrobust (checkpoint format {data['version']}, "
+                            f"this version reads up to {VERSION}); upgrade ctrobust")
+    for key in ("model", "operator"):
+        if key not in data:
+            raise CtrobustError(f"checkpoint {path} is incomplete: no '{key}' entry")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=None):
+    """The trained model of a checkpoint, in eval mode, with its operator as ``.operator``.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``last.pt`` / ``best.pt`` written by the trainer.
+    map_location : str or torch.device
+        Where the weights go (``"cpu"`` default).
+    operator : LinearOperator, optional
+        Use this operator instead of rebuilding it from the stored description (needed for custom
+        operators). Its shapes must match the stored ones.
+
+    Returns
+    -------
+    torch.nn.Module
+        E.g. an :class:`~ctrobust.models.FBPConvNet` mapping sinograms ``(B, 1, A, D)`` to images
+        ``(B, 1, N, N)``; for CT, ``model.operator`` is its :class:`~ctrobust.operators.radon.RadonTransform`.
+    """
+    from ctrobust.models import build_model
+
+    data = read_checkpoint(path, map_location="cpu")
+    op = operator if operator is not None else build_operator(data["operator"])
+    stored = data["operator"]
+    for key in ("domain_shape", "range_shape"):
+        if key in stored and list(getattr(op, key)) != list(stored[key]):
+            raise CtrobustError(f"operator {key} {tuple(getattr(op, key))} does not match the checkpoint's {tuple(stored[key])}")
+    try:
+        model = build_model(data["model"]["config"], op)
+    except (ValueError, TypeError) as exc:
+        raise CtrobustError(f"checkpoint {path} holds a model this ctrobust cannot build: {exc}") from exc
+    try:
+        missing, unexpected = model.load_state_dict(data["model"]["state"], strict=False)
+    except RuntimeError as exc:
+        raise CtrobustError(f"checkpoint {path} does not fit its model config (shape mismatch): "
+                            f"{str(exc).splitlines()[0]}") from exc
+    missing = [k for k in missing if not k.startswith("operator.")]
+    if missing or unexpected:
+        raise CtrobustError(f"checkpoint {path} does not fit its model config: missing {missing[:5]}, "
+                            f"unexpected {list(unexpected)[:5]}")
+    if getattr(model, "operator", None) is not op:
+        model.operator = op
+    model.to(map_location)
+    model.eval()
+    return model

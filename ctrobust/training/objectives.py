@@ -1,0 +1,460 @@
+"""Training objectives (docs/training.md, notes/method.md section 3).
+
+Every loss term is a **per-pixel mean squared error** over the batch,
+``mse(a, x) = mean_{b, pixels} (a - x)^2``, so losses do not grow with the image size or the batch.
+
+======================  ==================================================================================
+objective               f-step loss (``y = A x``, ``delta`` chosen as described)
+======================  ==================================================================================
+``plain``               ``mse(f(y), x)``
+``weight-decay``        ``mse(f(y), x) + mu * sum_theta ||theta||^2`` (all trainable parameters of f)
+``parseval``            ``mse(f(y), x)``; after each step every weight matrix is retracted towards
+                        orthonormality (:mod:`ctrobust.training.parseval`), starting from orthonormal
+                        weights
+``minmax``              ``mse(f(y), x) + lam * mse(f(y + G(y)), x)``, after ``g_steps`` ascent steps of
+                        G (its own Adam) on ``lam * mse(f(y + G(y)), x)``
+``pgd``                 ``mse(f(y), x) + lam * mse(f(y + delta*), x)``, ``delta*`` from ``steps``
+                        normalised projected gradient ascent steps per sample from a random start
+``universal``           as ``pgd``, but one direction ``u`` (``||u|| <= 1``) shared by the batch and kept
+                        between batches, ``delta_b = u * radius_b``, improved by ``steps`` normalised
+                        ascent steps per f step
+``jitter``              as ``pgd`` with Gaussian noise ``delta_b ~ N(0, radius_b^2 / d)`` (same level)
+======================  ==================================================================================
+
+The ball radius is ``eps * ||y_b||_2`` (``relative=True``, default) or ``eps``. During inner
+maximisations (G steps, PGD, universal) the network runs in training mode, its batch-norm running
+statistics are frozen and only the perturbation's parameters receive gradients. Under several
+processes the inner gradients (G's, the universal direction's) are averaged over processes, so the
+run equals one process on the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ctrobust.models.adversary import Adversary, eps_radius, project_l2_ball
+from ctrobust.training import distributed as D
+from ctrobust.training.parseval import orthogonal_init, retract
+
+__all__ = ["Objective", "Plain", "WeightDecay", "Parseval", "MinMax", "PGD", "Universal", "Jitter",
+           "OBJECTIVES", "make_objective", "build_objective", "mse", "frozen_bn_stats"]
+
+
+def mse(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean squared error over the whole batch (a scalar tensor)."""
+    return torch.mean((estimate - truth) ** 2)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Keep batch-norm running statistics unchanged (training-mode normalisation still uses batch stats)."""
+    saved = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+def _view(b: int, like: torch.Tensor) -> tuple[int, ...]:
+    return (b, *([1] * (like.dim() - 1)))
+
+
+def _unit_directions(shape, generator, dtype, device) -> torch.Tensor:
+    """Random directions ``(B, ...)`` of unit l2 norm per sample."""
+    z = torch.randn(shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    return z / z.flatten(1).norm(dim=1).clamp_min(1e-30).reshape(_view(shape[0], z))
+
+
+class Objective:
+    """Base class: computes the f-step loss; holds any state of its own (adversary, generator).
+
+    The trainer calls ``setup`` once, then per step ``loss(model, x, y, module)`` -> ``(loss, logs)``,
+    ``backward``, the optimiser step and ``after_step(module)``. ``model`` may be a
+    DistributedDataParallel wrapper of ``module``; inner maximisations use ``module`` directly.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the objective's own ``torch.Generator`` (random starts, noise); process ``r`` of a
+        multi-process run uses ``seed + 1000003 * r`` so processes draw different noise.
+    """
+
+    name: ClassVar[str] = "objective"
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def setup(self, module: nn.Module, operator, *, device="cpu") -> None:
+        """Bind to the network and operator before training (creates adversaries, re-seeds per process)."""
+        self.generator = torch.Generator().manual_seed(self.seed + 1000003 * D.rank())
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, module: nn.Module | None = None):
+        """``(loss, logs)``: the scalar f-step loss and a dict of floats to log."""
+        raise NotImplementedError
+
+    def after_step(self, module: nn.Module) -> None:
+        """Hook after every optimiser step of f."""
+
+    def config(self) -> dict:
+        """JSON-able description; ``build_objective(config)`` rebuilds the objective."""
+        return {"name": self.name, "seed": self.seed}
+
+    def state_dict(self) -> dict:
+        """Tensors / primitives only (safe for ``torch.load(weights_only=True)``)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class Plain(Objective):
+    """``mse(f(y), x)``."""
+
+    name = "plain"
+
+    def loss(self, model, x, y, module=None):
+        clean = mse(model(y), x)
+        return clean, {"loss": float(clean), "clean": float(clean)}
+
+
+class WeightDecay(Objective):
+    """``mse(f(y), x) + mu * sum ||theta||^2`` over every trainable parameter of f."""
+
+    name = "weight-decay"
+
+    def __init__(self, mu: float = 1e-4, *, seed: int = 0):
+        super().__init__(seed=seed)
+        if not (math.isfinite(mu) and mu >= 0):
+            raise ValueError(f"mu must be a finite number >= 0, got {mu!r}")
+        self.mu = float(mu)
+
+    def config(self):
+        return {**super().config(), "mu": self.mu}
+
+    def loss(self, model, x, y, module=None):
+        module = module if module is not None else model
+        clean = mse(model(y), x)
+        decay = sum(p.pow(2).sum() for p in module.parameters() if p.requires_grad)
+        total = clean + self.mu * decay
+        return total, {"loss": float(total), "clean": float(clean), "weight_norm2": float(decay)}
+
+
+class Parseval(Objective):
+    """``mse(f(y), x)`` with the Parseval retraction (strength ``beta``) after every step.
+
+    ``orthogonal_init=True`` first re-initialises every weight matrix with orthonormal rows/columns
+    (Cisse et al.), drawn from the objective's generator.
+    """
+
+    name = "parseval"
+
+    def __init__(self, beta: float = 3e-4, *, orthogonal_init: bool = True, seed: int = 0):
+        super().__init__(seed=seed)
+        if not (math.isfinite(beta) and 0 <= beta < 1):
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        self.beta = float(beta)
+        self.orthogonal_init = bool(orthogonal_init)
+
+    def config(self):
+        return {**super().config(), "beta": self.beta, "orthogonal_init": self.orthogonal_init}
+
+    def setup(self, module, operator, *, device="cpu"):
+        if self.orthogonal_init:  # same weights on every process: seeded without the rank
+            orthogonal_init(module, torch.Generator().manual_seed(self.seed))
+        super().setup(module, operator, device=device)
+
+    def loss(self, model, x, y, module=None):
+        clean = mse(model(y), x)
+        return clean, {"loss": float(clean), "clean": float(clean)}
+
+    def after_step(self, module):
+        retract(module, self.beta)
+
+
+class _Perturbed(Objective):
+    """Shared part of the objectives ``mse(f(y), x) + lam * mse(f(y + delta), x)``."""
+
+    def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, seed: int = 0):
+        super().__init__(seed=seed)
+        eps_radius(torch.zeros(1, 1), eps)  # validates eps
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+        self.eps, self.lam, self.relative = float(eps), float(lam), bool(relative)
+
+    def config(self):
+        return {**super().config(), "eps": self.eps, "lam": self.lam, "relative": self.relative}
+
+    def radius(self, y):
+        return eps_radius(y, self.eps, self.relative)
+
+    def perturbation(self, module, x, y) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, x, y, module=None):
+        module = module if module is not None else model
+        delta = self.perturbation(module, x, y).detach()
+        b = y.shape[0]
+        out = model(torch.cat([y, y + delta]))  # one pass: the clean and perturbed halves
+        clean, adv = mse(out[:b], x), mse(out[b:], x)
+        total = clean + self.lam * adv
+        size = float((delta.flatten(1).norm(dim=1) / self.radius(y).clamp_min(1e-30)).mean())
+        return total, {"loss": float(total), "clean": float(clean), "perturbed": float(adv), "delta_over_radius": size}
+
+
+class MinMax(_Perturbed):
+    """The auxiliary-adversary min-max objective (Raj, Bresler & Li 2020).
+
+    ``min_f max_G mse(f(y), x) + lam * mse(f(y + G(y)), x)``: per f step, ``g_steps`` Adam steps
+    (learning rate ``g_lr``) on G's parameters ascend ``lam * mse(f(y + G(y)), x)`` (minus
+    ``penalty_weight * mean_b relu(||G(y_b)|| / radius_b - 1)^2`` in ``mode="penalty"``), then f
+    descends the objective with G fixed.
+
+    Parameters
+    ----------
+    eps, lam, relative
+        Ball radius (relative to ``||y||`` by default) and weight of the perturbed term.
+    g_lr : float
+        G's Adam learning rate.
+    g_steps : int
+        G ascent steps per f step (k_G).
+    mode : {"project", "penalty"}
+        Hard projection of G's output onto the ball (default) or the penalty form.
+    penalty_weight : float
+        Weight of the penalty in ``mode="penalty"``.
+    channels, layers : int
+        Size of G (see :class:`~ctrobust.models.Adversary`).
+    """
+
+    name = "minmax"
+
+    def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, g_lr: float = 1e-3,
+                 g_steps: int = 1, mode: str = "project", penalty_weight: float = 10.0, channels: int = 16,
+                 layers: int = 2, seed: int = 0):
+        super().__init__(eps, lam, relative=relative, seed=seed)
+        if int(g_steps) < 1:
+            raise ValueError(f"g_steps must be >= 1, got {g_steps!r}")
+        self.g_lr, self.g_steps, self.mode = float(g_lr), int(g_steps), mode
+        self.penalty_weight, self.channels, self.layers = float(penalty_weight), int(channels), int(layers)
+        self.adversary: Adversary | None = None
+        self.g_optimizer: torch.optim.Optimizer | None = None
+
+    def config(self):
+        return {**super().config(), "g_lr": self.g_lr, "g_steps": self.g_steps, "mode": self.mode,
+                "penalty_weight": self.penalty_weight, "channels": self.channels, "layers": self.layers}
+
+    def setup(self, module, operator, *, device="cpu"):
+        super().setup(module, operator, device=device)
+        dtype = next(module.parameters()).dtype
+        self.adversary = Adversary(operator.range_shape, self.eps, self.relative, self.channels,
+                                   layers=self.layers, mode=self.mode, seed=self.seed).to(device=device, dtype=dtype)
+        self.g_optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.g_lr)
+
+    def _require_setup(self):
+        if self.adversary is None:
+            raise RuntimeError("MinMax.setup(module, operator) must be called before training")
+
+    def ascend(self, module, x, y) -> float:
+        """One ascent step of G; returns the perturbed loss it started from."""
+        self._require_setup()
+        g = self.adversary
+        g.train()
+        params = [p for p in g.parameters() if p.requires_grad]
+        with frozen_bn_stats(module):
+            delta = g(y)
+            adv = mse(module(y + delta), x)
+            objective = self.lam * adv
+            if self.mode == "penalty":
+                objective = objective - self.penalty_weight * g.penalty(delta, y).mean()
+        grads = torch.autograd.grad(-objective, params)
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        D.average_gradients(params)
+        self.g_optimizer.step()
+        self.g_optimizer.zero_grad(set_to_none=True)
+        return float(adv)
+
+    def perturbation(self, module, x, y):
+        self._require_setup()
+        for _ in range(self.g_steps):
+            self._last_adv = self.ascend(module, x, y)
+        with torch.no_grad():
+            return self.adversary(y)
+
+    def loss(self, model, x, y, module=None):
+        total, logs = super().loss(model, x, y, module)
+        logs["g_objective"] = self.lam * self._last_adv
+        return total, logs
+
+    def state_dict(self):
+        self._require_setup()
+        return {**super().state_dict(), "adversary": self.adversary.state_dict(),
+                "g_optimizer": self.g_optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self._require_setup()
+        super().load_state_dict(state)
+        self.adversary.load_state_dict(state["adversary"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+
+
+class PGD(_Perturbed):
+    """Per-sample adversarial training: ``delta*`` by ``steps`` projected normalised gradient ascent steps.
+
+    Start: a uniformly random direction at a uniformly random fraction of the radius; step:
+    ``delta <- P_ball(delta + alpha * g / ||g||)`` per sample with ``alpha = step_size * radius``
+    (default ``step_size = 2.5 / steps``, Madry et al.); the last iterate is used.
+    """
+
+    name = "pgd"
+
+    def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, steps: int = 5,
+                 step_size: float | None = None, seed: int = 0):
+        super().__init__(eps, lam, relative=relative, seed=seed)
+        if int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps!r}")
+        self.steps = int(steps)
+        self.step_size = float(step_size) if step_size is not None else 2.5 / self.steps
+
+    def config(self):
+        return {**super().config(), "steps": self.steps, "step_size": self.step_size}
+
+    def perturbation(self, module, x, y):
+        b = y.shape[0]
+        radius = self.radius(y)
+        view = _view(b, y)
+        start = torch.rand(b, generator=self.generator, dtype=torch.float64).to(y.device, y.dtype)
+        delta = _unit_directions(tuple(y.shape), self.generator, y.dtype, y.device) * (radius * start).reshape(view)
+        alpha = (self.step_size * radius).reshape(view)
+        with frozen_bn_stats(module):
+            for _ in range(self.steps):
+                delta.requires_grad_(True)
+                per_sample = ((module(y + delta) - x) ** 2).flatten(1).mean(1)
+                (g,) = torch.autograd.grad(per_sample.sum(), delta)
+                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-30).reshape(view)
+                delta = project_l2_ball(delta.detach() + alpha * g, radius)
+        return delta.detach()
+
+
+class Universal(_Perturbed):
+    """One perturbation shared by the batch: ``delta_b = u * radius_b`` with ``||u||_2 <= 1``.
+
+    ``u`` (shape ``(1, *measurement_shape)``) starts as a random unit vector and persists across
+    batches (it is saved in checkpoints); before every f step it takes ``steps`` normalised ascent
+    steps ``u <- P_1(u + step_size * g / ||g||)`` on the batch's perturbed loss.
+    """
+
+    name = "universal"
+
+    def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, steps: int = 3,
+                 step_size: float = 0.25, seed: int = 0):
+        super().__init__(eps, lam, relative=relative, seed=seed)
+        if int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps!r}")
+        self.steps, self.step_size = int(steps), float(step_size)
+        self.u: torch.Tensor | None = None
+
+    def config(self):
+        return {**super().config(), "steps": self.steps, "step_size": self.step_size}
+
+    def setup(self, module, operator, *, device="cpu"):
+        super().setup(module, operator, device=device)
+        dtype = next(module.parameters()).dtype
+        init = torch.Generator().manual_seed(self.seed)  # same start on every process
+        self.u = _unit_directions((1, *operator.range_shape), init, dtype, torch.device(device))
+
+    def perturbation(self, module, x, y):
+        if self.u is None:
+            raise RuntimeError("Universal.setup(module, operator) must be called before training")
+        radius = self.radius(y).reshape(_view(y.shape[0], y))
+        u = self.u.to(y.dtype)
+        with frozen_bn_stats(module):
+            for _ in range(self.steps):
+                u.requires_grad_(True)
+                adv = mse(module(y + u * radius), x)
+                (g,) = torch.autograd.grad(adv, u)
+                g = D.average_tensor(g)
+                u = project_l2_ball(u.detach() + self.step_size * g / g.norm().clamp_min(1e-30), 1.0)
+        self.u = u.detach()
+        return self.u * radius
+
+    def state_dict(self):
+        return {**super().state_dict(), "u": self.u.detach().cpu()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.u = state["u"].to(self.u.device if self.u is not None else "cpu")
+
+
+class Jitter(_Perturbed):
+    """Gaussian noise of the same level: ``delta_b ~ N(0, (radius_b^2 / d) I)``, so ``E||delta_b||^2 = radius_b^2``."""
+
+    name = "jitter"
+
+    def perturbation(self, module, x, y):
+        d = y[0].numel()
+        radius = self.radius(y).reshape(_view(y.shape[0], y))
+        z = torch.randn(tuple(y.shape), generator=self.generator, dtype=torch.float64).to(y.device, y.dtype)
+        return z * radius / math.sqrt(d)
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (Plain, WeightDecay, Parseval, MinMax, PGD, Universal, Jitter)
+}
+
+
+def make_objective(name: str, *, eps: float = 0.01, lam: float = 1.0, relative: bool = True, mu: float = 1e-4,
+                   beta: float = 3e-4, g_lr: float = 1e-3, g_steps: int = 1, pgd_steps: int = 5,
+                   mode: str = "project", seed: int = 0) -> Objective:
+    """Build an objective by name from the trainer's flat options (each uses only its own ones).
+
+    ``g_steps`` is the number of ascent steps per f step for ``minmax`` and ``universal``.
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    if name == "plain":
+        return Plain(seed=seed)
+    if name == "weight-decay":
+        return WeightDecay(mu, seed=seed)
+    if name == "parseval":
+        return Parseval(beta, seed=seed)
+    if name == "minmax":
+        return MinMax(eps, lam, relative=relative, g_lr=g_lr, g_steps=g_steps, mode=mode, seed=seed)
+    if name == "pgd":
+        return PGD(eps, lam, relative=relative, steps=pgd_steps, seed=seed)
+    if name == "universal":
+        return Universal(eps, lam, relative=relative, steps=g_steps, seed=seed)
+    return Jitter(eps, lam, relative=relative, seed=seed)
+
+
+def build_objective(config: dict) -> Objective:
+    """Rebuild an objective from its ``config()``."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r} in {config!r}")
+    cls = OBJECTIVES[name]
+    if issubclass(cls, _Perturbed):
+        return cls(cfg.pop("eps"), cfg.pop("lam"), **cfg)
+    if cls is WeightDecay:
+        return cls(cfg.pop("mu"), **cfg)
+    if cls is Parseval:
+        return cls(cfg.pop("beta"), **cfg)
+    return cls(**cfg)
