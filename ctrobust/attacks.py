@@ -247,7 +247,9 @@ def _pga(
                 with torch.set_grad_enabled(not last):
                     v_req = v.detach().requires_grad_(not last)
                     out = g(v_req)
-                    loss = squared_error(out, reference)
+                    if tuple(out.shape) != tuple(reference.shape):
+                        raise ValueError(f"x must have the shape of f(y), {tuple(out.shape)}, got {tuple(reference.shape)}")
+                    loss = squared_error(out, reference.to(out.device, out.dtype))
                     if not last:
                         (grad,) = torch.autograd.grad(loss.sum(), v_req)
                 loss64 = loss.detach().double()
@@ -349,16 +351,14 @@ def pga_attack(
     gen = _generator_for(y.device, generator)
     y = y.detach()
     radius = perturbation_radius(y, float(eps), relative, norm)
+    if target == "truth" and not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor shaped like f(y), got {type(x).__name__}")
     with eval_mode(f):
-        with torch.no_grad():
-            clean = f(y)
         if target == "truth":
-            if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(clean.shape):
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"x must have the shape of f(y), {tuple(clean.shape)}, got {shape}")
-            reference = x.detach().to(clean.device, clean.dtype)
+            reference = x.detach()  # its shape is checked against f's first output
         else:
-            reference = clean.detach()
+            with torch.no_grad():
+                reference = f(y).detach()
         delta, rec, err, hist = _pga(
             lambda d: f(y + d),
             y,
@@ -427,9 +427,11 @@ def image_space_attack(
     gen = _generator_for(x.device, generator)
     radius = perturbation_radius(x, float(eps_x), relative, "l2")
     with eval_mode(f):
-        with torch.no_grad():
-            clean = f(y)
-        reference = x.to(clean.dtype).reshape(clean.shape) if target == "truth" else clean
+        if target == "truth":
+            reference = x
+        else:
+            with torch.no_grad():
+                reference = f(y).detach()
         r, rec, err, hist = _pga(
             lambda v: f(y + operator(v)),
             x,

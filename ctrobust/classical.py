@@ -16,12 +16,9 @@ spacing. For a 1-D ``image_shape`` ``(n,)`` it is the 1-D total variation ``sum 
 
 from __future__ import annotations
 
-import copy
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 
 from ctrobust.operators.base import LinearOperator, check_batch
@@ -36,6 +33,10 @@ __all__ = [
     "DIPInfo",
     "holdout_mask",
     "operator_norm",
+    "TVReconstruction",
+    "DIPReconstruction",
+    "build_tv",
+    "build_dip",
 ]
 
 # Squared norm bound of the forward-difference gradient on a 2-D grid: ||D||^2 < 8 (4 per axis).
@@ -459,3 +460,58 @@ def deep_image_prior(
         infos.append(info)
     out = torch.cat(outputs)
     return (out, infos) if return_info else out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the methods as models (for ``ctrobust attack --method tv|dip`` and the robustness tools)
+# ---------------------------------------------------------------------------------------------------
+class TVReconstruction(torch.nn.Module):
+    """:func:`tv_reconstruction` as a model ``y -> x`` with ``.operator`` (differentiable in ``y``).
+
+    Shapes as in :func:`tv_reconstruction`. ``tau``, ``iterations``, ``nonneg`` are fixed at
+    construction. The operator is kept as a plain attribute (not a submodule), like FBPConvNet.
+    """
+
+    def __init__(self, operator: LinearOperator, tau: float = 0.3, iterations: int = 100, nonneg: bool = True):
+        super().__init__()
+        object.__setattr__(self, "operator", operator)
+        self.tau, self.iterations, self.nonneg = float(tau), int(iterations), bool(nonneg)
+
+    def config(self) -> dict:
+        return {"type": "TVReconstruction", "tau": self.tau, "iterations": self.iterations, "nonneg": self.nonneg}
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return tv_reconstruction(self.operator, y, self.tau, self.iterations, nonneg=self.nonneg)
+
+
+class DIPReconstruction(torch.nn.Module):
+    """:func:`deep_image_prior` as a model ``y -> x`` with ``.operator``.
+
+    The unrolled fit is kept differentiable (``differentiable=True``) exactly when ``y`` requires a
+    gradient and autograd is enabled (an attack), so clean evaluations stay cheap. Keyword options are
+    those of :func:`deep_image_prior`.
+    """
+
+    def __init__(self, operator: LinearOperator, **options):
+        super().__init__()
+        object.__setattr__(self, "operator", operator)
+        for bad in ("differentiable", "return_info"):
+            options.pop(bad, None)
+        self.options = options
+
+    def config(self) -> dict:
+        return {"type": "DIPReconstruction", **self.options}
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        diff = bool(y.requires_grad and torch.is_grad_enabled())
+        return deep_image_prior(self.operator, y, differentiable=diff, **self.options)
+
+
+def build_tv(operator: LinearOperator, **options) -> TVReconstruction:
+    """Builder for the method registry (``ctrobust.methods``): ``--method tv``."""
+    return TVReconstruction(operator, **options)
+
+
+def build_dip(operator: LinearOperator, **options) -> DIPReconstruction:
+    """Builder for the method registry (``ctrobust.methods``): ``--method dip``."""
+    return DIPReconstruction(operator, **options)

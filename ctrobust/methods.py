@@ -72,7 +72,8 @@ def _build_fbp(operator, **options):
 
 
 #: name -> builder(operator, **options) -> f, or a "module:function" string imported on first use.
-METHODS: dict[str, Callable | str] = {"fbp": _build_fbp}
+METHODS: dict[str, Callable | str] = {"fbp": _build_fbp, "tv": "ctrobust.classical:build_tv",
+                                     "dip": "ctrobust.classical:build_dip"}
 
 
 def register_method(name: str, builder: Callable | str, *, overwrite: bool = False) -> None:
@@ -171,6 +172,20 @@ def move_to(model, device):
     return model
 
 
+def _record_info(record) -> dict:
+    """The small, JSON-able part of a checkpoint record: objective config, step, metrics, best."""
+    if not isinstance(record, dict):
+        return {}
+    info = {}
+    objective = record.get("objective")
+    if isinstance(objective, dict):
+        info["objective"] = objective.get("config", objective)
+    for key in ("step", "metrics", "best"):
+        if key in record:
+            info[key] = record[key]
+    return info
+
+
 def _labels(paths: Sequence[Path]) -> list[str]:
     """Short unique labels: the run directory name, else more of the path."""
     labels = [p.parent.name or p.stem for p in paths]
@@ -203,7 +218,7 @@ def load_reconstructions(
     for path, label in zip(paths, _labels(paths)):
         model, record = load_model(path, map_location="cpu")
         model = move_to(model, device).eval()
-        info = {k: record.get(k) for k in ("objective", "step", "metrics") if isinstance(record, dict) and k in record}
+        info = _record_info(record)
         out.append(Reconstruction(label, model, model.operator, str(path), "checkpoint", info))
     if methods:
         if out:

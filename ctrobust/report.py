@@ -120,6 +120,8 @@ def _jsonable(obj):
         return _jsonable(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # torch tensors
+        return _jsonable(obj.tolist())
     return obj
 
 
@@ -129,13 +131,18 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return write_text(text, path)
 
 
-def prepare_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
-    """Create the output folder; refuse an existing non-empty one unless ``force``."""
+def prepare_output_dir(path: str | os.PathLike, force: bool = False, *, create: bool = True) -> Path:
+    """Create the output folder; refuse an existing non-empty one unless ``force``.
+
+    With ``create=False`` only check (so a command can refuse before its expensive work).
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CtrobustError(f"output {path} exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise CtrobustError(f"output folder {path} is not empty; pass --force to overwrite its files or choose another --out")
+    if not create:
+        return path
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -337,7 +344,7 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
         blocks.append(("h2", f"{folder.name} ({command})"))
         config = data.get("config", {})
         if config:
-            blocks.append(("p", "; ".join(f"{k} = {v}" for k, v in config.items() if not isinstance(v, (dict, list)))))
+            blocks.append(("p", "; ".join(f"{k} = {v}" for k, v in config.items() if not isinstance(v, dict))))
         models = data.get("models", [])
         if models:
             blocks.append(("table", [{"model": m.get("label"), "source": m.get("source")} for m in models], ["model", "source"]))

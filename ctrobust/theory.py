@@ -179,7 +179,9 @@ def minmax_matrix_objective(B: Any, A: Any, eps: float, lam: float) -> float:
 
 def _check_pair(B: np.ndarray, A: np.ndarray) -> None:
     if B.shape != (A.shape[1], A.shape[0]):
-        raise ValueError(f"B must have shape (n, m) = {(A.shape[1], A.shape[0])} for A of shape {A.shape}, got {B.shape}")
+        raise ValueError(
+            f"B must have shape (n, m) = {(A.shape[1], A.shape[0])} for A of shape {A.shape}, got {B.shape}"
+        )
 
 
 def _thin_svd(A: np.ndarray, rcond: float | None):

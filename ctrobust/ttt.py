@@ -69,7 +69,12 @@ class TTTInfo:
 
 def copy_model(f: nn.Module) -> nn.Module:
     """A deep copy of ``f`` whose :class:`LinearOperator` submodules are shared with ``f``, not copied."""
-    memo = {id(m): m for m in f.modules() if isinstance(m, LinearOperator)}
+    memo = {}
+    for module in f.modules():
+        # operators may be registered submodules or plain attributes (kept out of the state dict)
+        for obj in (module, *vars(module).values()):
+            if isinstance(obj, LinearOperator):
+                memo[id(obj)] = obj
     return copy.deepcopy(f, memo)
 
 

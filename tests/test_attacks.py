@@ -209,3 +209,37 @@ def test_attack_differentiates_through_fbp(radon):
     noise = squared_error(radon.fbp(y + random_perturbation(y, 0.02, generator=gen(22))), x)
     assert torch.all(res.error > clean) and torch.all(res.error > noise)
     assert torch.all(res.perturbation_norm <= 0.02 * y.flatten(1).norm(dim=1) * (1 + 1e-6))
+
+
+@pytest.fixture(scope="module")
+def trained_fbpconvnet(tmp_path_factory):
+    """A tiny FBPConvNet (32 px, 20 views, 4 channels, depth 2) trained for 40 steps on phantoms."""
+    from ctrobust.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    config = TrainConfig(angles=20, size=32, n_train=32, n_val=4, max_steps=40, batch_size=8, channels=4, depth=2,
+                         lr=3e-3, out=str(out), progress=False, device="cpu")
+    return train(config).model.eval()
+
+
+def test_pga_beats_random_noise_on_trained_fbpconvnet(trained_fbpconvnet):
+    from ctrobust.data import load_split
+
+    model = trained_fbpconvnet
+    data = load_split(None, "test", size=32, n_phantoms=4)
+    x = torch.stack([data[i] for i in range(4)])
+    y = model.operator(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]  # left by training
+    res = pga_attack(model, y, x, 0.02, steps=20, generator=gen(30))
+    with torch.no_grad():
+        clean = squared_error(model(y), x).double()
+        noisy = squared_error(model(y + random_perturbation(y, 0.02, generator=gen(31))), x).double()
+    # the worst case of the same norm does at least 10x the damage of random noise, per sample
+    assert torch.all(res.error - clean >= 10 * (noisy - clean).clamp_min(0)), (clean, noisy, res.error)
+    assert torch.all(res.error >= 1.2 * clean)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)

@@ -276,3 +276,18 @@ def test_dip_rejects_bad_arguments(dip_problem):
         deep_image_prior(op, y, iterations=0)
     with pytest.raises(ValueError, match="lr"):
         deep_image_prior(op, y, lr=0.0)
+
+
+def test_methods_registry_builds_tv_and_dip(radon32):
+    from ctrobust.methods import build_method
+
+    x = _blocks(32).unsqueeze(1).float()
+    y = radon32(x)
+    tv = build_method("tv", radon32, tau=0.5, iterations=10)
+    assert tv.operator is radon32 and tv.config()["tau"] == 0.5
+    assert torch.equal(tv(y), tv_reconstruction(radon32, y, 0.5, 10))
+    dip = build_method("dip", radon32, iterations=3, **DIP_KW)
+    assert torch.equal(dip(y), deep_image_prior(radon32, y, iterations=3, **DIP_KW))
+    v = y.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(dip(v).sum(), v)  # differentiable when y requires a gradient
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0

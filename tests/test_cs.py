@@ -109,7 +109,10 @@ def test_pinv_matches_numpy_and_recovers_row_space(name):
 def test_partial_dct_equals_scipy_dctn_rows(shape):
     n = int(np.prod(shape))
     op = PartialDCT(max(1, n // 2), shape, seed=7)
-    full = scipy_dct_matrix(shape[0]) if len(shape) == 1 else np.kron(scipy_dct_matrix(shape[0]), scipy_dct_matrix(shape[1]))
+    if len(shape) == 1:
+        full = scipy_dct_matrix(shape[0])
+    else:  # row-major flattening: the 2D DCT is the Kronecker product of the 1D ones
+        full = np.kron(scipy_dct_matrix(shape[0]), scipy_dct_matrix(shape[1]))
     idx = op.indices.numpy()
     np.testing.assert_allclose(op.to_dense().numpy(), full[idx], atol=1e-13)
     x = np.random.default_rng(0).normal(size=(2, *shape))

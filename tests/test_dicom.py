@@ -138,7 +138,7 @@ def test_enhanced_ct_multiframe_split_with_per_frame_rescale(tmp_path):
 
 @pytest.mark.parametrize("kind, reason", [
     ("mr", "not-ct"), ("text", "not-dicom"), ("empty", "not-dicom"), ("truncated-pixels", "truncated"),
-    ("truncated-header", "truncated"), ("localizer", "localizer"),
+    ("truncated-header", "truncated"), ("localizer", "localizer"), ("rtdose", "not-ct"),
 ])
 def test_bad_files_are_skipped_with_reason(tmp_path, kind, reason):
     path = tmp_path / kind
@@ -153,6 +153,8 @@ def test_bad_files_are_skipped_with_reason(tmp_path, kind, reason):
         write_truncated(path, tmp_path / "src", 0.7 if kind == "truncated-pixels" else 0.1)
     elif kind == "localizer":
         write_ct(path, ramp(), image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    elif kind == "rtdose":
+        copy_testdata("rtdose.dcm", path)  # pydicom's RT Dose test file
     res = dcm.read_ct_file(str(path), FULL, N)
     assert res.skip == reason, (res.skip, res.detail)
     assert not res.frames and res.detail
@@ -203,7 +205,8 @@ def clinic(tmp_path):
     write_mr(root / "dir2" / "mr.dcm", ramp(), patient_id="PID-CAROL-0003")
     (root / "dir3" / "notes.txt").write_text("Patient WHITE^DAVE, see attached")
     write_truncated(root / "dir3" / "broken.dcm", root / "dir3" / "s0" / "img0.dcm", 0.6)
-    write_ct(root / "dir0" / "scout", ramp(), patient_id="PID-ALICE-0001", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    write_ct(root / "dir0" / "scout", ramp(), patient_id="PID-ALICE-0001",
+             image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
     import shutil
 
     shutil.copy(root / "dir0" / "s0" / "img0.dcm", root / "dir0" / "copy_of_img0")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ctrobust.errors import CtrobustError
 
-DEFAULT_N_ANGLES = 143  # the paper's view count; used only when no checkpoint gives a geometry
 
 
 # -- argument types -------------------------------------------------------------------------------
@@ -69,6 +68,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--checkpoint/--method, the data and the device: what ``attack`` and ``evaluate`` share."""
     from ctrobust.methods import METHODS
     from ctrobust.robustness import robustness_curve
+    from ctrobust.training.trainer import TrainConfig
 
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                    help="checkpoint written by 'ctrobust train' (e.g. runs/NAME/best.pt); repeat to compare several")
@@ -82,8 +82,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=_default(robustness_curve, "batch_size"),
                    help="samples per batch")
     p.add_argument("--image-size", type=positive_int, default=None,
-                   help="phantom image side N in pixels when no checkpoint fixes it (default: the phantoms' 128)")
-    p.add_argument("--n-angles", type=positive_int, default=DEFAULT_N_ANGLES,
+                   help=f"image side N in pixels of the phantoms and of the geometry, only when no checkpoint gives one "
+                   f"(default: the data's size, {TrainConfig.DEFAULT_SIZE} for phantoms)")
+    p.add_argument("--n-angles", type=positive_int, default=TrainConfig.angles,
                    help="views on [0, pi) of the parallel-beam geometry, only when no checkpoint gives one")
     p.add_argument("--device", default="auto", help="torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
     p.add_argument("--no-fbp", action="store_true", help="do not add FBP as a reference (it is added for CT operators)")
@@ -109,6 +110,7 @@ def load_inputs(args):
     """``(reconstructions, dataset)`` for ``args`` (checkpoints, methods, FBP reference, data split)."""
     from ctrobust.data import load_split
     from ctrobust.methods import load_reconstructions
+    from ctrobust.training.trainer import TrainConfig
 
     device = resolve_device(args.device)
     methods = list(args.method)
@@ -120,7 +122,7 @@ def load_inputs(args):
         size = args.image_size
         if args.data is not None:
             size = load_split(args.data, args.split).image_size
-        size = size or _default(load_split, "size")
+        size = size or TrainConfig.DEFAULT_SIZE
         return RadonTransform(ParallelBeam2D(int(size), int(args.n_angles)))
 
     if not args.checkpoint and not methods:
@@ -223,6 +225,7 @@ def run(args) -> int:
     if args.step_size == 0:
         raise CtrobustError("--step-size must be > 0 (or leave it out for 2.5 / steps)")
     grid, gallery_eps = eps_settings(args)
+    rp.prepare_output_dir(args.out, args.force, create=False)
     recs, dataset = load_inputs(args)
     device = resolve_device(args.device)
     out = rp.prepare_output_dir(args.out, args.force)

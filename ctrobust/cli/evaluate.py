@@ -57,6 +57,7 @@ def run(args) -> int:
     from ctrobust import __version__
     from ctrobust import report as rp
 
+    rp.prepare_output_dir(args.out, args.force, create=False)
     recs, dataset = load_inputs(args)
     out = rp.prepare_output_dir(args.out, args.force)
     sample_rows, summary_rows = evaluate(args, recs, dataset)

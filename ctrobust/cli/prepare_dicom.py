@@ -1,4 +1,7 @@
-"""`ctrobust prepare-dicom`: DICOM folders -> a de-identified prepared-slice HDF5 file (see docs/cli/prepare-dicom.md)."""
+"""`ctrobust prepare-dicom`: DICOM folders -> a de-identified prepared-slice HDF5 file.
+
+See docs/cli/prepare-dicom.md; the logic is :func:`ctrobust.data.prepare.prepare_dicom`.
+"""
 
 from __future__ import annotations
 
@@ -46,17 +49,22 @@ def add_parser(subparsers):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM files or folders (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 file (the log goes to DATASET.log.json)")
+    p.add_argument("--out", required=True, metavar="DATASET.h5",
+                   help="output HDF5 file (the log goes to DATASET.log.json)")
     p.add_argument("--size", type=int, default=d["size"], help="output image side in pixels (square slices)")
     p.add_argument("--window", type=_window, default=d["window"],
-                   help=f"HU window mapped to [0, 1]: a preset, {presets}, or LEVEL,WIDTH in HU")
+                   help=f"HU window mapped to [0, 1]: a preset, {presets}, or LEVEL,WIDTH in HU "
+                        "(write --window=-600,1500 when LEVEL is negative)")
     p.add_argument("--fov", type=_positive_float, default=d["fov"],
-                   help="output field of view in mm, the same for every slice (default: each slice's longer side)")
-    p.add_argument("--val-fraction", type=float, default=d["val_fraction"], help="fraction of patients in the val split")
-    p.add_argument("--test-fraction", type=float, default=d["test_fraction"], help="fraction of patients in the test split")
+                   help="output field of view in mm, the same for every slice, centred; None: each slice's own "
+                        "longer side")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                   help="fraction of patients in the val split")
+    p.add_argument("--test-fraction", type=float, default=d["test_fraction"],
+                   help="fraction of patients in the test split")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the patient split (deterministic for a seed)")
     p.add_argument("--salt-file", default=d["salt_file"], metavar="FILE",
-                   help="secret file whose bytes salt the pseudonyms (stable keys across runs); default: a random "
+                   help="secret file whose bytes salt the pseudonyms (stable keys across runs); None: a random "
                         "salt, never stored")
     p.add_argument("--workers", type=int, default=d["workers"], help="processes reading DICOM files in parallel")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

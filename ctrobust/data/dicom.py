@@ -61,7 +61,6 @@ SKIP_REASONS = {
     "unreadable": "DICOM file that cannot be parsed",
     "not-ct": "not a CT image (other modality or SOP class)",
     "localizer": "CT localizer (scout) image, not a slice",
-    "no-pixel-data": "no pixel data",
     "unsupported-pixels": "pixel layout not supported (colour or more than one sample per pixel)",
     "decode-error": "pixel data cannot be decoded",
     "duplicate": "same SOP instance as a file already read",
@@ -213,15 +212,16 @@ def _classify(ds) -> tuple[str | None, str]:
     sop = str(ds.get("SOPClassUID", "") or "")
     if not modality and not sop and len(ds) < 5:
         return "truncated", "file ends inside the DICOM header"
+    if sop in CT_IMAGE_STORAGE and "PixelData" not in ds:
+        return "truncated", "CT image without a Pixel Data element: the file ends early or is incomplete"
     if sop not in CT_IMAGE_STORAGE or modality != "CT":
         sop_name = getattr(ds.get("SOPClassUID"), "name", sop) or "unknown SOP class"
         return "not-ct", f"modality {modality or 'missing'}, {sop_name}"
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "LOCALIZER" in image_type:
         return "localizer", "ImageType " + "\\".join(image_type)
-    if "PixelData" not in ds:
-        return "truncated", "no Pixel Data element: the file ends early or is incomplete"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not str(ds.get("PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME"):
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
         return "unsupported-pixels", f"{ds.get('SamplesPerPixel')} samples, {ds.get('PhotometricInterpretation')}"
     return None, ""
 

@@ -27,10 +27,10 @@ to CelebA's ``list_eval_partition.txt`` (same folder or its parent), that file's
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -158,12 +158,22 @@ def _take(indices: np.ndarray, n: int | None, what: str) -> np.ndarray:
 # the sets
 # --------------------------------------------------------------------------------------------------
 def _digits() -> np.ndarray:
+    return _digits_cached().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_cached() -> np.ndarray:
     from sklearn.datasets import load_digits
 
     return load_digits().images.astype(np.float64) / 16.0
 
 
 def _faces() -> np.ndarray:
+    return _faces_cached().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _faces_cached() -> np.ndarray:
     from skimage import data
 
     images = np.asarray(data.lfw_subset()[:100], dtype=np.float64)

@@ -108,7 +108,8 @@ def convert_lodopab(source: str | os.PathLike, out: str | os.PathLike, *, size: 
                     break
                 with h5py.File(path, "r") as src:
                     if "data" not in src or src["data"].ndim != 3:
-                        raise CtrobustError(f"{path.name} has no (n, H, W) dataset 'data': not a LoDoPaB ground-truth file")
+                        raise CtrobustError(f"{path.name} has no (n, H, W) dataset 'data': "
+                                            "not a LoDoPaB ground-truth file")
                     data = src["data"]
                     n = data.shape[0] if max_per_part is None else min(data.shape[0], max_per_part - index)
                     for start in range(0, n, 32):

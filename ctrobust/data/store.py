@@ -235,6 +235,8 @@ class SliceDataset:
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train"):
+        self._file = None
+        self._pid = None
         self.path = Path(path)
         self.split = split
         with _open_h5(self.path) as f:
@@ -245,14 +247,13 @@ class SliceDataset:
                 raise CtrobustError(f"{self.path} has no split {split!r}; available splits: {sorted(available)}")
             images = f[split]["images"]
             if images.ndim != 3 or images.shape[1] != images.shape[2]:
-                raise CtrobustError(f"{self.path}: /{split}/images has shape {images.shape}, expected (n, N, N)")
+                raise CtrobustError(f"{self.path}: /{split}/images has shape {images.shape}, "
+                                    "expected (n, N, N)")
             self._len = int(images.shape[0])
             self.image_size = int(images.shape[1])
             self.patients = np.char.decode(f[split]["patient"][:], "ascii") if "patient" in f[split] else None
             self.positions = f[split]["position"][:] if "position" in f[split] else None
             self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
-        self._file = None
-        self._pid = None
 
     def __len__(self) -> int:
         return self._len
@@ -295,7 +296,8 @@ class SliceDataset:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SliceDataset({str(self.path)!r}, split={self.split!r})  # {self._len} slices of {self.image_size}x{self.image_size}"
+        n = self.image_size
+        return f"SliceDataset({str(self.path)!r}, split={self.split!r})  # {self._len} slices of {n}x{n}"
 
 
 def _plain(value):

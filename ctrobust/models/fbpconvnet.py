@@ -36,7 +36,9 @@ class FBPConvNet(nn.Module):
         super().__init__()
         if not hasattr(operator, "fbp"):
             raise TypeError(f"FBPConvNet needs an operator with an fbp() method (a RadonTransform), got {type(operator).__name__}")
-        self.operator = operator
+        # Not registered as a submodule: the operator holds no trainable state, stays out of
+        # state_dict() and of .to()/DDP (it serves any device its input is on).
+        object.__setattr__(self, "operator", operator)
         self.filter = filter
         self.unet = UNet(1, 1, channels, depth, norm=norm, seed=seed)
 

@@ -70,7 +70,12 @@ class LinearOperator(nn.Module):
         self.range_shape = tuple(int(s) for s in range_shape)
 
     # -- to implement -------------------------------------------------------------------------------
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    # Note: ``nn.Module`` also calls ``self._apply(fn)`` (from ``.to()``, ``.cuda()``, ``.double()``, and
+    # on every child module of a model that holds an operator). Implementations must hand non-tensor
+    # arguments to ``nn.Module._apply`` as below, or ``model.to(device)`` breaks.
+    def _apply(self, x, *args, **kwargs):
+        if not isinstance(x, torch.Tensor):
+            return nn.Module._apply(self, x, *args, **kwargs)
         raise NotImplementedError
 
     def _apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -157,7 +162,9 @@ class AdjointOperator(LinearOperator):
     def _check_device(self, t):
         self.op._check_device(t)
 
-    def _apply(self, x):
+    def _apply(self, x, *args, **kwargs):
+        if not isinstance(x, torch.Tensor):  # nn.Module._apply(fn) from .to() / .double() / .cuda()
+            return nn.Module._apply(self, x, *args, **kwargs)
         return self.op._apply_adjoint(x)
 
     def _apply_adjoint(self, y):
@@ -185,7 +192,13 @@ class ComposedOperator(LinearOperator):
     def name(self) -> str:
         return f"({self.outer.name} @ {self.inner.name})"
 
-    def _apply(self, x):
+    def _check_device(self, t):
+        self.inner._check_device(t)
+        self.outer._check_device(t)
+
+    def _apply(self, x, *args, **kwargs):
+        if not isinstance(x, torch.Tensor):  # nn.Module._apply(fn) from .to() / .double() / .cuda()
+            return nn.Module._apply(self, x, *args, **kwargs)
         return self.outer._apply(self.inner._apply(x).contiguous())
 
     def _apply_adjoint(self, y):

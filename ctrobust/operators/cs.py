@@ -390,6 +390,7 @@ class PartialDCT(CSOperator):
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """``A^+ y = A^T y`` (orthonormal rows): ``(B, m) -> (B, n)``, same dtype as ``y``."""
+        check_batch(y, self.range_shape, "pinv input", name=self.name)
         return self.adjoint(y)
 
     def to_dict(self) -> dict:

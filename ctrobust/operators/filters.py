@@ -38,6 +38,13 @@ def _check_filter(name: str) -> str:
     return name.lower()
 
 
+def _check_args(name, frequency_scaling) -> tuple[str, float]:
+    scaling = float(frequency_scaling)
+    if not (0.0 < scaling <= 1.0):
+        raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling!r}")
+    return _check_filter(name), scaling
+
+
 def padded_length(n_detectors: int) -> int:
     """FFT length: the smallest power of two ``>= 2 * n_detectors`` (and >= 64)."""
     return max(64, 1 << math.ceil(math.log2(2 * n_detectors)))
@@ -88,11 +95,14 @@ def ramp_response(
         In ``(0, 1]``: the window is stretched to end at ``frequency_scaling`` times Nyquist, above
         which the response is zero.
     """
-    name = _check_filter(filter)
-    scaling = float(frequency_scaling)
-    if not (0.0 < scaling <= 1.0):
-        raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling!r}")
-    return torch.as_tensor(_response_np(int(n_detectors), name, scaling), dtype=dtype, device=device)
+    name, scaling = _check_args(filter, frequency_scaling)
+    return _response_tensor(int(n_detectors), name, scaling, dtype, torch.device(device)).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _response_tensor(n_detectors: int, name: str, scaling: float, dtype: torch.dtype, device: torch.device):
+    # cached per device, so a CUDA FBP does not copy the filter from the host on every call
+    return torch.as_tensor(_response_np(n_detectors, name, scaling), dtype=dtype, device=device)
 
 
 def filter_sinogram(y: torch.Tensor, filter: str = "ram-lak", frequency_scaling: float = 1.0) -> torch.Tensor:
@@ -110,6 +120,7 @@ def filter_sinogram(y: torch.Tensor, filter: str = "ram-lak", frequency_scaling:
     """
     d = y.shape[-1]
     size = padded_length(d)
-    response = ramp_response(d, filter, frequency_scaling, dtype=y.dtype, device=y.device)
+    name, scaling = _check_args(filter, frequency_scaling)
+    response = _response_tensor(d, name, scaling, y.dtype, y.device)
     spectrum = torch.fft.rfft(y, n=size, dim=-1)
     return torch.fft.irfft(spectrum * response, n=size, dim=-1)[..., :d]

@@ -21,9 +21,7 @@ It is written atomically (temporary file beside it + ``os.replace``). Keys:
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +148,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CtrobustError(f"checkpoint path is a directory: {path}{hint}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, IndexError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CtrobustError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a ctrobust "
                             f"checkpoint ({first})") from exc
@@ -193,7 +191,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
         if key in stored and list(getattr(op, key)) != list(stored[key]):
             raise CtrobustError(f"operator {key} {tuple(getattr(op, key))} does not match the checkpoint's {tuple(stored[key])}")
     try:
-        model = build_model(data["model"]["config"], op)
+        model = build_model(data["model"]["config"], op, seed=0)  # seeded: the global RNG stays untouched
     except (ValueError, TypeError) as exc:
         raise CtrobustError(f"checkpoint {path} holds a model this ctrobust cannot build: {exc}") from exc
     try:
@@ -206,7 +204,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
         raise CtrobustError(f"checkpoint {path} does not fit its model config: missing {missing[:5]}, "
                             f"unexpected {list(unexpected)[:5]}")
     if getattr(model, "operator", None) is not op:
-        model.operator = op
+        if isinstance(op, torch.nn.Module) and any(True for _ in op.buffers()):
+            model.operator = op  # registered: .to() moves its buffers
+        else:
+            object.__setattr__(model, "operator", op)
     model.to(map_location)
     model.eval()
     return model

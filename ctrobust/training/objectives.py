@@ -67,6 +67,10 @@ def frozen_bn_stats(module: nn.Module):
                 m.num_batches_tracked.copy_(count)
 
 
+def _f(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
 def _view(b: int, like: torch.Tensor) -> tuple[int, ...]:
     return (b, *([1] * (like.dim() - 1)))
 
@@ -132,7 +136,7 @@ class Plain(Objective):
 
     def loss(self, model, x, y, module=None):
         clean = mse(model(y), x)
-        return clean, {"loss": float(clean), "clean": float(clean)}
+        return clean, {"loss": _f(clean), "clean": _f(clean)}
 
 
 class WeightDecay(Objective):
@@ -154,7 +158,7 @@ class WeightDecay(Objective):
         clean = mse(model(y), x)
         decay = sum(p.pow(2).sum() for p in module.parameters() if p.requires_grad)
         total = clean + self.mu * decay
-        return total, {"loss": float(total), "clean": float(clean), "weight_norm2": float(decay)}
+        return total, {"loss": _f(total), "clean": _f(clean), "weight_norm2": _f(decay)}
 
 
 class Parseval(Objective):
@@ -183,7 +187,7 @@ class Parseval(Objective):
 
     def loss(self, model, x, y, module=None):
         clean = mse(model(y), x)
-        return clean, {"loss": float(clean), "clean": float(clean)}
+        return clean, {"loss": _f(clean), "clean": _f(clean)}
 
     def after_step(self, module):
         retract(module, self.beta)
@@ -216,7 +220,7 @@ class _Perturbed(Objective):
         clean, adv = mse(out[:b], x), mse(out[b:], x)
         total = clean + self.lam * adv
         size = float((delta.flatten(1).norm(dim=1) / self.radius(y).clamp_min(1e-30)).mean())
-        return total, {"loss": float(total), "clean": float(clean), "perturbed": float(adv), "delta_over_radius": size}
+        return total, {"loss": _f(total), "clean": _f(clean), "perturbed": _f(adv), "delta_over_radius": size}
 
 
 class MinMax(_Perturbed):
@@ -289,7 +293,7 @@ class MinMax(_Perturbed):
         D.average_gradients(params)
         self.g_optimizer.step()
         self.g_optimizer.zero_grad(set_to_none=True)
-        return float(adv)
+        return _f(adv)
 
     def perturbation(self, module, x, y):
         self._require_setup()

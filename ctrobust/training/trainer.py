@@ -111,7 +111,7 @@ def _validate(module, operator, val_set, batch_size, device, dtype) -> dict:
     image_shape = tuple(getattr(operator, "image_shape", None) or operator.domain_shape[-2:])
     sums: dict[str, float] = {}
     count = 0
-    loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0))
     for batch in loader:
         x = _images_of(batch).to(device=device, dtype=dtype)
         x = x.reshape(x.shape[0], *operator.domain_shape)
@@ -227,8 +227,8 @@ def fit(
     D.barrier()  # every process checked ``out`` before process 0 writes into it
 
     module = model.to(device)
-    if isinstance(operator, nn.Module):
-        operator.to(device)
+    if isinstance(operator, nn.Module) and any(True for _ in operator.buffers()):
+        operator.to(device)  # CS operators keep their matrix as a buffer
     if info.world_size > 1 and device.type == "cuda":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     module.train()
@@ -346,7 +346,9 @@ def fit(
             sampler.set_epoch(epoch)
             indices = list(sampler)
             batches = [indices[i * batch_size:(i + 1) * batch_size] for i in range(in_epoch, per_epoch)]
-            loader = DataLoader(train_set, batch_sampler=batches, num_workers=num_workers)
+            # an explicit generator: the loader's worker base seed must not come from the global RNG
+            loader = DataLoader(train_set, batch_sampler=batches, num_workers=num_workers,
+                                generator=torch.Generator().manual_seed(seed * 100003 + epoch))
             for batch in loader:
                 consistent = False
                 t0 = time.perf_counter()

@@ -1,0 +1,280 @@
+"""Distribution shift: clean metrics in and out of distribution, and the gap test-time training closes.
+
+A *condition* is a set of test images with the operator that measures them and a noise level. A
+trained network ``f`` is evaluated on the in-distribution condition (what it was trained for) and on a
+shifted one, plain and with test-time training (:func:`ctrobust.ttt.test_time_train`); the share of the
+SSIM gap closed by test-time training (Darestani, Liu & Heckel 2022) is
+
+``gap_closed = (SSIM_ttt - SSIM_shifted) / (SSIM_in_dist - SSIM_shifted)``
+
+with means over the test images. Shift types (:func:`make_shift`):
+
+* ``"data"``: other images (e.g. phantoms -> real CT slices from a prepared HDF5 file), same operator;
+* ``"views"``: fewer (or more) views: the network is rebuilt on the new RadonTransform with the same
+  weights (:func:`rebuild_on_operator`), e.g. trained at 143 views, tested at 60;
+* ``"noise"``: Gaussian noise added to the measurements, ``sigma = level * ||y||_2 / sqrt(size(y))``
+  per sample (``level`` relative to the RMS of the clean measurement).
+
+Images are ``(B, 1, N, N)`` in [0, 1]; sinograms ``(B, 1, A, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ctrobust.metrics import all_metrics
+
+__all__ = [
+    "Condition",
+    "ShiftResult",
+    "SHIFT_KINDS",
+    "add_noise",
+    "measure",
+    "stack_images",
+    "rebuild_on_operator",
+    "evaluate_condition",
+    "gap_closed",
+    "distribution_shift",
+    "make_shift",
+]
+
+SHIFT_KINDS = ("data", "views", "noise")
+
+
+@dataclass
+class Condition:
+    """Test images, the operator measuring them and the relative noise level.
+
+    Attributes
+    ----------
+    name : str
+    images : torch.Tensor
+        ``(B, 1, N, N)`` in [0, 1].
+    operator : LinearOperator
+    noise : float
+        Relative Gaussian noise level (see :func:`add_noise`); 0 for noise-free measurements.
+    seed : int
+        Seed of the noise.
+    """
+
+    name: str
+    images: torch.Tensor
+    operator: object
+    noise: float = 0.0
+    seed: int = 0
+
+    def measurements(self) -> torch.Tensor:
+        """``y = A x (+ noise)``, ``(B, *operator.range_shape)``."""
+        return measure(self.operator, self.images, noise=self.noise, seed=self.seed)
+
+
+def add_noise(y: torch.Tensor, level: float, *, generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:
+    """``y + sigma_b * n`` with ``n ~ N(0, I)`` and ``sigma_b = level * ||y_b||_2 / sqrt(size(y_b))``.
+
+    ``level`` is relative to the RMS value of each clean measurement (0.01 = 1 %). The noise comes
+    from ``generator`` (CPU), or a fresh one seeded ``seed``; the global RNG is untouched.
+    """
+    if not level >= 0:
+        raise ValueError(f"noise level must be >= 0, got {level}")
+    if level == 0:
+        return y.clone()
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+    n = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
+    rms = y.detach().flatten(1).norm(dim=1) / math.sqrt(y[0].numel())
+    return y + level * rms.reshape(-1, *([1] * (y.dim() - 1))) * n
+
+
+def measure(operator, images: torch.Tensor, *, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """``A x`` of image batches ``(B, 1, N, N)`` (reshaped to the operator's domain), plus noise."""
+    x = images.reshape(images.shape[0], *operator.domain_shape)
+    with torch.no_grad():
+        y = operator(x)
+    return add_noise(y, noise, seed=seed)
+
+
+def stack_images(dataset, n: int | None = None) -> torch.Tensor:
+    """The first ``n`` items (all if None) of a dataset of ``(1, N, N)`` tensors as ``(n, 1, N, N)``."""
+    count = len(dataset) if n is None else min(int(n), len(dataset))
+    if count == 0:
+        raise ValueError("the dataset is empty")
+    items = [dataset[i] for i in range(count)]
+    items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+    return torch.stack([torch.as_tensor(it, dtype=torch.float32) for it in items])
+
+
+def rebuild_on_operator(f, operator):
+    """A copy of network ``f`` using ``operator`` instead of ``f.operator`` (same weights, eval mode).
+
+    Models with ``config()`` are rebuilt by :func:`ctrobust.models.build_model` and given ``f``'s
+    state dict (FBPConvNet: FBP on the new geometry, then the same U-Net). Raises ``ValueError`` if
+    the weights do not fit (e.g. a CS network whose size depends on the operator).
+    """
+    from ctrobust.models import build_model
+
+    if not hasattr(f, "config"):
+        raise ValueError(f"cannot rebuild {type(f).__name__} on another operator: it has no config()")
+    g = build_model(f.config(), operator)
+    try:
+        g.load_state_dict(f.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"{type(f).__name__}'s weights do not fit the new operator: {exc}") from exc
+    return g.to(next(f.parameters()).device).eval()
+
+
+def _metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:
+    n = truth.shape[-1]
+    return all_metrics(rec.reshape(rec.shape[0], 1, -1, n), truth)
+
+
+def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_options: dict | None = None,
+                       batch_size: int = 8) -> dict:
+    """Clean metrics of ``f`` on one condition, plain or after test-time training.
+
+    Returns ``{"mse", "relative_error", "psnr", "ssim"}`` per-sample arrays ``(B,)``; with ``ttt``
+    also ``"ttt_steps"`` and ``"consistency_before"/"consistency_after"`` (relative l1 data error).
+    """
+    from ctrobust.ttt import test_time_train
+
+    y = condition.measurements()
+    recs, extra = [], {"ttt_steps": [], "consistency_before": [], "consistency_after": []}
+    for start in range(0, y.shape[0], batch_size):
+        yb = y[start : start + batch_size]
+        if ttt:
+            rec, infos = test_time_train(f, condition.operator, yb, **(ttt_options or {}))
+            extra["ttt_steps"] += [i.best_step for i in infos]
+            extra["consistency_before"] += [i.consistency_before for i in infos]
+            extra["consistency_after"] += [i.consistency_after for i in infos]
+        else:
+            was_training = getattr(f, "training", False)
+            if hasattr(f, "eval"):
+                f.eval()
+            with torch.no_grad():
+                rec = f(yb)
+            if was_training:
+                f.train()
+        recs.append(rec.detach())
+    out = _metrics(torch.cat(recs), condition.images)
+    if ttt:
+        out.update({k: np.asarray(v) for k, v in extra.items()})
+    return out
+
+
+def gap_closed(ssim_in_dist: float, ssim_shifted: float, ssim_ttt: float) -> float:
+    """``(SSIM_ttt - SSIM_shifted) / (SSIM_in_dist - SSIM_shifted)``; NaN when there is no gap (|gap| < 1e-9)."""
+    gap = ssim_in_dist - ssim_shifted
+    if abs(gap) < 1e-9:
+        return math.nan
+    return (ssim_ttt - ssim_shifted) / gap
+
+
+@dataclass
+class ShiftResult:
+    """Metrics in distribution, shifted, and shifted with test-time training.
+
+    ``in_dist``, ``shifted``, ``ttt`` map metric names to per-sample arrays; ``summary()`` gives the
+    means, the SSIM gap and the share of it closed.
+    """
+
+    in_dist_name: str
+    shifted_name: str
+    in_dist: dict
+    shifted: dict
+    ttt: dict | None = None
+    options: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        row = {"in_distribution": self.in_dist_name, "shifted": self.shifted_name}
+        for label, d in (("in_dist", self.in_dist), ("shifted", self.shifted), ("ttt", self.ttt)):
+            if d is None:
+                continue
+            for metric in ("psnr", "ssim", "relative_error"):
+                row[f"{metric}_{label}"] = float(np.mean(d[metric]))
+        row["ssim_gap"] = row["ssim_in_dist"] - row["ssim_shifted"]
+        if self.ttt is not None:
+            row["gap_closed"] = gap_closed(row["ssim_in_dist"], row["ssim_shifted"], row["ssim_ttt"])
+        return row
+
+    def to_dict(self) -> dict:
+        def plain(d):
+            return None if d is None else {k: np.asarray(v).tolist() for k, v in d.items()}
+
+        return {"summary": self.summary(), "options": self.options, "in_dist": plain(self.in_dist),
+                "shifted": plain(self.shifted), "ttt": plain(self.ttt)}
+
+
+def distribution_shift(f, in_dist: Condition, shifted: Condition, *, f_shifted=None, ttt: bool = True,
+                       ttt_options: dict | None = None, batch_size: int = 8) -> ShiftResult:
+    """Evaluate ``f`` in distribution and under a shift, plain and with test-time training.
+
+    Parameters
+    ----------
+    f : nn.Module
+        Trained network for ``in_dist.operator``.
+    in_dist, shifted : Condition
+    f_shifted : nn.Module, optional
+        The network to use on the shifted condition (e.g. ``rebuild_on_operator(f, shifted.operator)``
+        for a geometry shift); default ``f``.
+    ttt : bool
+        Also run test-time training on the shifted condition.
+    ttt_options : dict
+        Keyword arguments of :func:`ctrobust.ttt.test_time_train` (steps, lr, patience, ...).
+    """
+    g = f if f_shifted is None else f_shifted
+    result = ShiftResult(in_dist.name, shifted.name,
+                         evaluate_condition(f, in_dist, batch_size=batch_size),
+                         evaluate_condition(g, shifted, batch_size=batch_size),
+                         options={"ttt": dict(ttt_options or {}), "noise_in_dist": in_dist.noise,
+                                  "noise_shifted": shifted.noise})
+    if ttt:
+        result.ttt = evaluate_condition(g, shifted, ttt=True, ttt_options=ttt_options, batch_size=batch_size)
+    return result
+
+
+def make_shift(kind: str, f, images: torch.Tensor, *, shifted_images: torch.Tensor | None = None,
+               n_angles: int | None = None, noise: float = 0.0, base_noise: float = 0.0, seed: int = 0):
+    """``(in_dist, shifted, f_shifted)`` for one shift type, ready for :func:`distribution_shift`.
+
+    Parameters
+    ----------
+    kind : {"data", "views", "noise"}
+    f : nn.Module
+        Trained network with ``.operator`` (the in-distribution operator).
+    images : torch.Tensor
+        In-distribution test images ``(B, 1, N, N)``.
+    shifted_images : torch.Tensor
+        ``"data"`` only: the other images (same N).
+    n_angles : int
+        ``"views"`` only: views of the shifted RadonTransform (same image size and detectors).
+    noise : float
+        ``"noise"`` only: relative noise level of the shifted measurements (> ``base_noise``).
+    base_noise : float
+        Relative noise level of every in-distribution measurement (and of the other shifts).
+    """
+    op = f.operator
+    in_dist = Condition("in_distribution", images, op, base_noise, seed)
+    if kind == "data":
+        if shifted_images is None:
+            raise ValueError("shift 'data' needs shifted_images (the other data set's test images)")
+        if tuple(shifted_images.shape[1:]) != tuple(images.shape[1:]):
+            raise ValueError(f"shifted images must be {tuple(images.shape[1:])} like the in-distribution ones, "
+                             f"got {tuple(shifted_images.shape[1:])}; prepare them at the same size")
+        return in_dist, Condition("other_data", shifted_images, op, base_noise, seed), f
+    if kind == "views":
+        from ctrobust.geometry import ParallelBeam2D
+        from ctrobust.operators.radon import RadonTransform
+
+        if not n_angles or n_angles < 1:
+            raise ValueError("shift 'views' needs n_angles >= 1 (the views of the shifted geometry)")
+        geo = op.geometry
+        new_op = RadonTransform(ParallelBeam2D(geo.image_size, int(n_angles), geo.n_detectors, geo.angle_range),
+                                backend=op.backend)
+        return in_dist, Condition(f"views_{n_angles}", images, new_op, base_noise, seed), rebuild_on_operator(f, new_op)
+    if kind == "noise":
+        if not noise > base_noise:
+            raise ValueError(f"shift 'noise' needs noise > base_noise ({base_noise}), got {noise}")
+        return in_dist, Condition(f"noise_{noise:g}", images, op, noise, seed), f
+    raise ValueError(f"unknown shift kind {kind!r}; choose one of {', '.join(SHIFT_KINDS)}")

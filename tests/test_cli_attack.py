@@ -1,0 +1,132 @@
+"""`ctrobust attack`, `evaluate` and `report`: the promised files exist and parse; clear errors and exit codes."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from ctrobust.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SMALL = ["--n-samples", "2", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """best.pt of a tiny FBPConvNet (24 px, 10 views) trained for 2 steps by ctrobust.training.train."""
+    from ctrobust.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    result = train(TrainConfig(angles=10, size=24, n_train=4, n_val=2, max_steps=2, batch_size=2, channels=4,
+                               depth=2, out=str(out), progress=False, device="cpu"))
+    return result.best_checkpoint
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_attack_writes_the_promised_files(checkpoint, tmp_path):
+    other = tmp_path / "other" / "best.pt"
+    other.parent.mkdir()
+    shutil.copy(checkpoint, other)
+    out = tmp_path / "res"
+    rc = main(["attack", "--checkpoint", str(checkpoint), "--checkpoint", str(other), "--eps-grid", "0,0.02",
+               "--steps", "2", "--out", str(out), *SMALL])
+    assert rc == 0
+    rows = read_csv(out / "samples.csv")
+    labels = {"tiny", "other", "FBP"}
+    assert {r["model"] for r in rows} == labels
+    assert len(rows) == 3 * 2 * 2 * 3  # models x eps x samples x (clean, random, attack)
+    for r in rows:
+        if r["condition"] == "attack":
+            assert float(r["perturbation_norm"]) <= float(r["radius"]) * (1 + 1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "attack" and summary["config"]["eps_grid"] == [0.0, 0.02]
+    assert {m["label"] for m in summary["models"]} == labels
+    assert {(s["model"], s["eps"], s["condition"]) for s in summary["summary"]} == {
+        (m, e, c) for m in labels for e in (0.0, 0.02) for c in ("clean", "random", "attack")}
+    assert len(read_csv(out / "summary.csv")) == len(summary["summary"])
+    for png in ("robustness_curve.png", "gallery.png"):
+        assert (out / png).read_bytes()[:8] == PNG
+
+
+def test_attack_fbp_method_alone(tmp_path, capsys):
+    out = tmp_path / "fbp"
+    rc = main(["attack", "--method", "fbp", "--image-size", "16", "--n-angles", "8", "--eps", "0.01", "--steps", "2",
+               "--out", str(out), *SMALL])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["label"] for m in summary["models"]] == ["FBP"]
+    assert summary["config"]["eps_grid"] == [0.0, 0.01] and summary["config"]["gallery_eps"] == 0.01
+    assert "FBP" in capsys.readouterr().out
+
+
+def test_nothing_to_attack_is_explained(capsys):
+    assert main(["attack", "--out", "unused"]) == 1
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and "--method fbp" in err
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
+    assert main(["attack", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err or True
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    assert main(["evaluate", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "ctrobust evaluate: error:" in err and "bad.pt" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written on error
+
+
+def test_missing_checkpoint_message(tmp_path, capsys):
+    assert main(["attack", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.pt" in err and ("not found" in err or "does not exist" in err)
+
+
+def test_non_empty_out_is_refused_without_force(tmp_path, capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["attack", "--method", "fbp", "--image-size", "16", "--n-angles", "8", "--steps", "1", "--out", str(out), *SMALL]
+    assert main(args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert main([*args, "--force"]) == 0
+    assert (out / "summary.json").is_file() and (out / "keep.txt").read_text() == "mine"
+
+
+def test_bad_arguments_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--method", "fbp", "--eps", "-0.1"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--method", "fbp", "--eps-grid", "0,abc"])
+    assert exc.value.code == 2
+    assert main(["attack", "--method", "tv-does-not-exist", "--image-size", "16", "--n-angles", "8",
+                 "--out", "unused"]) == 1
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_evaluate_and_report(checkpoint, tmp_path, capsys):
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(ev), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny" in printed and "FBP" in printed
+    summary = json.loads((ev / "summary.json").read_text())
+    assert {s["model"] for s in summary["summary"]} == {"tiny", "FBP"}
+    assert all(s["n"] == 2 and 0 < s["ssim_mean"] <= 1 for s in summary["summary"])
+    assert len(read_csv(ev / "samples.csv")) == 4
+    at = tmp_path / "at"
+    assert main(["attack", "--method", "fbp", "--image-size", "24", "--n-angles", "10", "--steps", "1",
+                 "--out", str(at), *SMALL]) == 0
+    report = tmp_path / "report.md"
+    assert main(["report", str(at), str(ev), "--out", str(report)]) == 0
+    text = report.read_text()
+    assert "## at (attack)" in text and "## ev (evaluate)" in text and "gallery.png" in text
+    assert main(["report", str(at), "--out", str(report)]) == 1  # exists, no --force
+    assert main(["report", str(at), "--out", str(tmp_path / "report.html")]) == 0
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()

@@ -1,0 +1,91 @@
+"""Distribution-shift evaluation: noise model, rebuilding on another geometry, gap closed."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ctrobust import shift
+
+warnings.filterwarnings("ignore", message="Sparse")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from ctrobust import ParallelBeam2D, RadonTransform
+    from ctrobust.data.phantoms import random_ellipses
+    from ctrobust.models import FBPConvNet
+
+    op = RadonTransform(ParallelBeam2D(32, 16))
+    f = FBPConvNet(op, channels=4, depth=1, seed=0).eval()
+    x = torch.from_numpy(random_ellipses(2, 32, 3))[:, None]
+    return f, op, x
+
+
+def test_add_noise_level_and_seed(global_rng_untouched):
+    y = torch.ones(3, 1, 10, 20) * torch.tensor([1.0, 2.0, 4.0]).reshape(3, 1, 1, 1)
+    noisy = shift.add_noise(y, 0.1, seed=5)
+    sigma = (noisy - y).flatten(1).std(dim=1)
+    assert np.allclose(sigma.numpy(), [0.1, 0.2, 0.4], rtol=0.15)
+    assert torch.equal(noisy, shift.add_noise(y, 0.1, seed=5))
+    assert torch.equal(shift.add_noise(y, 0.0), y)
+    with pytest.raises(ValueError, match="noise"):
+        shift.add_noise(y, -1.0)
+
+
+def test_gap_closed_formula():
+    assert shift.gap_closed(0.9, 0.8, 0.85) == pytest.approx(0.5)
+    assert shift.gap_closed(0.9, 0.8, 0.92) == pytest.approx(1.2)
+    assert math.isnan(shift.gap_closed(0.9, 0.9, 0.95))
+
+
+def test_views_shift_rebuilds_with_same_weights(setup):
+    f, op, x = setup
+    in_dist, shifted, g = shift.make_shift("views", f, x, n_angles=6)
+    assert shifted.operator.range_shape == (1, 6, op.geometry.n_detectors)
+    assert g.operator is shifted.operator and f.operator is op
+    assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), g.state_dict().values()))
+    y = shifted.measurements()
+    with torch.no_grad():
+        expected = shifted.operator.fbp(y) + f.unet(shifted.operator.fbp(y))
+        assert torch.allclose(g(y), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="n_angles"):
+        shift.make_shift("views", f, x)
+    with pytest.raises(ValueError, match="unknown shift"):
+        shift.make_shift("anatomy", f, x)
+
+
+def test_distribution_shift_reports_gap_for_noise_shift(setup):
+    f, op, x = setup
+    fbp = shift.rebuild_on_operator(f, op)
+    in_dist, shifted, g = shift.make_shift("noise", fbp, x, noise=0.2)
+    res = shift.distribution_shift(fbp, in_dist, shifted, f_shifted=g, ttt=True,
+                                   ttt_options=dict(steps=3, lr=1e-3, patience=2))
+    s = res.summary()
+    # heavy noise lowers SSIM; the summary's gap and gap-closed follow from the per-sample metrics
+    assert s["ssim_shifted"] < s["ssim_in_dist"]
+    assert s["ssim_gap"] == pytest.approx(np.mean(res.in_dist["ssim"]) - np.mean(res.shifted["ssim"]))
+    assert s["gap_closed"] == pytest.approx(shift.gap_closed(s["ssim_in_dist"], s["ssim_shifted"], s["ssim_ttt"]))
+    assert len(res.ttt["consistency_after"]) == 2
+    d = res.to_dict()
+    assert set(d) == {"summary", "options", "in_dist", "shifted", "ttt"} and len(d["shifted"]["ssim"]) == 2
+
+
+def test_data_shift_checks_sizes(setup):
+    f, op, x = setup
+    with pytest.raises(ValueError, match="shifted_images"):
+        shift.make_shift("data", f, x)
+    with pytest.raises(ValueError, match="same size"):
+        shift.make_shift("data", f, x, shifted_images=torch.zeros(1, 1, 16, 16))
+    other = torch.flip(x, dims=[-1])
+    in_dist, shifted, g = shift.make_shift("data", f, x, shifted_images=other)
+    assert g is f and torch.equal(shifted.images, other)
+
+
+def test_stack_images():
+    from ctrobust.data.phantoms import PhantomDataset
+
+    imgs = shift.stack_images(PhantomDataset(3, 16, 0), 2)
+    assert imgs.shape == (2, 1, 16, 16) and imgs.dtype == torch.float32
