@@ -37,14 +37,14 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats):
+def timed(fn, device, repeats, clock=time.perf_counter):
     times = []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median_low(times), times
 
 
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions of each variant")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: perf_counter; cpu: process CPU time (steadier on a shared machine, CPU runs only)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     size = args.size or (128 if args.quick else 256)
@@ -97,9 +99,10 @@ def main(argv=None) -> int:
     torch.autograd.grad((model(v) - x).pow(2).sum(), v)
 
     results = {"device": str(device), "size": size, "angles": args.angles, "batch": args.batch, "steps": args.steps,
-               "channels": channels, "depth": depth, "threads": torch.get_num_threads(), "torch": torch.__version__}
+               "channels": channels, "depth": depth, "threads": torch.get_num_threads(), "torch": torch.__version__, "clock": args.clock}
     for name, fn in (("input_grad", input_grad), ("attack", attack), ("param_grad", param_grad)):
-        best, all_times = timed(fn, device, args.repeats)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        best, all_times = timed(fn, device, args.repeats, clock)
         results[f"{name}_s"] = best
         results[f"{name}_all_s"] = all_times
         print(f"{name:>10}: {best:8.3f} s  ({1000 * best / args.steps:7.1f} ms / step)  runs {['%.2f' % t for t in all_times]}",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime
-import math
 import os
 import platform
 import statistics

@@ -64,8 +64,8 @@ FACTORIES = {
     "radon-astra-odd": Case(radon(11, 7)),
     "radon-astra-even-2pi": Case(radon(12, 8, g={"n_detectors": 15, "angle_range": 2 * math.pi})),
     "radon-astra-strip": Case(radon(10, 6, projector="strip")),
-    # ODL's astra_cpu computes in float32 even for float64 input: float64 dot test ~1e-7
-    "radon-odl": Case(radon(11, 7, backend="odl"), dot64=1e-6, exact64=False, cuda=False),
+    # ODL's astra_cpu computes in float32 even for float64 input: float64 dot tests 1e-7 to 9e-7 measured
+    "radon-odl": Case(radon(11, 7, backend="odl"), dot64=1e-5, exact64=False, cuda=False),
     "radon-astra.T": Case(adjoint_of(radon(9, 5))),
     "radon-normal": Case(composed(adjoint_of(radon(9, 5)), radon(9, 5))),
     "cs-gaussian": Case(cs("GaussianCS", 30, (6, 7), seed=0)),

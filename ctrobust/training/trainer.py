@@ -9,7 +9,6 @@ steps), ``epochs.{csv,jsonl}``, ``validation.{csv,jsonl}``, ``last.pt`` and ``be
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -324,7 +323,7 @@ def fit(
         nonlocal metrics
         if val_set is not None and main:
             metrics = _validate(module, operator, val_set, batch_size, device, dtype)
-            row = {"step": step, "epoch": epoch, **metrics}
+            row = {"step": step, "epochs_done": epoch, **metrics}
             validation.append(row)
             if log:
                 log.append("validation", row)
@@ -363,6 +362,10 @@ def fit(
                         f"the training loss became {float(loss.detach())} at step {step + 1} (epoch {epoch}); "
                         f"training stopped. Last good checkpoint: {where}. Try a lower --lr, check the data, "
                         "then continue with --resume.")
+                if world > 1:  # log the global-batch means, not process 0's share
+                    keys = sorted(logs)
+                    mean = D.average_tensor(torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=device))
+                    logs = dict(zip(keys, mean.tolist()))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -370,7 +373,7 @@ def fit(
                 objective.after_step(module)
                 step += 1
                 in_epoch += 1
-                last_loss = float(loss.detach())
+                last_loss = float(logs.get("loss", float(loss.detach())))
                 running = last_loss if running is None else 0.9 * running + 0.1 * last_loss
                 since_save.append(last_loss)
                 epoch_losses.append(last_loss)

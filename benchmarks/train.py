@@ -1,0 +1,107 @@
+"""Seconds per training step for each objective, and the share of the step spent in the operator layer.
+
+FBPConvNet (U-Net channels/depth as given; the paper's is 64/4) on random-ellipse phantoms, 143 views,
+batch 8, CPU. The operator share is the wall time inside ``RadonTransform`` calls (forward, adjoint and
+their autograd backward, FBP filtering included) divided by the step time, measured by wrapping the
+backend's forward/adjoint with timers.
+
+    python benchmarks/train.py            # 128 and 256 px, every objective
+    python benchmarks/train.py --quick    # 64 px, 2 timed steps, tiny U-Net: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from ctrobust.data import load_split
+from ctrobust.geometry import ParallelBeam2D
+from ctrobust.models import FBPConvNet
+from ctrobust.operators.radon import RadonTransform
+from ctrobust.training.objectives import OBJECTIVES, make_objective
+
+
+class OperatorTimer:
+    """Accumulates wall time spent in the Radon backend's forward and adjoint."""
+
+    def __init__(self, op: RadonTransform):
+        self.seconds = 0.0
+        backend = op._backend
+        for name in ("forward", "adjoint"):
+            original = getattr(backend, name)
+
+            def timed(t, _original=original):
+                start = time.perf_counter()
+                out = _original(t)
+                self.seconds += time.perf_counter() - start
+                return out
+
+            setattr(backend, name, timed)
+
+
+def bench(size: int, angles: int, batch: int, objective: str, steps: int, channels: int, depth: int) -> dict:
+    op = RadonTransform(ParallelBeam2D(size, angles))
+    timer = OperatorTimer(op)
+    data = load_split(None, "train", size=size, n_phantoms=batch, seed=0)
+    x = torch.stack([data[i] for i in range(batch)])
+    model = FBPConvNet(op, channels, depth, seed=0).train()
+    obj = make_objective(objective, eps=0.01, seed=0)
+    obj.setup(model, op)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        with torch.no_grad():
+            y = op(x)
+        loss, _ = obj.loss(model, x, y, model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        obj.after_step(model)
+
+    step()  # warm-up (system matrix, allocations)
+    times, shares = [], []
+    for _ in range(steps):
+        timer.seconds = 0.0
+        t0 = time.perf_counter()
+        step()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        shares.append(timer.seconds / dt)
+    times.sort()
+    return {"size": size, "angles": angles, "batch": batch, "objective": objective, "channels": channels,
+            "depth": depth, "seconds_per_step": times[(len(times) - 1) // 2],
+            "operator_share": sorted(shares)[(len(shares) - 1) // 2], "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="64 px, 2 timed steps, channels 8 depth 2")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sizes in pixels")
+    p.add_argument("--angles", type=int, default=143, help="views on [0, pi)")
+    p.add_argument("--batch", type=int, default=8, help="images per step")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (lower median reported)")
+    p.add_argument("--channels", type=int, default=64, help="U-Net channels (paper: 64)")
+    p.add_argument("--depth", type=int, default=4, help="U-Net poolings (paper: 4)")
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.steps, args.channels, args.depth = [64], 2, 8, 2
+    rows = []
+    print(f"{'size':>5} {'objective':>13} {'s/step':>8} {'operator %':>10}")
+    for size in args.sizes:
+        for name in args.objectives:
+            row = bench(size, args.angles, args.batch, name, args.steps, args.channels, args.depth)
+            rows.append(row)
+            print(f"{size:>5} {name:>13} {row['seconds_per_step']:>8.3f} {100 * row['operator_share']:>9.1f}%", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
