@@ -84,7 +84,7 @@ def train_vector_model(
             with torch.no_grad():
                 y = operator(x)
         loss, logs = objective.loss(model, x, y, model)
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"{objective.name}: loss became {float(loss)} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()

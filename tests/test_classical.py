@@ -30,10 +30,10 @@ class Dense(LinearOperator):
         self.register_buffer("matrix", matrix)
         self.image_shape = tuple(image_shape)
 
-    def _apply(self, x):
+    def _matvec(self, x):
         return x @ self.matrix.to(x.dtype).T
 
-    def _apply_adjoint(self, y):
+    def _rmatvec(self, y):
         return y @ self.matrix.to(y.dtype)
 
 

@@ -144,7 +144,8 @@ def test_weight_decay_adds_mu_times_the_squared_norm():
     x = torch.randn(3, 8)
     y = op(x)
     loss, logs = make_objective("weight-decay", mu=0.5).loss(model, x, y)
-    assert math.isclose(float(loss), float(mse(model(y), x)) + 0.5 * 48, rel_tol=1e-6)
+    assert math.isclose(float(loss.detach()), float(mse(model(y), x).detach()) + 0.5 * 48, rel_tol=1e-6)
+    assert math.isclose(logs["weight_norm2"], 48.0, rel_tol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(6, 20), (20, 6), (4, 3, 3, 3)])

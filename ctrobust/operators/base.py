@@ -1,7 +1,7 @@
 """The one contract every ctrobust operator follows.
 
 A :class:`LinearOperator` maps batches ``(B, *domain_shape) -> (B, *range_shape)``. Subclasses implement
-two methods on already-validated tensors, ``_apply`` and ``_apply_adjoint``; the base class adds
+two methods on already-validated tensors, ``_matvec`` and ``_rmatvec``; the base class adds
 input checks with clear errors, a torch autograd rule (the gradient of ``A`` is ``A^T`` and vice
 versa, so attacks and training differentiate through any operator), composition, the adjoint
 operator ``A.T``, a power-iteration norm and the adjoint dot test.
@@ -42,7 +42,7 @@ class _LinearFunction(torch.autograd.Function):
     def forward(ctx, x, op, transpose):  # type: ignore[override]
         ctx.op = op
         ctx.transpose = transpose
-        return op._apply_adjoint(x) if transpose else op._apply(x)
+        return op._rmatvec(x) if transpose else op._matvec(x)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -60,7 +60,7 @@ class LinearOperator(nn.Module):
     size B >= 1, and non-contiguous input. A wrong shape, dtype or device raises, never broadcasts.
 
     Subclasses set ``domain_shape`` / ``range_shape`` by calling ``super().__init__`` and implement
-    ``_apply(x)`` and ``_apply_adjoint(y)`` for validated, contiguous tensors. They may override
+    ``_matvec(x)`` and ``_rmatvec(y)`` for validated, contiguous tensors. They may override
     ``_check_device(t)`` to refuse devices they cannot serve.
     """
 
@@ -69,16 +69,13 @@ class LinearOperator(nn.Module):
         self.domain_shape = tuple(int(s) for s in domain_shape)
         self.range_shape = tuple(int(s) for s in range_shape)
 
-    # -- to implement -------------------------------------------------------------------------------
-    # Note: ``nn.Module`` also calls ``self._apply(fn)`` (from ``.to()``, ``.cuda()``, ``.double()``, and
-    # on every child module of a model that holds an operator). Implementations must hand non-tensor
-    # arguments to ``nn.Module._apply`` as below, or ``model.to(device)`` breaks.
-    def _apply(self, x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor):
-            return nn.Module._apply(self, x, *args, **kwargs)
+    # -- to implement (names as in scipy.sparse.linalg.LinearOperator; ``_apply`` belongs to nn.Module) --
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for a validated, contiguous ``(B, *domain_shape)`` tensor."""
         raise NotImplementedError
 
-    def _apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y`` for a validated, contiguous ``(B, *range_shape)`` tensor."""
         raise NotImplementedError
 
     def _check_device(self, t: torch.Tensor) -> None:
@@ -162,13 +159,11 @@ class AdjointOperator(LinearOperator):
     def _check_device(self, t):
         self.op._check_device(t)
 
-    def _apply(self, x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor):  # nn.Module._apply(fn) from .to() / .double() / .cuda()
-            return nn.Module._apply(self, x, *args, **kwargs)
-        return self.op._apply_adjoint(x)
+    def _matvec(self, x):
+        return self.op._rmatvec(x)
 
-    def _apply_adjoint(self, y):
-        return self.op._apply(y)
+    def _rmatvec(self, y):
+        return self.op._matvec(y)
 
     @property
     def T(self) -> LinearOperator:
@@ -196,10 +191,8 @@ class ComposedOperator(LinearOperator):
         self.inner._check_device(t)
         self.outer._check_device(t)
 
-    def _apply(self, x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor):  # nn.Module._apply(fn) from .to() / .double() / .cuda()
-            return nn.Module._apply(self, x, *args, **kwargs)
-        return self.outer._apply(self.inner._apply(x).contiguous())
+    def _matvec(self, x):
+        return self.outer._matvec(self.inner._matvec(x).contiguous())
 
-    def _apply_adjoint(self, y):
-        return self.inner._apply_adjoint(self.outer._apply_adjoint(y).contiguous())
+    def _rmatvec(self, y):
+        return self.inner._rmatvec(self.outer._rmatvec(y).contiguous())

@@ -144,19 +144,19 @@ class CSOperator(LinearOperator):
         self.image_shape = image_shape
         self._cache: dict = {}
 
-    # nn.Module uses the name ``_apply(fn)`` for ``.to()`` / ``.cuda()`` / ``.double()``; the operator
-    # contract uses ``_apply(x)`` for the forward map. Dispatch on the argument so both work.
-    def _apply(self, x, *args, **kwargs):  # type: ignore[override]
-        if isinstance(x, torch.Tensor):
-            return self._forward_impl(x)
+    def _apply(self, fn, *args, **kwargs):  # nn.Module's hook behind .to() / .cuda() / .double()
+        # Keep the float64 master copies float64 whatever dtype the module is cast to (devices follow).
         saved = {name: self._buffers[name] for name in self._FLOAT64_BUFFERS if name in self._buffers}
-        result = nn.Module._apply(self, x, *args, **kwargs)
+        result = nn.Module._apply(self, fn, *args, **kwargs)
         for name, old in saved.items():
             self._buffers[name] = old.to(device=self._buffers[name].device)
         self._cache.clear()
         return result
 
-    def _apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_impl(x)
+
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
         return self._adjoint_impl(y)
 
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:

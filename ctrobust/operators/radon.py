@@ -106,14 +106,10 @@ class RadonTransform(LinearOperator):
     def _check_device(self, t: torch.Tensor) -> None:
         self._backend.check_device(t)
 
-    def _apply(self, x, *args, **kwargs):
-        # nn.Module calls _apply(fn) from .to() / .double() / .cuda() (also on a model holding this
-        # operator); the operator has no tensors to move, so that is a no-op here.
-        if not isinstance(x, torch.Tensor):
-            return nn.Module._apply(self, x, *args, **kwargs)
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self._backend.forward(x)
 
-    def _apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
         return self._backend.adjoint(y)
 
     @property

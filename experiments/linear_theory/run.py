@@ -55,12 +55,10 @@ class MatrixOperator(LinearOperator):
         super().__init__((matrix.shape[1],), (matrix.shape[0],))
         self.register_buffer("matrix", torch.from_numpy(matrix.copy()))
 
-    def _apply(self, x, *args, **kwargs):  # nn.Module also calls _apply(fn) for .to(); dispatch
-        if not isinstance(x, torch.Tensor):
-            return torch.nn.Module._apply(self, x, *args, **kwargs)
+    def _matvec(self, x):
         return x @ self.matrix.to(x.dtype).T
 
-    def _apply_adjoint(self, y):
+    def _rmatvec(self, y):
         return y @ self.matrix.to(y.dtype)
 
     def to_dense(self) -> torch.Tensor:
@@ -92,10 +90,11 @@ def train_linear(kind: str, A: np.ndarray, X: np.ndarray, cfg: dict, progress: b
                                g_steps=cfg["ascent_steps"], seed=cfg["train_seed"])
     if kind == "minmax":  # G's width from the config (an MLP on the (m,) measurement vector)
         objective.channels = cfg["g_channels"]
-    log = train_vector_model(model, op, objective, torch.from_numpy(X), steps=cfg["steps"],
-                             batch_size=cfg["batch_size"], lr=cfg["lr"], lr_drops=cfg["lr_drops"],
-                             lr_drop_factor=cfg["lr_drop_factor"], seed=cfg["train_seed"],
-                             log_every=max(1, cfg["steps"] // 20), progress=progress)
+    steps = cfg["steps"] if kind == "universal" else cfg["minmax_steps"]
+    batch = cfg["batch_size"] if kind == "universal" else cfg["minmax_batch_size"]
+    log = train_vector_model(model, op, objective, torch.from_numpy(X), steps=steps, batch_size=batch,
+                             lr=cfg["lr"], lr_drops=cfg["lr_drops"], lr_drop_factor=cfg["lr_drop_factor"],
+                             seed=cfg["train_seed"], log_every=max(1, steps // 20), progress=progress)
     return model.B.detach().numpy().copy(), log
 
 
