@@ -58,8 +58,10 @@ def _secular(sigma: np.ndarray, a: np.ndarray, eps: float, iters: int = 200):
     lo = np.full_like(norm_a, max(s1, 1e-300) * 1e-15)
     hi = np.maximum(sigma[0] * norm_a / eps * 1.01, 2 * lo)
 
+    gap = s1 - sigma**2  # exactly 0 on the top singular space: no cancellation in t + gap
+
     def phi(t):
-        den = t[:, None] + s1 - sigma[None, :] ** 2
+        den = t[:, None] + gap[None, :]
         safe = np.where(sa == 0, 1.0, den)
         return ((np.where(sa == 0, 0.0, sa / safe)) ** 2).sum(1)
 
@@ -71,10 +73,11 @@ def _secular(sigma: np.ndarray, a: np.ndarray, eps: float, iters: int = 200):
         llo = np.where(big, mid, llo)
         lhi = np.where(big, lhi, mid)
     t = np.exp(0.5 * (llo + lhi))
-    z = sa / (t[:, None] + s1 - sigma[None, :] ** 2)
+    z = sa / (t[:, None] + gap[None, :])
+    z *= eps / np.maximum(np.sqrt((z**2).sum(1, keepdims=True)), 1e-300)  # land exactly on the sphere
     if hard.any():
         # mu = sigma_1^2: the non-top part as in the generic formula, the remaining norm on the top space.
-        zh = np.where(top[None, :], 0.0, sa[hard] / np.where(top, 1.0, s1 - sigma**2)[None, :])
+        zh = np.where(top[None, :], 0.0, sa[hard] / np.where(top, 1.0, gap)[None, :])
         rest = np.sqrt(np.maximum(eps**2 - (zh**2).sum(1), 0.0))
         first_top = int(np.argmax(top))
         zh[:, first_top] += rest
