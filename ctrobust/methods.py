@@ -136,40 +136,10 @@ def load_model(path: str | os.PathLike, map_location="cpu"):
 
 
 def move_to(model, device):
-    """``model.to(device)`` that also works for modules holding a :class:`LinearOperator`.
-
-    ``LinearOperator._apply(x)`` (the forward map) shadows ``nn.Module._apply(fn)`` that
-    ``.to()`` relies on, so a plain ``.to()`` on a model containing a Radon operator fails. The
-    parameters and buffers of the other submodules are moved instead; the operators serve any
-    device themselves. Nothing happens when everything is already on ``device``.
-    """
+    """``model.to(device)`` for modules (operators inside serve any device); other callables as they are."""
     if not isinstance(model, nn.Module):
         return model
-    device = torch.device(device)
-    tensors = list(model.parameters()) + list(model.buffers())
-    if all(t.device == device for t in tensors):
-        return model
-    try:
-        return model.to(device)
-    except (AttributeError, TypeError):
-        pass
-    from ctrobust.operators.base import LinearOperator
-
-    def visit(module):
-        if isinstance(module, LinearOperator):
-            return
-        for name, p in module._parameters.items():
-            if p is not None:
-                p.data = p.data.to(device)
-        for name, b in module._buffers.items():
-            if b is not None:
-                module._buffers[name] = b.to(device)
-        for child in module.children():
-            visit(child)
-
-    with torch.no_grad():
-        visit(model)
-    return model
+    return model.to(torch.device(device))
 
 
 def _record_info(record) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from pathlib import Path
 
 from ctrobust.errors import CtrobustError
 
@@ -75,21 +74,22 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", action="append", default=[], metavar="NAME",
                    help=f"a classical reconstruction to evaluate as a model, repeatable; one of: {', '.join(sorted(METHODS))}")
     p.add_argument("--data", default=None, metavar="DATASET.h5",
-                   help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms); default: built-in random phantoms")
+                   help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms); None: built-in random phantoms")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which split of the data to use")
     p.add_argument("--n-samples", type=positive_int, default=_default(robustness_curve, "max_samples"),
-                   help="use only the first N samples of the split (default: all)")
+                   help="use only the first N samples of the split (None: all)")
     p.add_argument("--batch-size", type=positive_int, default=_default(robustness_curve, "batch_size"),
                    help="samples per batch")
     p.add_argument("--image-size", type=positive_int, default=None,
                    help=f"image side N in pixels of the phantoms and of the geometry, only when no checkpoint gives one "
-                   f"(default: the data's size, {TrainConfig.DEFAULT_SIZE} for phantoms)")
+                   f"(None: the data's size, {TrainConfig.DEFAULT_SIZE} for phantoms)")
     p.add_argument("--n-angles", type=positive_int, default=TrainConfig.angles,
                    help="views on [0, pi) of the parallel-beam geometry, only when no checkpoint gives one")
     p.add_argument("--device", default="auto", help="torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
     p.add_argument("--no-fbp", action="store_true", help="do not add FBP as a reference (it is added for CT operators)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (refused if not empty, unless --force)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder, overwriting its files")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars (they are off anyway when not a terminal)")
 
 
 def resolve_device(name: str):
@@ -161,8 +161,9 @@ def _image_shape(operator) -> tuple:
     return tuple(int(s) for s in shape)
 
 
-def progress_enabled() -> bool:
-    return sys.stderr.isatty()
+def progress_enabled(args=None) -> bool:
+    """Progress bars on a terminal, unless --no-progress."""
+    return sys.stderr.isatty() and not getattr(args, "no_progress", False)
 
 
 # -- attack ---------------------------------------------------------------------------------------
@@ -184,17 +185,17 @@ def add_parser(subparsers):
     p.set_defaults(out="results/attack")
     p.add_argument("--eps", type=nonneg_float, default=None,
                    help="perturbation size shown in the gallery and added to the grid: a fraction of each sample's "
-                   "||y||_2 (0.01 = 1 %%), or absolute with --absolute (default: 0.01 without --eps-grid, "
+                   "||y||_2 (0.01 = 1 %%), or absolute with --absolute (None: 0.01 without --eps-grid, "
                    "else the grid's largest)")
     p.add_argument("--eps-grid", type=eps_list, default=None, metavar="E1,E2,...",
                    help="comma-separated eps values of the robustness curve, same unit as --eps "
-                   f"(default: 0 and --eps; the paper-style grid is {','.join(map(str, DEFAULT_EPS_GRID))})")
+                   f"(None: 0 and --eps; the paper-style grid is {','.join(map(str, DEFAULT_EPS_GRID))})")
     p.add_argument("--steps", type=nonneg_int, default=_default(robustness_curve, "steps"),
                    help=f"PGA steps per restart (each one forward and one backward pass; library default {DEFAULT_STEPS})")
     p.add_argument("--restarts", type=positive_int, default=_default(robustness_curve, "restarts"),
                    help="random restarts of PGA; the worst iterate over all is kept")
     p.add_argument("--step-size", type=nonneg_float, default=None,
-                   help="PGA step length as a fraction of the ball radius (default 2.5 / steps)")
+                   help="PGA step length as a fraction of the ball radius (None: 2.5 / steps)")
     p.add_argument("--absolute", action="store_true", help="eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
     p.add_argument("--target", choices=("truth", "clean"), default=_default(robustness_curve, "target"),
                    help="maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)")
@@ -229,7 +230,7 @@ def run(args) -> int:
     recs, dataset = load_inputs(args)
     device = resolve_device(args.device)
     out = rp.prepare_output_dir(args.out, args.force)
-    progress = progress_enabled()
+    progress = progress_enabled(args)
     sample_rows, summary_rows, summaries, gallery = [], [], {}, []
     for rec in recs:
         print(f"attacking {rec.label} ({rec.source}) on {min(len(dataset), args.n_samples or len(dataset))} samples, "

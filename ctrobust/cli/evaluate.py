@@ -47,7 +47,7 @@ def evaluate(args, recs, dataset) -> tuple[list[dict], list[dict]]:
     for condition, data in conditions(args, recs, dataset):
         for rec in recs:
             rows, summary = clean_metrics(rec.f, data, rec.operator, batch_size=args.batch_size,
-                                          max_samples=args.n_samples, progress=progress_enabled())
+                                          max_samples=args.n_samples, progress=progress_enabled(args))
             sample_rows += [{"model": rec.label, "condition": condition, **r} for r in rows]
             summary_rows.append({"model": rec.label, "condition": condition, **summary})
     return sample_rows, summary_rows

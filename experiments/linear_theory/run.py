@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from ctrobust import theory
 from ctrobust.attacks import pga_attack
@@ -34,9 +35,9 @@ from ctrobust.errors import CtrobustError
 from ctrobust.models import LinearReconstruction
 from ctrobust.operators.base import LinearOperator
 from ctrobust.operators.cs import DCTSubmatrix
+from ctrobust.training import fit
 from ctrobust.training.objectives import make_objective
 from experiments import _common as C
-from experiments._train import train_vector_model
 from experiments.linear_theory.exact import (clean_errors, shared_worst_case_expected, whitened_samples,
                                              worst_case_errors)
 
@@ -82,20 +83,25 @@ def make_matrix(cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def train_linear(kind: str, A: np.ndarray, X: np.ndarray, cfg: dict, progress: bool) -> tuple[np.ndarray, dict]:
-    """Train ``LinearReconstruction`` (float64) with the ``universal`` or ``minmax`` objective; returns B."""
+    """Train ``LinearReconstruction`` (float64) with the ``universal``, ``minmax`` or ``pgd`` objective.
+
+    Returns ``(B, log)``. ``universal`` trains full-batch (``batch_size``, ``steps``); the per-sample
+    adversaries (``minmax``: the network G; ``pgd``: ``pgd_steps`` projected gradient steps per sample)
+    use ``per_sample_batch_size`` and ``per_sample_steps``.
+    """
     m, n = A.shape
     op = MatrixOperator(A)
     model = LinearReconstruction(m, n, dtype=torch.float64)
     objective = make_objective(kind, eps=cfg["eps"], lam=cfg["lam"], relative=False, g_lr=cfg["g_lr"],
-                               g_steps=cfg["ascent_steps"], seed=cfg["train_seed"])
+                               g_steps=cfg["ascent_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"])
     if kind == "minmax":  # G's width from the config (an MLP on the (m,) measurement vector)
         objective.channels = cfg["g_channels"]
-    steps = cfg["steps"] if kind == "universal" else cfg["minmax_steps"]
-    batch = cfg["batch_size"] if kind == "universal" else cfg["minmax_batch_size"]
-    log = train_vector_model(model, op, objective, torch.from_numpy(X), steps=steps, batch_size=batch,
-                             lr=cfg["lr"], lr_drops=cfg["lr_drops"], lr_drop_factor=cfg["lr_drop_factor"],
-                             seed=cfg["train_seed"], log_every=max(1, steps // 20), progress=progress)
-    return model.B.detach().numpy().copy(), log
+    steps = cfg["steps"] if kind == "universal" else cfg["per_sample_steps"]
+    batch = cfg["batch_size"] if kind == "universal" else cfg["per_sample_batch_size"]
+    result = fit(model, op, objective, TensorDataset(torch.from_numpy(X)), None, max_steps=steps,
+                 batch_size=batch, lr=cfg["lr"], scheduler=cfg["scheduler"], seed=cfg["train_seed"],
+                 device="cpu", log_every=max(1, steps // 20), progress=progress)
+    return model.B.detach().numpy().copy(), {"history": result.history}
 
 
 def filter_of(B: np.ndarray, U: np.ndarray, Vt: np.ndarray) -> tuple[np.ndarray, float]:
@@ -124,7 +130,10 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
     B_closed = theory.minmax_linear_operator(A, cfg["eps"], cfg["lam"]).numpy()
     out = {"n": n, "cond": float(s[0] / s[-1]), "k_clipped": int(k), "clip_level": float(q_closed.min()),
            "s": s, "q_pinv": q_pinv, "q_closed": q_closed, "learned": {}}
-    adversaries = [a for a in cfg["adversaries"] if a == "universal" or n in cfg["minmax_sizes"]]
+    adversaries = [a for a in cfg["adversaries"] if a == "universal" or n in cfg["per_sample_sizes"]]
+    for a in adversaries:
+        if a not in ("universal", "minmax", "pgd"):
+            raise CtrobustError(f"adversaries: {a!r} is not one of universal, minmax, pgd")
     for kind in adversaries:
         t0 = time.perf_counter()
         B, log = train_linear(kind, A, X, cfg, progress)
@@ -154,6 +163,11 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
                 row["pga_worst"] = float(pga.mean())
                 row["pga_over_exact"] = float(pga.mean() / exact_sub.mean())
                 row["pga_max_excess"] = float(np.max(pga / exact_sub - 1.0))
+                # third, independent route: ctrobust.theory's own per-sample solver
+                _, th = theory.worst_case_perturbation(B, A, eps, rng_sub)
+                ok = np.isfinite(th)
+                row["theory_solver_max_rel_diff"] = float(np.max(np.abs(th[ok] / exact_sub[ok] - 1.0))) if ok.any() else None
+                row["theory_solver_nonfinite"] = int((~ok).sum())
             rows.append(row)
     out["tradeoff"] = rows
     return out
@@ -167,7 +181,7 @@ def plot(results: list[dict], cfg: dict, path) -> None:
         c = colors[i % len(colors)]
         ax1.loglog(r["s"], r["q_pinv"], ":", color=c, lw=1)
         ax1.loglog(r["s"], r["q_closed"], "-", color=c, lw=1.5, label=f"n={r['n']}: closed form (k={r['k_clipped']})")
-        for kind, marker in (("universal", "o"), ("minmax", "x")):
+        for kind, marker in (("universal", "o"), ("minmax", "x"), ("pgd", "+")):
             if kind in r["learned"]:
                 L = r["learned"][kind]
                 ax1.loglog(r["s"], np.abs(L["q"]), marker, color=c, ms=5, mfc="none",
@@ -190,6 +204,9 @@ def plot(results: list[dict], cfg: dict, path) -> None:
         pga = [(p["eps"], p["pga_worst"]) for p in pts if "pga_worst" in p]
         if pga:
             ax2.semilogy(*zip(*pga), "o", color=color, mfc="none", ms=6, label=f"{label}: PGA")
+    positive = [p[key] for p in rows for key in ("clean", "worst_per_sample") if p[key] > 1e-12]
+    ax2.set_ylim(bottom=0.5 * min(positive))
+    ax2.text(0.02, 0.03, "pseudo-inverse: clean error 0 (below the axis)", transform=ax2.transAxes, fontsize=7)
     ax2.set_xlabel("eps (absolute l2 radius of the measurement perturbation)")
     ax2.set_ylabel("E ||B(Ax + d) - x||^2 (test mean)")
     ax2.set_title(f"trade-off, n={r['n']}, cond(A)={r['cond']:.3g}")
