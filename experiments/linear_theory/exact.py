@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["clean_errors", "worst_case_errors", "worst_case_perturbations", "shared_worst_case_expected",
+           "per_sample_minmax_filter",
            "whitened_samples"]
 
 
@@ -108,3 +109,33 @@ def shared_worst_case_expected(B: np.ndarray, A: np.ndarray, eps: float) -> floa
     """``E_x max_{||d|| <= eps, d independent of x} ||B (A x + d) - x||^2 = ||BA - I||_F^2 + eps^2 ||B||_2^2``."""
     E = B @ A - np.eye(A.shape[1])
     return float((E**2).sum() + eps**2 * np.linalg.norm(B, 2) ** 2)
+
+
+def per_sample_minmax_filter(s: np.ndarray, eps: float, lam: float, X: np.ndarray, *, q0: np.ndarray | None = None,
+                             max_iter: int = 500) -> np.ndarray:
+    """Numerical minimiser of the per-sample min-max objective over diagonal filters ``q``.
+
+    ``min_q mean_k [ ||(Q S - I) x_k||^2 + lam max_{||d|| <= eps} ||(Q S - I) x_k + Q d||^2 ]`` for
+    ``A = diag(s)`` (any ``A = U diag(s) V^T`` reduces to it for whitened data; the objective is convex
+    and invariant under sign flips of coordinates, so a diagonal minimiser exists). The inner maximum is
+    solved exactly (:func:`worst_case_perturbations`); the gradient follows Danskin's theorem; L-BFGS-B.
+    This is the target of an adversary that depends on the sample (``minmax`` with G, ``pgd``), whereas
+    ``ctrobust.theory.minmax_linear_solution`` is the target of the shared perturbation.
+    """
+    from scipy.optimize import minimize
+
+    s = np.asarray(s, dtype=np.float64)
+    A = np.diag(s)
+
+    def fun(q):
+        B = np.diag(q)
+        R = X * (q * s - 1.0)
+        D = worst_case_perturbations(B, A, X, eps)
+        P = R + D * q
+        value = np.mean((R**2).sum(1) + lam * (P**2).sum(1))
+        grad = np.mean(2 * R * (X * s) + lam * 2 * P * (X * s + D), axis=0)
+        return value, grad
+
+    q0 = 1.0 / s if q0 is None else np.asarray(q0, dtype=np.float64)
+    res = minimize(fun, q0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return res.x
