@@ -474,6 +474,12 @@ class TVReconstruction(torch.nn.Module):
 
     def __init__(self, operator: LinearOperator, tau: float = 0.3, iterations: int = 100, nonneg: bool = True):
         super().__init__()
+        # checked here as well as in tv_reconstruction, so a bad option fails when the method is built
+        if isinstance(tau, bool) or not float(tau) >= 0 or not math.isfinite(float(tau)):
+            raise ValueError(f"TV: tau must be a finite number >= 0, got {tau!r}")
+        if (isinstance(iterations, bool) or not isinstance(iterations, (int, float)) or not math.isfinite(iterations)
+                or int(iterations) != iterations or iterations < 1):
+            raise ValueError(f"TV: iterations must be a positive integer, got {iterations!r}")
         object.__setattr__(self, "operator", operator)
         self.tau, self.iterations, self.nonneg = float(tau), int(iterations), bool(nonneg)
 
@@ -482,6 +488,35 @@ class TVReconstruction(torch.nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return tv_reconstruction(self.operator, y, self.tau, self.iterations, nonneg=self.nonneg)
+
+
+def _check_dip_options(options: dict) -> None:
+    """The checks :func:`deep_image_prior` makes at call time, made early (when a method is built)."""
+    import inspect
+
+    known = inspect.signature(deep_image_prior).parameters
+    unknown = sorted(k for k in options if k not in known or k in ("operator", "y"))
+    if unknown:
+        raise TypeError(f"deep_image_prior has no option(s) {', '.join(unknown)}")
+    for name in ("iterations", "patience", "channels", "input_channels"):
+        v = options.get(name, 1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v or v < 1:
+            raise ValueError(f"DIP: {name} must be a positive integer, got {v!r}")
+    depth = options.get("depth", 0)
+    if (isinstance(depth, bool) or not isinstance(depth, (int, float)) or not math.isfinite(depth)
+            or int(depth) != depth or depth < 0):
+        raise ValueError(f"DIP: depth must be an integer >= 0, got {depth!r}")
+    for name in ("lr", "input_scale"):
+        v = options.get(name, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"DIP: {name} must be a finite number > 0, got {v!r}")
+    h = options.get("holdout", 0.05)
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0.0 < h < 1.0:
+        raise ValueError(f"DIP: holdout must be a fraction in (0, 1), got {h!r}")
+    from ctrobust.models.unet import NORMS
+
+    if options.get("norm", "batch") not in NORMS:
+        raise ValueError(f"DIP: norm must be one of {', '.join(NORMS)}, got {options['norm']!r}")
 
 
 class DIPReconstruction(torch.nn.Module):
@@ -497,6 +532,7 @@ class DIPReconstruction(torch.nn.Module):
         object.__setattr__(self, "operator", operator)
         for bad in ("differentiable", "return_info"):
             options.pop(bad, None)
+        _check_dip_options(options)
         self.options = options
 
     def config(self) -> dict:

@@ -131,16 +131,20 @@ def _metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_options: dict | None = None,
-                       batch_size: int = 8) -> dict:
+                       batch_size: int = 8, progress: bool = False) -> dict:
     """Clean metrics of ``f`` on one condition, plain or after test-time training.
 
     Returns ``{"mse", "relative_error", "psnr", "ssim"}`` per-sample arrays ``(B,)``; with ``ttt``
     also ``"ttt_steps"`` and ``"consistency_before"/"consistency_after"`` (relative l1 data error).
+    ``progress`` shows a tqdm bar over the samples (named after the condition).
     """
+    from tqdm.auto import tqdm
+
     from ctrobust.ttt import test_time_train
 
     y = condition.measurements()
     recs, extra = [], {"ttt_steps": [], "consistency_before": [], "consistency_after": []}
+    bar = tqdm(total=y.shape[0], desc=f"{condition.name}{' + TTT' if ttt else ''}", unit="sample", disable=not progress)
     for start in range(0, y.shape[0], batch_size):
         yb = y[start : start + batch_size]
         if ttt:
@@ -157,6 +161,8 @@ def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_option
             if was_training:
                 f.train()
         recs.append(rec.detach())
+        bar.update(yb.shape[0])
+    bar.close()
     out = _metrics(torch.cat(recs), condition.images)
     if ttt:
         out.update({k: np.asarray(v) for k, v in extra.items()})
@@ -207,7 +213,7 @@ class ShiftResult:
 
 
 def distribution_shift(f, in_dist: Condition, shifted: Condition, *, f_shifted=None, ttt: bool = True,
-                       ttt_options: dict | None = None, batch_size: int = 8) -> ShiftResult:
+                       ttt_options: dict | None = None, batch_size: int = 8, progress: bool = False) -> ShiftResult:
     """Evaluate ``f`` in distribution and under a shift, plain and with test-time training.
 
     Parameters
@@ -222,20 +228,26 @@ def distribution_shift(f, in_dist: Condition, shifted: Condition, *, f_shifted=N
         Also run test-time training on the shifted condition.
     ttt_options : dict
         Keyword arguments of :func:`ctrobust.ttt.test_time_train` (steps, lr, patience, ...).
+    batch_size : int
+        Samples per forward pass (test-time training treats each sample on its own anyway).
+    progress : bool
+        tqdm bars over the samples of each condition.
     """
     g = f if f_shifted is None else f_shifted
     result = ShiftResult(in_dist.name, shifted.name,
-                         evaluate_condition(f, in_dist, batch_size=batch_size),
-                         evaluate_condition(g, shifted, batch_size=batch_size),
+                         evaluate_condition(f, in_dist, batch_size=batch_size, progress=progress),
+                         evaluate_condition(g, shifted, batch_size=batch_size, progress=progress),
                          options={"ttt": dict(ttt_options or {}), "noise_in_dist": in_dist.noise,
                                   "noise_shifted": shifted.noise})
     if ttt:
-        result.ttt = evaluate_condition(g, shifted, ttt=True, ttt_options=ttt_options, batch_size=batch_size)
+        result.ttt = evaluate_condition(g, shifted, ttt=True, ttt_options=ttt_options, batch_size=batch_size,
+                                        progress=progress)
     return result
 
 
 def make_shift(kind: str, f, images: torch.Tensor, *, shifted_images: torch.Tensor | None = None,
-               n_angles: int | None = None, noise: float = 0.0, base_noise: float = 0.0, seed: int = 0):
+               n_angles: int | None = None, noise: float = 0.0, base_noise: float = 0.0, seed: int = 0,
+               rebuild=None):
     """``(in_dist, shifted, f_shifted)`` for one shift type, ready for :func:`distribution_shift`.
 
     Parameters
@@ -253,6 +265,11 @@ def make_shift(kind: str, f, images: torch.Tensor, *, shifted_images: torch.Tens
         ``"noise"`` only: relative noise level of the shifted measurements (> ``base_noise``).
     base_noise : float
         Relative noise level of every in-distribution measurement (and of the other shifts).
+    seed : int
+        Seed of the measurement noise of both conditions.
+    rebuild : callable, optional
+        ``"views"`` only: ``rebuild(f, operator) -> f_shifted``; default :func:`rebuild_on_operator`
+        (networks). A method without weights (FBP, TV) is simply built again on the new operator.
     """
     op = f.operator
     in_dist = Condition("in_distribution", images, op, base_noise, seed)
@@ -272,7 +289,8 @@ def make_shift(kind: str, f, images: torch.Tensor, *, shifted_images: torch.Tens
         geo = op.geometry
         new_op = RadonTransform(ParallelBeam2D(geo.image_size, int(n_angles), geo.n_detectors, geo.angle_range),
                                 backend=op.backend)
-        return in_dist, Condition(f"views_{n_angles}", images, new_op, base_noise, seed), rebuild_on_operator(f, new_op)
+        rebuilt = (rebuild or rebuild_on_operator)(f, new_op)
+        return in_dist, Condition(f"views_{n_angles}", images, new_op, base_noise, seed), rebuilt
     if kind == "noise":
         if not noise > base_noise:
             raise ValueError(f"shift 'noise' needs noise > base_noise ({base_noise}), got {noise}")

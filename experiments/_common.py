@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 # -- command line ---------------------------------------------------------------------------------------
@@ -133,6 +135,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

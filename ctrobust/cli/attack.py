@@ -1,5 +1,8 @@
 """``ctrobust attack``: worst-case (PGA) robustness curves of trained checkpoints and classical methods.
 
+Checkpoints (``--checkpoint``, or a ``.pt`` path given to ``--method``) and methods (``--method fbp|tv|dip``,
+built by :func:`ctrobust.methods.build_method` with the options of ``--tv-*``, ``--dip-*`` and
+``--method-option``) are attacked with the same PGA and drawn on one robustness curve, FBP as reference.
 Thin layer over :func:`ctrobust.robustness.robustness_curve`; writes ``samples.csv`` (per sample),
 ``summary.csv`` and ``summary.json`` (mean / std per model, eps and condition),
 ``robustness_curve.png`` and ``gallery.png`` into ``--out``. ``evaluate`` reuses the argument and
@@ -60,6 +63,99 @@ def _default(func, name):
     return inspect.signature(func).parameters[name].default
 
 
+def positive_float(text: str) -> float:
+    v = nonneg_float(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+# -- method options -------------------------------------------------------------------------------
+
+#: dedicated flags for the main options of each method: (method, option, type, help). The defaults
+#: shown in --help are read from the library signatures (ctrobust.methods.method_options).
+METHOD_FLAGS = (
+    ("tv", "tau", nonneg_float,
+     "TV weight tau in min_x 1/2 ||A x - y||_2^2 + tau TV(x) (x >= 0). Unit: that of the data term "
+     "1/2 ||A x - y||^2 (squared sinogram units: a bin is a line integral summing ~N pixels of [0, 1] intensity) "
+     "per unit of TV(x) (sum over pixels of the gradient magnitude, [0, 1] intensity, unit pixel spacing); "
+     "so it grows with the image size and the number of views (0.3 was best at 64 px, 60 views, 1 %% noise)"),
+    ("tv", "iterations", positive_int,
+     "Chambolle-Pock iterations; all are unrolled, and PGA differentiates through them (cost per attack step "
+     "proportional)"),
+    ("dip", "iterations", positive_int,
+     "maximum Adam steps of the deep image prior fit, per sample (the attack differentiates through all steps run)"),
+    ("dip", "channels", positive_int, "width (channels) of the first level of the un-trained U-Net"),
+    ("dip", "depth", nonneg_int, "poolings of the un-trained U-Net"),
+    ("dip", "lr", positive_float, "Adam learning rate of the DIP fit"),
+    ("dip", "patience", positive_int,
+     "early stopping: Adam steps without a new best error on the held-out measurement bins (dip.holdout, a fraction) before the fit stops"),
+)
+
+
+def _flag(method: str, option: str) -> str:
+    return f"--{method}-{option.replace('_', '-')}"
+
+
+def _dest(method: str, option: str) -> str:
+    return f"{method}_{option}"
+
+
+def add_method_option_arguments(p: argparse.ArgumentParser) -> None:
+    """--tv-*/--dip-* flags and the generic --method-option NAME.KEY=VALUE (defaults from the library)."""
+    from ctrobust.methods import METHODS, method_options
+
+    g = p.add_argument_group("method options", "options of --method tv / dip / fbp, passed to "
+                             "ctrobust.methods.build_method(name, operator, **options); the defaults are those of the "
+                             "library (TVReconstruction, deep_image_prior, FBPReconstruction)")
+    dedicated = set()
+    for method, option, typ, text in METHOD_FLAGS:
+        default = method_options(method)[option]
+        dedicated.add((method, option))
+        # default SUPPRESS: the attribute exists only when the flag is given, so a flag for a method that
+        # is not selected can be refused; the library default is written into the help instead.
+        g.add_argument(_flag(method, option), dest=_dest(method, option), type=typ, default=argparse.SUPPRESS,
+                       metavar=option.upper(), help=f"{text} (default: {default})")
+    others = []
+    for name in sorted(METHODS):
+        try:
+            known = method_options(name)
+        except Exception:  # a registered builder whose module cannot be imported: say nothing about it
+            continue
+        if known:
+            rest = [f"{k}={v}" for k, v in known.items() if (name, k) not in dedicated]
+            if rest:
+                others.append(f"{name}: {', '.join(rest)}")
+    g.add_argument("--method-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="any keyword option of a method, repeatable, typed like its default, e.g. tv.nonneg=false, "
+                   "dip.seed=1, dip.holdout=0.1, fbp.filter=hann. Options and library defaults: "
+                   + "; ".join(others).replace("%", "%%"))
+
+
+def method_options_from_args(args, methods) -> dict[str, dict]:
+    """``{method: {option: value}}`` from the dedicated flags and --method-option; refuses options of
+    methods that are not evaluated (``methods``: the method names, FBP included when it is added)."""
+    from ctrobust.methods import parse_method_option
+
+    options: dict[str, dict] = {}
+    sources: dict[tuple, str] = {}
+    for method, option, _, _ in METHOD_FLAGS:
+        if hasattr(args, _dest(method, option)):
+            options.setdefault(method, {})[option] = getattr(args, _dest(method, option))
+            sources[(method, option)] = _flag(method, option)
+    for text in getattr(args, "method_option", []) or []:
+        name, key, value = parse_method_option(text)
+        if (name, key) in sources and options[name][key] != value:
+            raise CtrobustError(f"--method-option {text} contradicts {sources[(name, key)]} {options[name][key]}; give it once")
+        options.setdefault(name, {})[key] = value
+        sources[(name, key)] = f"--method-option {name}.{key}"
+    for name in options:
+        if name not in methods:
+            given = ", ".join(v for (m, _), v in sources.items() if m == name)
+            raise CtrobustError(f"{given}: option(s) of method {name!r}, which is not evaluated; add --method {name}")
+    return options
+
+
 # -- shared with `evaluate` -----------------------------------------------------------------------
 
 
@@ -72,7 +168,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                    help="checkpoint written by 'ctrobust train' (e.g. runs/NAME/best.pt); repeat to compare several")
     p.add_argument("--method", action="append", default=[], metavar="NAME",
-                   help=f"a classical reconstruction to evaluate as a model, repeatable; one of: {', '.join(sorted(METHODS))}")
+                   help=f"a reconstruction method to evaluate as a model, repeatable; one of: {', '.join(sorted(METHODS))} "
+                   "(options below); a checkpoint path (.pt) here is loaded as with --checkpoint")
     p.add_argument("--data", default=None, metavar="DATASET.h5",
                    help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms); None: built-in random phantoms")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which split of the data to use")
@@ -90,6 +187,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (refused if not empty, unless --force)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder, overwriting its files")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars (they are off anyway when not a terminal)")
+    add_method_option_arguments(p)
 
 
 def resolve_device(name: str):
@@ -109,11 +207,17 @@ def resolve_device(name: str):
 def load_inputs(args):
     """``(reconstructions, dataset)`` for ``args`` (checkpoints, methods, FBP reference, data split)."""
     from ctrobust.data import load_split
-    from ctrobust.methods import load_reconstructions
+    from ctrobust.methods import load_reconstructions, split_methods
     from ctrobust.training.trainer import TrainConfig
 
     device = resolve_device(args.device)
-    methods = list(args.method)
+    paths, methods = split_methods(args.method)
+    for path in paths:
+        print(f"--method {path}: a checkpoint path, loaded as with --checkpoint {path}", file=sys.stderr)
+    checkpoints = list(args.checkpoint) + paths
+    dupes = sorted({m for m in methods if methods.count(m) > 1})
+    if dupes:
+        raise CtrobustError(f"--method {', '.join(dupes)} given twice; give each method once")
 
     def default_operator():
         from ctrobust.geometry import ParallelBeam2D
@@ -125,19 +229,21 @@ def load_inputs(args):
         size = size or TrainConfig.DEFAULT_SIZE
         return RadonTransform(ParallelBeam2D(int(size), int(args.n_angles)))
 
-    if not args.checkpoint and not methods:
+    if not checkpoints and not methods:
         raise CtrobustError(
             "nothing to evaluate: pass --checkpoint RUN/best.pt (repeatable) for trained models, "
             "and/or --method fbp for filtered backprojection alone (train a model with 'ctrobust train')"
         )
-    recs = load_reconstructions(args.checkpoint, methods, device=device, default_operator=default_operator)
+    add_fbp = not args.no_fbp and "fbp" not in methods
+    options = method_options_from_args(args, set(methods) | ({"fbp"} if add_fbp else set()))
+    recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options)
     operator = recs[0].operator
-    if not args.no_fbp and "fbp" not in methods and hasattr(operator, "fbp"):
-        recs += load_reconstructions((), ["fbp"], device=device, default_operator=lambda: operator)
+    if add_fbp and hasattr(operator, "fbp"):
+        recs += load_reconstructions((), ["fbp"], device=device, default_operator=lambda: operator, options=options)
     shape = _image_shape(operator)
     if len(shape) != 2 or shape[0] != shape[1]:
         raise CtrobustError(f"the operator's images are {shape}; attack and evaluate need square images")
-    if args.image_size is not None and args.checkpoint and args.image_size != shape[0]:
+    if args.image_size is not None and checkpoints and args.image_size != shape[0]:
         raise CtrobustError(f"--image-size {args.image_size} disagrees with the checkpoint's {shape[0]} px; drop --image-size")
     try:
         dataset = load_split(args.data, args.split, size=shape[0])
@@ -175,9 +281,10 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser(
         "attack",
-        help="worst-case robustness curves (PGA in sinogram space) of checkpoints and FBP",
-        description="Attack each model with projected gradient ascent on the measurements over a grid of "
-        "perturbation sizes and compare with random noise of the same norm. Writes samples.csv, summary.csv, "
+        help="worst-case robustness curves (PGA in sinogram space) of checkpoints, FBP, TV and DIP",
+        description="Attack each model (trained checkpoints and methods: fbp, tv, dip) with the same projected "
+        "gradient ascent on the measurements over a grid of perturbation sizes and compare with random noise of "
+        "the same norm; all appear on one robustness curve with FBP as reference. Writes samples.csv, summary.csv, "
         "summary.json, robustness_curve.png and gallery.png into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -238,7 +345,7 @@ def run(args) -> int:
         result = robustness_curve(rec.f, dataset, rec.operator, grid, steps=args.steps, restarts=args.restarts,
                                   batch_size=args.batch_size, relative=not args.absolute, target=args.target,
                                   seed=args.seed, progress=progress, max_samples=args.n_samples,
-                                  step_size=args.step_size, n_examples=1)
+                                  step_size=args.step_size, n_examples=1, device=device)
         sample_rows += [{"model": rec.label, **r} for r in result.rows]
         summary_rows += [{"model": rec.label, **r} for r in result.summary]
         summaries[rec.label] = result.summary
@@ -255,7 +362,8 @@ def run(args) -> int:
                         "delta": (delta[0] if delta.dim() == 3 else delta).numpy()})
     config = {"eps_grid": grid, "gallery_eps": gallery_eps, "relative": not args.absolute, "target": args.target,
               "steps": args.steps, "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed,
-              "data": args.data or "built-in phantoms", "split": args.split, "n_samples": result.config["n_samples"]}
+              "data": args.data or "built-in phantoms", "split": args.split, "n_samples": result.config["n_samples"],
+              "method_options": {r.info["method"]: r.info.get("options", {}) for r in recs if r.kind == "method"}}
     models = [{"label": r.label, "source": r.source, "kind": r.kind, "info": r.info} for r in recs]
     rp.write_csv(sample_rows, out / "samples.csv")
     rp.write_csv(summary_rows, out / "summary.csv")

@@ -53,7 +53,7 @@ class CSResidualNet(nn.Module):
         self.operator = operator
         self.init = init
         self.image_shape = shape
-        self.unet = UNet(1, 1, channels, depth, norm=norm, dims=len(shape), seed=seed)
+        self.unet = UNet(1, 1, channels, depth, norm=norm, dims=len(shape), seed=seed, zero_head=True)
 
     @property
     def measurement_shape(self) -> tuple[int, ...]:

@@ -28,7 +28,8 @@ class FBPConvNet(nn.Module):
     norm : {"batch", "group", "none"}
         U-Net normalisation (Jin et al.: batch norm).
     seed : int, optional
-        Seed of the initial weights (the global RNG is left untouched).
+        Seed of the initial weights (the global RNG is left untouched). The U-Net's last layer starts
+        at zero, so an untrained FBPConvNet is exactly FBP.
     """
 
     def __init__(self, operator, channels: int = 64, depth: int = 4, filter: str = "ram-lak", *,
@@ -40,7 +41,7 @@ class FBPConvNet(nn.Module):
         # state_dict() and of .to()/DDP (it serves any device its input is on).
         object.__setattr__(self, "operator", operator)
         self.filter = filter
-        self.unet = UNet(1, 1, channels, depth, norm=norm, seed=seed)
+        self.unet = UNet(1, 1, channels, depth, norm=norm, seed=seed, zero_head=True)
 
     @property
     def measurement_shape(self) -> tuple[int, ...]:

@@ -85,6 +85,10 @@ class UNet(nn.Module):
         Spatial dimensions.
     seed : int, optional
         Seed for the initial weights (the global RNG is left untouched); ``None`` uses torch's default.
+    zero_head : bool
+        Initialise the final 1x1 convolution to zero, so the network starts as the zero map. The
+        residual models (FBPConvNet, CSResidualNet) use it: ``x0 + U(x0)`` then starts exactly at
+        ``x0`` (FBP, ``A^T y`` or ``A^+ y``) and training moves away from it only where that helps.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class UNet(nn.Module):
         norm: str = "batch",
         dims: int = 2,
         seed: int | None = None,
+        zero_head: bool = False,
     ):
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
@@ -122,6 +127,9 @@ class UNet(nn.Module):
                 self.up.append(up(2 * w, w, 2, stride=2))
                 self.merge.append(_DoubleConv(2 * w, w, norm, dims))
             self.head = conv(widths[0], out_channels, 1)
+            if zero_head:  # the network starts as the zero map (a residual branch starts as identity)
+                nn.init.zeros_(self.head.weight)
+                nn.init.zeros_(self.head.bias)
 
     def config(self) -> dict:
         """JSON-able constructor arguments (``UNet(**config_without_type)`` rebuilds it)."""

@@ -39,7 +39,7 @@ from ctrobust.training import fit
 from ctrobust.training.objectives import make_objective
 from experiments import _common as C
 from experiments.linear_theory.exact import (clean_errors, shared_worst_case_expected, whitened_samples,
-                                             worst_case_errors)
+                                             per_sample_minmax_filter, worst_case_errors)
 
 NAME = "linear_theory"
 
@@ -128,19 +128,26 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
     q_closed, k = theory.minmax_linear_solution(s, cfg["eps"], cfg["lam"])
     q_pinv = 1.0 / s
     B_closed = theory.minmax_linear_operator(A, cfg["eps"], cfg["lam"]).numpy()
-    out = {"n": n, "cond": float(s[0] / s[-1]), "k_clipped": int(k), "clip_level": float(q_closed.min()),
+    out = {"n": n, "cond": float(s[0] / s[-1]), "k_clipped": int(k), "clip_level": float(q_closed[np.argmin(s)]),
            "s": s, "q_pinv": q_pinv, "q_closed": q_closed, "learned": {}}
     adversaries = [a for a in cfg["adversaries"] if a == "universal" or n in cfg["per_sample_sizes"]]
     for a in adversaries:
         if a not in ("universal", "minmax", "pgd"):
             raise CtrobustError(f"adversaries: {a!r} is not one of universal, minmax, pgd")
+    per_sample = [a for a in adversaries if a != "universal"]
+    if per_sample:  # the target of the per-sample adversaries: numerical optimum with the exact inner max
+        X_ps = whitened_samples(cfg["per_sample_reference_samples"], n, cfg["data_seed"] + 11)
+        out["q_per_sample"] = per_sample_minmax_filter(s, cfg["eps"], cfg["lam"], X_ps, q0=q_closed)
     for kind in adversaries:
         t0 = time.perf_counter()
         B, log = train_linear(kind, A, X, cfg, progress)
         q, off = filter_of(B, U, Vt)
         rel = float(np.linalg.norm(q - q_closed) / np.linalg.norm(q_closed))
         rel_clipped = float(np.max(np.abs(q[-k:] - q_closed[-k:]) / q_closed[-k:])) if k else 0.0
+        q_ps = out.get("q_per_sample")
+        rel_ps = float(np.linalg.norm(q - q_ps) / np.linalg.norm(q_ps)) if q_ps is not None else None
         out["learned"][kind] = {"B": B, "q": q, "rel_diff": rel, "max_rel_diff_clipped": rel_clipped,
+                                "rel_diff_per_sample_optimum": rel_ps,
                                 "offdiag": off, "matrix_rel_diff": float(np.linalg.norm(B - B_closed) / np.linalg.norm(B_closed)),
                                 "train_seconds": time.perf_counter() - t0, "history": log["history"]}
     # trade-off across eps: pseudo-inverse, eps-matched closed form, and the learned maps (trained at eps)
@@ -150,6 +157,8 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
     for eps in cfg["eps_grid"]:
         maps = {"pinv": B_pinv, "closed_form_matched": theory.minmax_linear_operator(A, eps, cfg["lam"]).numpy(),
                 f"closed_form_eps{cfg['eps']:g}": B_closed}
+        if "q_per_sample" in out:
+            maps["per_sample_optimum"] = (Vt.T * out["q_per_sample"]) @ U.T
         maps.update({f"learned_{kind}": v["B"] for kind, v in out["learned"].items()})
         for method, B in maps.items():
             wc = worst_case_errors(B, A, X_test, eps)
@@ -164,7 +173,8 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
                 row["pga_over_exact"] = float(pga.mean() / exact_sub.mean())
                 row["pga_max_excess"] = float(np.max(pga / exact_sub - 1.0))
                 # third, independent route: ctrobust.theory's own per-sample solver
-                _, th = theory.worst_case_perturbation(B, A, eps, rng_sub)
+                with np.errstate(all="ignore"):
+                    _, th = theory.worst_case_perturbation(B, A, eps, rng_sub)
                 ok = np.isfinite(th)
                 row["theory_solver_max_rel_diff"] = float(np.max(np.abs(th[ok] / exact_sub[ok] - 1.0))) if ok.any() else None
                 row["theory_solver_nonfinite"] = int((~ok).sum())
@@ -180,7 +190,9 @@ def plot(results: list[dict], cfg: dict, path) -> None:
     for i, r in enumerate(results):
         c = colors[i % len(colors)]
         ax1.loglog(r["s"], r["q_pinv"], ":", color=c, lw=1)
-        ax1.loglog(r["s"], r["q_closed"], "-", color=c, lw=1.5, label=f"n={r['n']}: closed form (k={r['k_clipped']})")
+        ax1.loglog(r["s"], r["q_closed"], "-", color=c, lw=1.5, label=f"n={r['n']}: closed form, shared d (k={r['k_clipped']})")
+        if "q_per_sample" in r:
+            ax1.loglog(r["s"], r["q_per_sample"], "--", color=c, lw=1.2, label=f"n={r['n']}: numerical optimum, per-sample d")
         for kind, marker in (("universal", "o"), ("minmax", "x"), ("pgd", "+")):
             if kind in r["learned"]:
                 L = r["learned"][kind]
@@ -222,12 +234,15 @@ def body(cfg: dict, out, args) -> dict:
     for r in results:
         for i in range(r["n"]):
             row = {"n": r["n"], "index": i, "s": r["s"][i], "q_pinv": r["q_pinv"][i], "q_closed": r["q_closed"][i]}
+            if "q_per_sample" in r:
+                row["q_per_sample_optimum"] = r["q_per_sample"][i]
             for kind, L in r["learned"].items():
                 row[f"q_{kind}"] = L["q"][i]
             filter_rows.append(row)
         for kind, L in r["learned"].items():
             summary_rows.append({"n": r["n"], "adversary": kind, "cond": r["cond"], "k_clipped": r["k_clipped"],
                                  "clip_level": r["clip_level"], "rel_diff": L["rel_diff"],
+                                 "rel_diff_per_sample_optimum": L["rel_diff_per_sample_optimum"],
                                  "max_rel_diff_clipped": L["max_rel_diff_clipped"], "offdiag": L["offdiag"],
                                  "matrix_rel_diff": L["matrix_rel_diff"], "train_seconds": L["train_seconds"]})
     tradeoff = [row for r in results for row in r["tradeoff"]]
