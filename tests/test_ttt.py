@@ -46,7 +46,7 @@ def test_ttt_improves_consistency_and_image_and_leaves_f_alone(shifted, global_r
     flags = [p.requires_grad for p in f.parameters()]
     with torch.no_grad():
         plain = f(y)
-    rec, infos = ttt.test_time_train(f, op, y, steps=60, lr=3e-3, patience=20, seed=0)
+    rec, infos = ttt.test_time_train(f, op, y, steps=60, lr=1e-3, patience=20, seed=0)
     assert rec.shape == x.shape and not rec.requires_grad
     consistency = ttt.data_consistency(op, rec, y).numpy()
     assert np.all(consistency < ttt.data_consistency(op, plain, y).numpy())

@@ -50,14 +50,15 @@ def orthogonality_error(module: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
+def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None, *, keep_zero: bool = True) -> None:
     """Re-initialise every weight matrix with orthonormal rows/columns (``torch.nn.init.orthogonal_``).
 
-    Weights that are exactly zero stay zero: those are deliberately zero-initialised residual heads
-    (FBPConvNet starts as FBP); the retraction still applies to them after every step.
+    With ``keep_zero`` (default), weights that are exactly zero stay zero: those are deliberately
+    zero-initialised residual heads (FBPConvNet starts as FBP); the retraction still applies to them
+    after every step.
     """
     for _, p in parseval_weights(module):
-        if not torch.any(p):
+        if keep_zero and not torch.any(p):
             continue
         w = torch.empty(p.shape[0], p[0].numel(), dtype=p.dtype)
         torch.nn.init.orthogonal_(w, generator=generator)
