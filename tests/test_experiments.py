@@ -113,7 +113,7 @@ def test_load_config_quick_overrides(tmp_path):
 
 
 @pytest.mark.slow
-def test_linear_theory_learns_the_closed_form_filter(tmp_path):
+def test_linear_theory_learns_the_closed_form_filter(tmp_path, global_rng_untouched):
     """The shared-perturbation (universal) trainer lands within 10 % of the closed form in a short run."""
     from experiments.linear_theory.run import main
 
@@ -149,7 +149,7 @@ CS_EXPERIMENTS = ["cs_gaussian", "cs_partial_dct", "cs_dct_submatrix"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CS_EXPERIMENTS)
-def test_cs_experiment_quick(tmp_path, name):
+def test_cs_experiment_quick(tmp_path, name, global_rng_untouched):
     import importlib
 
     main = importlib.import_module(f"experiments.{name}.run").main

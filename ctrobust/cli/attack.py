@@ -12,9 +12,16 @@ loading helpers defined here.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
+from ctrobust.cli.argtypes import (  # noqa: F401  (re-exported for evaluate)
+    eps_list,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    signature_default,
+)
 from ctrobust.errors import CtrobustError
 
 
@@ -22,52 +29,6 @@ from ctrobust.errors import CtrobustError
 # -- argument types -------------------------------------------------------------------------------
 
 
-def nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def eps_list(text: str) -> list[float]:
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    if not parts:
-        raise argparse.ArgumentTypeError("expected comma-separated numbers such as 0,0.005,0.01")
-    return [nonneg_float(p) for p in parts]
-
-
-def _default(func, name):
-    return inspect.signature(func).parameters[name].default
-
-
-def positive_float(text: str) -> float:
-    v = nonneg_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
 
 
 # -- method options -------------------------------------------------------------------------------
@@ -173,9 +134,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="DATASET.h5",
                    help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms); None: built-in random phantoms")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which split of the data to use")
-    p.add_argument("--n-samples", type=positive_int, default=_default(robustness_curve, "max_samples"),
+    p.add_argument("--n-samples", type=positive_int, default=signature_default(robustness_curve, "max_samples"),
                    help="use only the first N samples of the split (None: all)")
-    p.add_argument("--batch-size", type=positive_int, default=_default(robustness_curve, "batch_size"),
+    p.add_argument("--batch-size", type=positive_int, default=signature_default(robustness_curve, "batch_size"),
                    help="samples per batch")
     p.add_argument("--image-size", type=positive_int, default=None,
                    help=f"image side N in pixels of the phantoms and of the geometry, only when no checkpoint gives one "
@@ -297,16 +258,16 @@ def add_parser(subparsers):
     p.add_argument("--eps-grid", type=eps_list, default=None, metavar="E1,E2,...",
                    help="comma-separated eps values of the robustness curve, same unit as --eps "
                    f"(None: 0 and --eps; the paper-style grid is {','.join(map(str, DEFAULT_EPS_GRID))})")
-    p.add_argument("--steps", type=nonneg_int, default=_default(robustness_curve, "steps"),
+    p.add_argument("--steps", type=nonneg_int, default=signature_default(robustness_curve, "steps"),
                    help=f"PGA steps per restart (each one forward and one backward pass; library default {DEFAULT_STEPS})")
-    p.add_argument("--restarts", type=positive_int, default=_default(robustness_curve, "restarts"),
+    p.add_argument("--restarts", type=positive_int, default=signature_default(robustness_curve, "restarts"),
                    help="random restarts of PGA; the worst iterate over all is kept")
     p.add_argument("--step-size", type=nonneg_float, default=None,
                    help="PGA step length as a fraction of the ball radius (None: 2.5 / steps)")
     p.add_argument("--absolute", action="store_true", help="eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
-    p.add_argument("--target", choices=("truth", "clean"), default=_default(robustness_curve, "target"),
+    p.add_argument("--target", choices=("truth", "clean"), default=signature_default(robustness_curve, "target"),
                    help="maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)")
-    p.add_argument("--seed", type=int, default=_default(robustness_curve, "seed"),
+    p.add_argument("--seed", type=int, default=signature_default(robustness_curve, "seed"),
                    help="seed of the random starts and of the random-noise reference")
     p.set_defaults(func=run)
     return p

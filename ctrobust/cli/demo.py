@@ -19,17 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from ctrobust.cli.argtypes import eps_list, nonneg_float, positive_int
 from ctrobust.errors import CtrobustError
 
 QUICK = {"size": 32, "angles": 30, "steps": 4, "channels": 4, "depth": 2, "n_test": 2, "attack_steps": 3,
-         "eps_grid": "0,0.01"}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+         "eps_grid": [0.0, 0.01]}
 
 
 def add_parser(subparsers):
@@ -41,17 +35,17 @@ def add_parser(subparsers):
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="output folder (refused if it exists and is not empty, unless --force)")
-    p.add_argument("--size", type=_positive_int, default=64, help="image size N in pixels (N x N phantoms)")
-    p.add_argument("--angles", type=_positive_int, default=143, help="number of parallel-beam views on [0, pi)")
-    p.add_argument("--steps", type=_positive_int, default=150, help="optimiser steps per training run")
-    p.add_argument("--channels", type=_positive_int, default=16, help="U-Net channels at the first level")
-    p.add_argument("--depth", type=_positive_int, default=3, help="U-Net poolings")
-    p.add_argument("--eps", type=float, default=0.01,
+    p.add_argument("--size", type=positive_int, default=64, help="image size N in pixels (N x N phantoms)")
+    p.add_argument("--angles", type=positive_int, default=143, help="number of parallel-beam views on [0, pi)")
+    p.add_argument("--steps", type=positive_int, default=150, help="optimiser steps per training run")
+    p.add_argument("--channels", type=positive_int, default=16, help="U-Net channels at the first level")
+    p.add_argument("--depth", type=positive_int, default=3, help="U-Net poolings")
+    p.add_argument("--eps", type=nonneg_float, default=0.01,
                    help="min-max training radius, relative to ||y||_2 per sample (0.01 = 1 %% of the sinogram norm)")
-    p.add_argument("--eps-grid", default="0,0.005,0.01,0.02,0.04", metavar="E1,E2,...",
+    p.add_argument("--eps-grid", type=eps_list, default=[0.0, 0.005, 0.01, 0.02, 0.04], metavar="E1,E2,...",
                    help="attack radii, relative to ||y||_2 per sample")
-    p.add_argument("--attack-steps", type=_positive_int, default=30, help="PGA steps per attack")
-    p.add_argument("--n-test", type=_positive_int, default=8, help="test phantoms attacked")
+    p.add_argument("--attack-steps", type=positive_int, default=30, help="PGA steps per attack")
+    p.add_argument("--n-test", type=positive_int, default=8, help="test phantoms attacked")
     p.add_argument("--seed", type=int, default=0, help="seed of model initialisation, data order and attacks")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), cpu or cuda")
     p.add_argument("--quick", action="store_true",
@@ -143,7 +137,7 @@ def run(args) -> int:
     _stage("train min-max FBPConvNet", ["train", "--objective", "minmax", "--eps", str(args.eps),
                                         "--out", str(out / "minmax"), *common])
     _stage("PGA attack", ["attack", "--checkpoint", str(out / "plain" / "best.pt"),
-                          "--checkpoint", str(out / "minmax" / "best.pt"), "--eps-grid", s["eps_grid"],
+                          "--checkpoint", str(out / "minmax" / "best.pt"), "--eps-grid", ",".join(f"{e:g}" for e in s["eps_grid"]),
                           "--eps", str(args.eps), "--steps", str(s["attack_steps"]), "--n-samples", str(s["n_test"]),
                           "--seed", str(args.seed), "--device", args.device, "--out", str(out / "attack"), *force])
     _stage("report", ["report", str(out / "attack"), "--out", str(out / "report.md"), *force])

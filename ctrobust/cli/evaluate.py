@@ -18,21 +18,12 @@ Every run writes ``samples.csv``, ``summary.csv`` and ``summary.json`` into ``--
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import sys
 
-from ctrobust.cli.attack import (
-    add_model_arguments,
-    eps_list,
-    load_inputs,
-    nonneg_float,
-    positive_float,
-    positive_int,
-    progress_enabled,
-    resolve_device,
-)
+from ctrobust.cli.argtypes import eps_list, nonneg_float, positive_float, positive_int, signature_default
+from ctrobust.cli.attack import add_model_arguments, load_inputs, progress_enabled, resolve_device
 from ctrobust.errors import CtrobustError
 
 #: columns of the printed table (mean over samples)
@@ -47,16 +38,12 @@ FEATURE_COLUMNS = ("model", "eps", "condition", "n_features", "detected", "detec
 _METRICS = ("mse", "relative_error", "psnr", "ssim")
 
 
-def _signature_default(func, name):
-    return inspect.signature(func).parameters[name].default
-
-
 def _add_lib_option(group, flag, func, param, *, help, type=None, **kw):
     """An option whose default is the library's (``func``'s parameter ``param``), written into the help.
 
     The parser default is SUPPRESS, so ``hasattr(args, dest)`` tells whether the user gave it.
     """
-    default = _signature_default(func, param)
+    default = signature_default(func, param)
     shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     group.add_argument(flag, type=type, default=argparse.SUPPRESS, help=f"{help} (default: {shown})".replace("%", "%%"), **kw)
 
@@ -78,7 +65,7 @@ def add_parser(subparsers):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_arguments(p)
-    p.add_argument("--seed", type=int, default=_signature_default(make_shift, "seed"),
+    p.add_argument("--seed", type=int, default=signature_default(make_shift, "seed"),
                    help="seed of the shift's measurement noise, of TTT's held-out bins, of the feature positions and "
                    "of the attack's random starts")
 
@@ -220,7 +207,7 @@ def shift_config(args) -> dict:
     from ctrobust.shift import make_shift
 
     cfg = {"kind": args.shift, "seed": args.seed,
-           "base_noise": getattr(args, "shift_base_noise", _signature_default(make_shift, "base_noise"))}
+           "base_noise": getattr(args, "shift_base_noise", signature_default(make_shift, "base_noise"))}
     if args.shift == "data":
         cfg.update(shift_data=args.shift_data, shift_split=getattr(args, "shift_split", "test"))
     elif args.shift == "views":
@@ -237,7 +224,7 @@ def ttt_options(args, *, progress: bool) -> dict:
     """Keyword arguments of :func:`ctrobust.ttt.test_time_train`: library defaults unless given."""
     from ctrobust.ttt import test_time_train
 
-    opts = {k: getattr(args, f"ttt_{k}", _signature_default(test_time_train, k)) for k in _TTT_OPTIONS}
+    opts = {k: getattr(args, f"ttt_{k}", signature_default(test_time_train, k)) for k in _TTT_OPTIONS}
     opts.update(seed=args.seed, progress=progress)
     return opts
 
@@ -346,7 +333,7 @@ def feature_settings(args) -> dict:
     """Keyword arguments of :func:`ctrobust.features.evaluate_features`: library defaults unless given."""
     from ctrobust.features import evaluate_features
 
-    kw = {lib: getattr(args, dest, _signature_default(evaluate_features, lib)) for dest, lib in _FEATURE_OPTIONS.items()}
+    kw = {lib: getattr(args, dest, signature_default(evaluate_features, lib)) for dest, lib in _FEATURE_OPTIONS.items()}
     kw["eps"] = [0.0] + sorted({float(e) for e in kw["eps"] if e > 0})
     kw["seed"] = args.seed
     return kw

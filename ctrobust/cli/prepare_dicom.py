@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
+from ctrobust.cli.argtypes import positive_float
 from ctrobust.errors import CtrobustError
 
 
@@ -16,13 +17,6 @@ def _defaults():
 
     return {k: v.default for k, v in inspect.signature(prepare_dicom).parameters.items()
             if v.default is not inspect.Parameter.empty}
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _window(text: str) -> str:
@@ -55,7 +49,7 @@ def add_parser(subparsers):
     p.add_argument("--window", type=_window, default=d["window"],
                    help=f"HU window mapped to [0, 1]: a preset, {presets}, or LEVEL,WIDTH in HU "
                         "(write --window=-600,1500 when LEVEL is negative)")
-    p.add_argument("--fov", type=_positive_float, default=d["fov"],
+    p.add_argument("--fov", type=positive_float, default=d["fov"],
                    help="output field of view in mm, the same for every slice, centred; None: each slice's own "
                         "longer side")
     p.add_argument("--val-fraction", type=float, default=d["val_fraction"],

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 
+from ctrobust.cli.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ctrobust.errors import CtrobustError
 
 _D = None
@@ -23,41 +24,6 @@ def _defaults():
     return _D
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _nonneg_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def add_parser(subparsers):
@@ -77,16 +43,16 @@ def add_parser(subparsers):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("geometry and data")
-    g.add_argument("--angles", type=_positive_int, default=d.angles,
+    g.add_argument("--angles", type=positive_int, default=d.angles,
                    help="number of parallel-beam views, uniformly on [0, pi) radians (the paper: 143)")
-    g.add_argument("--size", type=_positive_int, default=d.size,
+    g.add_argument("--size", type=positive_int, default=d.size,
                    help=f"image side N in pixels; default: the data's size, or {d.DEFAULT_SIZE} for phantoms")
     g.add_argument("--data", default=d.data, metavar="DATASET.h5",
                    help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its train "
                    "split, validates on its val split; default: built-in random-ellipse phantoms")
-    g.add_argument("--n-train", type=_positive_int, default=d.n_train,
+    g.add_argument("--n-train", type=positive_int, default=d.n_train,
                    help="number of training phantoms without --data (default: the built-in 256)")
-    g.add_argument("--n-val", type=_nonneg_int, default=d.n_val,
+    g.add_argument("--n-val", type=nonneg_int, default=d.n_val,
                    help="number of validation phantoms without --data (default: the built-in 32)")
     g.add_argument("--data-seed", type=int, default=d.data_seed, help="seed of the built-in phantoms")
     g.add_argument("--filter", default=d.filter,
@@ -96,54 +62,54 @@ def add_parser(subparsers):
     o = p.add_argument_group("objective")
     o.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective,
                    help="training objective (docs/training.md)")
-    o.add_argument("--eps", type=_nonneg_float, default=d.eps,
+    o.add_argument("--eps", type=nonneg_float, default=d.eps,
                    help="perturbation radius for minmax/pgd/universal/jitter: a fraction of ||y||_2 per sample "
                    "(0.01 = 1 %%), or in sinogram units with --absolute")
     o.add_argument("--absolute", dest="relative", action="store_false",
                    help="--eps is an absolute l2 radius in sinogram units instead of relative to ||y||")
-    o.add_argument("--lam", type=_nonneg_float, default=d.lam,
+    o.add_argument("--lam", type=nonneg_float, default=d.lam,
                    help="weight lambda of the perturbed term mse(f(y + delta), x) (dimensionless)")
     o.add_argument("--adversary-mode", choices=MODES, default=d.adversary_mode,
                    help="minmax: project G's output onto the eps-ball, or penalise ||G(y)|| beyond eps")
-    o.add_argument("--g-lr", type=_positive_float, default=d.g_lr, help="minmax: Adam learning rate of G")
-    o.add_argument("--g-steps", type=_positive_int, default=d.g_steps,
+    o.add_argument("--g-lr", type=positive_float, default=d.g_lr, help="minmax: Adam learning rate of G")
+    o.add_argument("--g-steps", type=positive_int, default=d.g_steps,
                    help="minmax/universal: ascent steps on the adversary per f step")
-    o.add_argument("--pgd-steps", type=_positive_int, default=d.pgd_steps,
+    o.add_argument("--pgd-steps", type=positive_int, default=d.pgd_steps,
                    help="pgd: projected gradient ascent steps per sample per f step")
-    o.add_argument("--mu", type=_nonneg_float, default=d.mu,
+    o.add_argument("--mu", type=nonneg_float, default=d.mu,
                    help="weight-decay: weight mu of sum ||theta||^2 added to the per-pixel MSE")
-    o.add_argument("--beta", type=_nonneg_float, default=d.beta,
+    o.add_argument("--beta", type=nonneg_float, default=d.beta,
                    help="parseval: retraction strength beta (W <- (1+beta) W - beta W W^T W after each step)")
 
     t = p.add_argument_group("optimisation")
     length = t.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=_positive_int, default=d.epochs,
+    length.add_argument("--epochs", type=positive_int, default=d.epochs,
                         help="passes over the training set (default 10 when --max-steps is not given)")
-    length.add_argument("--max-steps", type=_nonneg_int, default=d.max_steps,
+    length.add_argument("--max-steps", type=nonneg_int, default=d.max_steps,
                         help="stop after this many optimiser steps in total, counting steps before a --resume")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="images per step per process (global batch = this x number of processes)")
-    t.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate of the network")
+    t.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate of the network")
     t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
                    help="learning-rate schedule over all steps: cosine to 0, step (x0.1 at 50%% and 75%%), constant")
-    t.add_argument("--channels", type=_positive_int, default=d.channels,
+    t.add_argument("--channels", type=positive_int, default=d.channels,
                    help="U-Net channels of the first level (Jin et al.: 64; 8 trains fast on a laptop)")
-    t.add_argument("--depth", type=_nonneg_int, default=d.depth, help="U-Net poolings (Jin et al.: 4)")
+    t.add_argument("--depth", type=nonneg_int, default=d.depth, help="U-Net poolings (Jin et al.: 4)")
     t.add_argument("--norm", choices=NORMS, default=d.norm, help="U-Net normalisation layers")
     t.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, the adversary and the data order")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                    help="where to train; auto = cuda when available")
-    t.add_argument("--num-workers", type=_nonneg_int, default=d.num_workers, help="DataLoader worker processes")
+    t.add_argument("--num-workers", type=nonneg_int, default=d.num_workers, help="DataLoader worker processes")
 
     r = p.add_argument_group("output")
     r.add_argument("--out", default=d.out, help="run directory for logs, config.json, last.pt and best.pt")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     r.add_argument("--force", action="store_true", help="overwrite the run files in a non-empty --out")
-    r.add_argument("--val-every", type=_positive_int, default=d.val_every,
+    r.add_argument("--val-every", type=positive_int, default=d.val_every,
                    help="validate and checkpoint every this many steps (default: at every epoch end)")
-    r.add_argument("--save-every", type=_positive_int, default=d.save_every,
+    r.add_argument("--save-every", type=positive_int, default=d.save_every,
                    help="also save last.pt every this many steps (default: only when validating)")
-    r.add_argument("--log-every", type=_positive_int, default=d.log_every, help="write a step log row every this many steps")
+    r.add_argument("--log-every", type=positive_int, default=d.log_every, help="write a step log row every this many steps")
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
     return p

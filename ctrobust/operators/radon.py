@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ctrobust.geometry import ParallelBeam2D
 from ctrobust.operators.base import LinearOperator, check_batch
