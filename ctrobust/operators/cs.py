@@ -131,7 +131,7 @@ def _seed(value: Any) -> int:
 class CSOperator(LinearOperator):
     """Common machinery of the CS operators: ``(B, n) -> (B, m)``.
 
-    Subclasses implement ``_forward_impl`` / ``_adjoint_impl`` and list their float64 buffers in
+    Subclasses implement ``_matvec`` / ``_rmatvec`` and list their float64 buffers in
     ``_FLOAT64_BUFFERS`` (kept float64 when the module is cast with ``.float()`` / ``.to(dtype)``).
     """
 
@@ -152,18 +152,6 @@ class CSOperator(LinearOperator):
             self._buffers[name] = old.to(device=self._buffers[name].device)
         self._cache.clear()
         return result
-
-    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_impl(x)
-
-    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
-        return self._adjoint_impl(y)
-
-    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _adjoint_impl(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
@@ -234,7 +222,25 @@ class CSOperator(LinearOperator):
 
 
 # --------------------------------------------------------------------------------------------------
-class GaussianCS(CSOperator):
+class DenseCSOperator(CSOperator):
+    """A CS operator stored as a dense float64 ``matrix`` buffer (m, n); float32 copies are cached."""
+
+    def _matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype == torch.float64:
+            return self.matrix
+        return self._cached(("matrix", dtype, self.device), lambda: self.matrix.to(dtype))
+
+    def _matvec(self, x):
+        return x @ self._matrix(x.dtype).T
+
+    def _rmatvec(self, y):
+        return y @ self._matrix(y.dtype)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.matrix.clone()
+
+
+class GaussianCS(DenseCSOperator):
     """Gaussian measurements: ``A`` has iid ``N(0, 1/m)`` entries, ``(B, n) -> (B, m)``.
 
     Parameters
@@ -271,20 +277,6 @@ class GaussianCS(CSOperator):
         gen = torch.Generator().manual_seed(self.seed)
         matrix = torch.randn(m, self.n, generator=gen, dtype=torch.float64) / math.sqrt(m)
         self.register_buffer("matrix", matrix, persistent=False)
-
-    def _matrix(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == torch.float64:
-            return self.matrix
-        return self._cached(("matrix", dtype, self.device), lambda: self.matrix.to(dtype))
-
-    def _forward_impl(self, x):
-        return x @ self._matrix(x.dtype).T
-
-    def _adjoint_impl(self, y):
-        return y @ self._matrix(y.dtype)
-
-    def to_dense(self) -> torch.Tensor:
-        return self.matrix.clone()
 
     def to_dict(self) -> dict:
         return {"type": "GaussianCS", "m": self.m, "image_shape": list(self.image_shape), "seed": self.seed}
@@ -363,11 +355,11 @@ class PartialDCT(CSOperator):
             img = fn(img, dim=axis)
         return img
 
-    def _forward_impl(self, x):
+    def _matvec(self, x):
         coeffs = self._dct(x.reshape(x.shape[0], *self.image_shape), inverse=False)
         return coeffs.reshape(x.shape[0], self.n)[:, self.indices]
 
-    def _adjoint_impl(self, y):
+    def _rmatvec(self, y):
         full = y.new_zeros(y.shape[0], self.n)
         full[:, self.indices] = y
         img = self._dct(full.reshape(y.shape[0], *self.image_shape), inverse=True)
@@ -380,7 +372,7 @@ class PartialDCT(CSOperator):
     def to_dense(self) -> torch.Tensor:
         """The ``(m, n)`` float64 matrix (built by transforming the identity; for tests and small n)."""
         eye = torch.eye(self.n, dtype=torch.float64, device=self.device)
-        return self._forward_impl(eye).T.contiguous()
+        return self._matvec(eye).T.contiguous()
 
     def singular_values(self) -> torch.Tensor:
         return torch.ones(self.m, dtype=torch.float64, device=self.device)
@@ -413,7 +405,7 @@ def dct_matrix(size: int) -> np.ndarray:
     return c
 
 
-class DCTSubmatrix(CSOperator):
+class DCTSubmatrix(DenseCSOperator):
     """An ill-conditioned ``(m, n)`` sub-matrix of a larger orthonormal 1D DCT-II: ``(B, n) -> (B, m)``.
 
     With ``C`` the orthonormal DCT-II matrix of size ``ambient`` (:func:`dct_matrix`):
@@ -496,20 +488,6 @@ class DCTSubmatrix(CSOperator):
         self.column_indices = np.arange(n)
         dense = dct_matrix(ambient)[np.ix_(self.row_indices, self.column_indices)]
         self.register_buffer("matrix", torch.from_numpy(np.ascontiguousarray(dense)), persistent=False)
-
-    def _matrix(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == torch.float64:
-            return self.matrix
-        return self._cached(("matrix", dtype, self.device), lambda: self.matrix.to(dtype))
-
-    def _forward_impl(self, x):
-        return x @ self._matrix(x.dtype).T
-
-    def _adjoint_impl(self, y):
-        return y @ self._matrix(y.dtype)
-
-    def to_dense(self) -> torch.Tensor:
-        return self.matrix.clone()
 
     def to_dict(self) -> dict:
         return {
