@@ -119,7 +119,7 @@ def test_linear_theory_learns_the_closed_form_filter(tmp_path, global_rng_untouc
 
     out = tmp_path / "lt"
     argv = ["--quick", "--out", str(out), "--threads", "1", "--set", "adversaries=[\"universal\"]",
-            "--set", "steps=600", "--set", "n_test=200", "--set", "pga_samples=16", "--set", "pga_steps=30",
+            "--set", "steps=1000", "--set", "n_test=200", "--set", "pga_samples=16", "--set", "pga_steps=30",
             "--set", "eps_grid=[0.0, 0.05, 0.2]"]
     assert main(argv) == 0
     for name in ("figure.png",):
