@@ -306,6 +306,7 @@ def worst_case_perturbation(B: Any, A: Any, eps: float, x: Any) -> tuple[np.ndar
     if eps == 0.0 or b.size == 0 or b[0] == 0.0:
         return deltas, np.sum(R**2, axis=1)
     top = b >= b[0] * (1 - 1e-12)
+    gap = (b[0] - b) * (b[0] + b)  # b_max^2 - b^2 without cancellation
     for idx, r in enumerate(R):
         w = W.T @ r
         bw = b * w
@@ -313,7 +314,7 @@ def worst_case_perturbation(B: Any, A: Any, eps: float, x: Any) -> tuple[np.ndar
         if np.all(np.abs(bw[top]) <= 1e-14 * scale) or not np.any(bw):
             # hard case candidate: nu = b_max^2 if the other directions do not use up the budget
             with np.errstate(divide="ignore", invalid="ignore"):
-                a_other = np.where(top, 0.0, bw / (b[0] ** 2 - b**2))
+                a_other = np.where(top, 0.0, bw / gap)
             used = float(np.sum(a_other**2))
             if used <= eps**2:
                 a = a_other.copy()
@@ -321,15 +322,19 @@ def worst_case_perturbation(B: Any, A: Any, eps: float, x: Any) -> tuple[np.ndar
                 a[first_top] = math.sqrt(eps**2 - used)
                 deltas[idx] = Zt.T @ a
                 continue
-        lo, hi = 0.0, float(np.linalg.norm(bw)) / eps  # t = nu - b_max^2
+        lo, hi = 0.0, scale * float(np.linalg.norm(bw / scale)) / eps  # t = nu - b_max^2 (no underflow)
         for _ in range(200):
             t = 0.5 * (lo + hi)
             if t == lo or t == hi:
                 break
-            norm2 = np.sum((bw / (t + b[0] ** 2 - b**2)) ** 2)
+            with np.errstate(over="ignore", divide="ignore"):
+                norm2 = np.sum((bw / (t + gap)) ** 2)
             lo, hi = (t, hi) if norm2 > eps**2 else (lo, t)
-        a = bw / (hi + b[0] ** 2 - b**2)
-        a *= eps / max(np.linalg.norm(a), 1e-300)  # land exactly on the sphere
+        # a = bw / (nu - b^2), computed as bw * hi / (hi + gap) (same direction, never overflows when
+        # hi is tiny: the near-hard case), then scaled to land exactly on the sphere.
+        a = bw * (hi / (hi + gap))
+        a /= np.abs(a).max()  # rescale first, so the norm below cannot underflow
+        a *= eps / np.linalg.norm(a)
         deltas[idx] = Zt.T @ a
     values = np.sum((R + deltas @ B.T) ** 2, axis=1)
     return deltas, values

@@ -269,3 +269,17 @@ def test_input_errors():
 def test_docstring_examples():
     failures, tried = doctest.testmod(theory)
     assert tried >= 4 and failures == 0
+
+
+@pytest.mark.parametrize("tiny", [1e-310, 1e-200, 1e-30])
+def test_worst_case_perturbation_near_hard_case_is_finite_and_exact(tiny):
+    """A residual along the top direction of denormal size (the near-hard case): no overflow, no NaN."""
+    B = np.diag([1.0, 0.5])
+    A = 2 * np.eye(2)
+    x = np.array([[tiny, 1.0]])  # residual (B A - I) x = (tiny, 0)
+    delta, value = worst_case_perturbation(B, A, 0.1, x)
+    assert np.all(np.isfinite(delta)) and np.isclose(np.linalg.norm(delta), 0.1)
+    theta = np.linspace(0, 2 * np.pi, 100_001)
+    circle = 0.1 * np.stack([np.cos(theta), np.sin(theta)], 1)
+    brute = np.max(np.sum(((x @ (B @ A).T - x) + circle @ B.T) ** 2, axis=1))
+    assert value[0] == pytest.approx(brute, rel=1e-9)
