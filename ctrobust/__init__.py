@@ -20,6 +20,7 @@ _EXPORTS = {
     "GaussianCS": "ctrobust.operators.cs",
     "PartialDCT": "ctrobust.operators.cs",
     "DCTSubmatrix": "ctrobust.operators.cs",
+    "MatrixOperator": "ctrobust.operators.cs",
     "load_checkpoint": "ctrobust.training.checkpoint",
     "CtrobustError": "ctrobust.errors",
 }

@@ -12,6 +12,7 @@ _EXPORTS = {
     "GaussianCS": "ctrobust.operators.cs",
     "PartialDCT": "ctrobust.operators.cs",
     "DCTSubmatrix": "ctrobust.operators.cs",
+    "MatrixOperator": "ctrobust.operators.cs",
 }
 
 __all__ = sorted(_EXPORTS)

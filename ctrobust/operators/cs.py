@@ -44,6 +44,7 @@ __all__ = [
     "GaussianCS",
     "PartialDCT",
     "DCTSubmatrix",
+    "MatrixOperator",
     "dct_matrix",
     "dct_ortho",
     "idct_ortho",
@@ -502,7 +503,56 @@ class DCTSubmatrix(DenseCSOperator):
         }
 
 
-_TYPES = {"GaussianCS": GaussianCS, "PartialDCT": PartialDCT, "DCTSubmatrix": DCTSubmatrix}
+class MatrixOperator(DenseCSOperator):
+    """Any dense ``(m, n)`` matrix as a ctrobust operator: ``(B, n) -> (B, m)``, same contract as the CS operators.
+
+    For the linear theory and for user-supplied forward models small enough to hold densely.
+
+    Parameters
+    ----------
+    matrix : array-like or torch.Tensor, shape (m, n)
+        Stored once in float64; float32 inputs use a cached float32 copy.
+    image_shape : tuple of int, optional
+        Image the n-vector reshapes to (row-major); default ``(n,)``.
+
+    Notes
+    -----
+    ``to_dict()`` holds the matrix itself (as nested lists), so checkpoints of models on a
+    ``MatrixOperator`` rebuild it exactly; keep such matrices small.
+
+    Examples
+    --------
+    >>> import torch
+    >>> op = MatrixOperator([[2.0, 0.0], [0.0, 0.5]])
+    >>> op(torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    tensor([[2.0000, 0.5000]], dtype=torch.float64)
+    >>> round(op.cond(), 6)
+    4.0
+    """
+
+    _FLOAT64_BUFFERS = ("matrix",)
+
+    def __init__(self, matrix, image_shape: Sequence[int] | None = None):
+        if isinstance(matrix, torch.Tensor):
+            matrix = matrix.detach().cpu().numpy()
+        dense = np.array(matrix, dtype=np.float64)
+        if dense.ndim != 2 or 0 in dense.shape:
+            raise CSArgumentError(f"matrix must be a non-empty 2-D array (m, n), got shape {dense.shape}")
+        if not np.all(np.isfinite(dense)):
+            raise CSArgumentError("matrix has NaN or infinite entries")
+        m, n = dense.shape
+        shape = (n,) if image_shape is None else tuple(int(s) for s in image_shape)
+        if math.prod(shape) != n:
+            raise CSArgumentError(f"image_shape {shape} has {math.prod(shape)} pixels, the matrix has n = {n} columns")
+        super().__init__(m, n, shape)
+        self.register_buffer("matrix", torch.from_numpy(dense), persistent=False)
+
+    def to_dict(self) -> dict:
+        return {"type": "MatrixOperator", "matrix": self.matrix.tolist(), "image_shape": list(self.image_shape)}
+
+
+_TYPES = {"GaussianCS": GaussianCS, "PartialDCT": PartialDCT, "DCTSubmatrix": DCTSubmatrix,
+          "MatrixOperator": MatrixOperator}
 
 
 def operator_from_dict(config: dict) -> CSOperator:

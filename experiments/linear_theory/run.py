@@ -33,8 +33,7 @@ from ctrobust import theory
 from ctrobust.attacks import pga_attack
 from ctrobust.errors import CtrobustError
 from ctrobust.models import LinearReconstruction
-from ctrobust.operators.base import LinearOperator
-from ctrobust.operators.cs import DCTSubmatrix
+from ctrobust.operators.cs import DCTSubmatrix, MatrixOperator
 from ctrobust.training import fit
 from ctrobust.training.objectives import make_objective
 from experiments import _common as C
@@ -42,28 +41,6 @@ from experiments.linear_theory.exact import (clean_errors, shared_worst_case_exp
                                              per_sample_minmax_filter, worst_case_errors)
 
 NAME = "linear_theory"
-
-
-class MatrixOperator(LinearOperator):
-    """A dense ``(m, n)`` matrix as a ctrobust operator: ``(B, n) -> (B, m)`` (adapter for this experiment).
-
-    Keeps a float64 master copy; float32 input is served in float32. ``to_dense()`` returns the
-    float64 matrix, which is what ``ctrobust.theory`` reads.
-    """
-
-    def __init__(self, matrix: np.ndarray):
-        matrix = np.asarray(matrix, dtype=np.float64)
-        super().__init__((matrix.shape[1],), (matrix.shape[0],))
-        self.register_buffer("matrix", torch.from_numpy(matrix.copy()))
-
-    def _matvec(self, x):
-        return x @ self.matrix.to(x.dtype).T
-
-    def _rmatvec(self, y):
-        return y @ self.matrix.to(y.dtype)
-
-    def to_dense(self) -> torch.Tensor:
-        return self.matrix.clone()
 
 
 def make_matrix(cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
