@@ -137,6 +137,19 @@ def test_adversary_stays_in_the_ball(shape, relative, global_rng_untouched):
     assert torch.all(pen.penalty(free, y) > 0) and torch.all(pen.penalty(delta, y) < 1e-8)
 
 
+@pytest.mark.parametrize("shape", [(1, 6, 9), (12,)])
+def test_adversary_sphere_mode_spends_the_whole_budget(shape, global_rng_untouched):
+    g = Adversary(shape, eps=0.05, channels=4, mode="sphere", seed=0)
+    y = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
+    projected = Adversary(shape, eps=0.05, channels=4, seed=0)(y)  # fresh G: raw output well inside the ball
+    delta = g(y)
+    radius = eps_radius(y, 0.05)
+    assert torch.all(projected.flatten(1).norm(dim=1) < 0.5 * radius)
+    assert torch.allclose(delta.flatten(1).norm(dim=1), radius, rtol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(delta.flatten(1), projected.flatten(1), dim=1)
+    assert torch.allclose(cos, torch.ones(3), atol=1e-5)  # same direction, rescaled
+
+
 def test_adversary_scale_invariant_for_relative_eps():
     g = Adversary((1, 6, 9), eps=0.01, channels=4, seed=0)
     y = torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(0))

@@ -17,7 +17,7 @@ from ctrobust.models.unet import seeded
 
 __all__ = ["eps_radius", "project_l2_ball", "Adversary", "MODES"]
 
-MODES = ("project", "penalty")
+MODES = ("project", "sphere", "penalty")
 
 
 def eps_radius(y: torch.Tensor, eps: float, relative: bool = True) -> torch.Tensor:
@@ -62,7 +62,10 @@ class Adversary(nn.Module):
     The network sees ``y`` normalised by its per-sample RMS, and its raw output ``g`` is scaled so an
     RMS of 1 has the norm of the ball: ``delta = radius * g / sqrt(d)`` (``d`` entries per sample).
     In ``mode="project"`` (default) ``delta`` is then projected per sample onto the ball of radius
-    ``eps_radius(y, eps, relative)``; in ``mode="penalty"`` it is returned as is and the objective adds
+    ``eps_radius(y, eps, relative)``; in ``mode="sphere"`` it is rescaled onto the sphere of that radius
+    (G then chooses only the direction and always spends its whole budget — the worst case of a
+    non-linear network almost always lies on the boundary, and a freshly initialised G whose raw
+    output is small otherwise starts far inside the ball); in ``mode="penalty"`` it is returned as is and the objective adds
     :meth:`penalty` (the excess of ``||delta||`` over the radius) to G's loss.
 
     Parameters
@@ -77,8 +80,8 @@ class Adversary(nn.Module):
         CNN width (sinograms); the MLP's hidden width is ``hidden`` (default ``8 * channels``).
     layers : int
         Number of hidden layers (CNN: 3x3 conv + ReLU blocks; MLP: linear + ReLU).
-    mode : {"project", "penalty"}
-        Hard projection, or the penalty form.
+    mode : {"project", "sphere", "penalty"}
+        Hard projection onto the ball, rescaling onto its boundary, or the penalty form.
     seed : int, optional
         Seed of the initial weights (the global RNG is left untouched).
     """
@@ -131,6 +134,9 @@ class Adversary(nn.Module):
         delta = g * (radius / math.sqrt(d)).reshape(view)
         if self.mode == "project":
             delta = project_l2_ball(delta, radius)
+        elif self.mode == "sphere":
+            norm = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
+            delta = delta * (radius / norm).reshape(view)
         return delta
 
     def penalty(self, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -239,8 +239,9 @@ class MinMax(_Perturbed):
         G's Adam learning rate.
     g_steps : int
         G ascent steps per f step (k_G).
-    mode : {"project", "penalty"}
-        Hard projection of G's output onto the ball (default) or the penalty form.
+    mode : {"project", "sphere", "penalty"}
+        Hard projection of G's output onto the ball (default), rescaling onto its boundary (G picks
+        the direction, the norm is always the radius), or the penalty form.
     penalty_weight : float
         Weight of the penalty in ``mode="penalty"``.
     channels, layers : int
