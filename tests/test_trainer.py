@@ -193,3 +193,22 @@ def test_train_on_a_prepared_file(tmp_path):
     assert read_checkpoint(result.last_checkpoint)["geometry"]["image_size"] == 24
     with pytest.raises(CtrobustError, match="differs from the data's image size"):
         train(TrainConfig(angles=10, data=str(h5), size=32, out=str(tmp_path / "run2"), progress=False))
+
+
+def test_train_on_a_file_without_validation_patients(tmp_path):
+    """A small prepared file whose val split is empty trains (without validation) instead of failing."""
+    import h5py
+    import numpy as np
+
+    from ctrobust.cli import main
+    from ctrobust.data.store import SliceWriter, atomic_output
+
+    path = tmp_path / "small.h5"
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        w = SliceWriter(f, 32)
+        w.append("train", np.random.default_rng(0).random((4, 32, 32), dtype=np.float32), ["p1"] * 4, "s1")
+        w.finish({"source": "test", "window": "full"})
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--angles", "10", "--max-steps", "2", "--batch-size", "2",
+                 "--channels", "4", "--depth", "1", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()

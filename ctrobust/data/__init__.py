@@ -56,7 +56,7 @@ def __dir__():
 
 
 def load_split(data: str | os.PathLike | None = None, split: str = "train", *, size: int = 128,
-               n_phantoms: int | None = None, seed: int = 0):
+               n_phantoms: int | None = None, seed: int = 0, allow_empty: bool = False):
     """The dataset behind every command's ``--data`` option.
 
     Parameters
@@ -71,6 +71,8 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
     seed : int
         Base seed of the phantoms; each split draws from its own derived seed (``phantoms.split_seed``),
         so train, val and test never share a phantom. Ignored for a file.
+    allow_empty : bool
+        Accept an empty split of a file (e.g. no validation patients) instead of raising.
 
     Returns
     -------
@@ -86,4 +88,4 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
         return PhantomDataset(n, size, split_seed(seed, split))
     from ctrobust.data.store import open_dataset
 
-    return open_dataset(data, split)
+    return open_dataset(data, split, allow_empty=allow_empty)

@@ -514,7 +514,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callable[[int, dict], None
     size = config.size if config.size is not None else TrainConfig.DEFAULT_SIZE
     try:
         train_set = load_split(config.data, "train", size=size, n_phantoms=config.n_train, seed=config.data_seed)
-        val_set = load_split(config.data, "val", size=size, n_phantoms=config.n_val, seed=config.data_seed)
+        # A small prepared file may have no validation patients: train without validation then.
+        val_set = load_split(config.data, "val", size=size, n_phantoms=config.n_val, seed=config.data_seed,
+                             allow_empty=True)
     except (OSError, KeyError, ValueError) as exc:
         if isinstance(exc, CtrobustError):
             raise
