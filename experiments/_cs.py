@@ -182,3 +182,8 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         head[label] = (f"relative error clean {cln['relative_error_mean']:.4f}, "
                        f"PGA eps={eps_max:g}: {att['relative_error_mean']:.4f}")
     return head
+
+
+def cs_main(name: str, title: str, doc: str, argv=None) -> int:
+    """The command line of one CS experiment (``experiments/<name>/run.py``): config ``<name>/config.json``."""
+    return C.run_main(name, doc.splitlines()[0], lambda cfg, out, args: run_cs(cfg, out, args, title=title), argv)

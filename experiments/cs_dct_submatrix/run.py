@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from experiments import _common as C
-from experiments._cs import run_cs
-
-NAME = "cs_dct_submatrix"
-TITLE = "DCT sub-matrix compressed sensing"
-
-
-def body(cfg, out, args):
-    return run_cs(cfg, out, args, title=TITLE)
+from experiments._cs import cs_main
 
 
 def main(argv=None) -> int:
-    return C.run_main(NAME, __doc__.splitlines()[0], body, argv)
+    return cs_main("cs_dct_submatrix", "DCT sub-matrix compressed sensing", __doc__, argv)
 
 
 if __name__ == "__main__":
