@@ -357,6 +357,15 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
         elif summary:
             cols = [c for c in _columns(summary) if not c.endswith("_std")]
             blocks.append(("table", summary, cols))
+        shift = data.get("shift") or []
+        if shift:  # ctrobust evaluate --shift
+            blocks.append(("p", "Distribution shift: SSIM in distribution, shifted, and after test-time training; "
+                                "gap closed = (SSIM_ttt - SSIM_shifted) / (SSIM_in_dist - SSIM_shifted)."))
+            blocks.append(("table", shift, _columns(shift)))
+        features = (data.get("features") or {}).get("summary") or []
+        if features:  # ctrobust evaluate --small-features
+            blocks.append(("p", "Small features: inserted disks recovered (detected), clean and under attack."))
+            blocks.append(("table", features, [c for c in _columns(features) if not c.endswith("_std")]))
         for png in sorted(folder.glob("*.png")):
             blocks.append(("img", png))
     return blocks

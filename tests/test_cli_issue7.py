@@ -143,6 +143,11 @@ def test_evaluate_shift_with_ttt_reports_gap_closed(checkpoint, tmp_path, shift,
     assert ssim_in == pytest.approx(by[("tiny", "in_distribution")]["ssim_mean"])
     assert ssim_ttt == pytest.approx(by[("tiny", f"{shifted_name}+ttt")]["ssim_mean"])
     assert float(t["ssim_gap"]) == pytest.approx(ssim_in - ssim_sh)
+    # the report carries the shift table with the gap closed
+    report = tmp_path / f"{shift}.md"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    text = report.read_text()
+    assert "gap_closed" in text and "Distribution shift" in text
     gap_closed = float(t["gap_closed"])
     assert math.isfinite(gap_closed) and gap_closed == pytest.approx((ssim_ttt - ssim_sh) / (ssim_in - ssim_sh))
     assert result["shift"][0]["gap_closed"] == pytest.approx(gap_closed)
@@ -198,6 +203,9 @@ def test_small_features_output_parses(checkpoint, tmp_path, capsys):
         sel = [r for r in rows if r["model"] == s["model"] and float(r["eps"]) == s["eps"]]
         assert s["n_detected"] == sum(r["detected"] == "True" for r in sel) and s["n_features"] == len(sel)
         assert s["detected_share"] == pytest.approx(s["n_detected"] / s["n_features"])
+    report = tmp_path / "features.html"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    assert "Small features" in report.read_text() and "detected_share" in report.read_text()
 
 
 def test_evaluate_data_shift_on_another_file(checkpoint, tmp_path, capsys):
