@@ -9,7 +9,7 @@ bins, compressed-sensing measurements ``(B, m)`` and vectorised images ``(B, n)`
 
 from __future__ import annotations
 
-import importlib
+from ctrobust._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -28,12 +28,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ctrobust' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ctrobust", _EXPORTS, globals())
 
 
 def __dir__():

@@ -12,7 +12,7 @@ Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] an
 
 from __future__ import annotations
 
-import importlib
+from ctrobust._lazy import lazy_getattr
 import os
 
 __all__ = [
@@ -43,12 +43,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ctrobust.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ctrobust.data", _EXPORTS, globals())
 
 
 def __dir__():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from ctrobust._lazy import lazy_getattr
 
 _EXPORTS = {
     "LinearOperator": "ctrobust.operators.base",
@@ -18,9 +18,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ctrobust.operators' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ctrobust.operators", _EXPORTS, globals())

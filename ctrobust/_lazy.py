@@ -1,0 +1,19 @@
+"""Lazy public names for packages: ``import ctrobust`` stays cheap, heavy modules load on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Mapping
+
+
+def lazy_getattr(package: str, exports: Mapping[str, str], namespace: dict) -> Callable[[str], object]:
+    """A module-level ``__getattr__`` resolving ``exports`` (name -> module) on first access, then caching it."""
+
+    def __getattr__(name: str):
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name]), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
