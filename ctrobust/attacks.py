@@ -35,15 +35,27 @@ __all__ = [
     "perturbation_radius",
     "squared_error",
     "eval_mode",
+    "apgd_checkpoints",
+    "ATTACKS",
     "DEFAULT_STEPS",
     "STEP_FACTOR",
+    "CONVERGENCE_TOLERANCE",
 ]
 
-DEFAULT_STEPS = 50
-#: default step size is ``STEP_FACTOR * radius / steps`` (Madry et al.'s 2.5 eps / steps).
+#: gradient steps per restart of the default attack (each one forward and one backward pass of f)
+DEFAULT_STEPS = 100
+#: ``attack="pga"``'s default step size is ``STEP_FACTOR * radius / steps`` (Madry et al.'s 2.5 eps / steps).
 STEP_FACTOR = 2.5
+#: APGD: first step as a fraction of the radius, momentum, and the fraction of loss-raising steps
+#: between checkpoints below which the step is halved (Croce & Hein 2020).
+APGD_INITIAL_STEP = 2.0
+APGD_MOMENTUM = 0.75
+APGD_RHO = 0.75
+#: a run has converged when its best loss rose by at most this fraction over the last fifth of its steps
+CONVERGENCE_TOLERANCE = 0.005
 TARGETS = ("truth", "clean")
 NORMS = ("l2", "linf")
+ATTACKS = ("apgd", "pga")
 
 
 @dataclasses.dataclass
@@ -69,6 +81,15 @@ class AttackResult:
         ``"l2"`` or ``"linf"``.
     image_delta : Tensor or None
         For :func:`image_space_attack` only: the image perturbation ``r`` with ``delta = A r``.
+    converged : Tensor or None
+        bool ``(B,)`` on the CPU: in the run that found the sample's worst case, the best loss rose by
+        at most 0.5 % (:data:`CONVERGENCE_TOLERANCE`) over the last fifth of the steps. A sample that
+        has not converged would likely gain from more steps.
+    attack : str
+        ``"apgd"`` or ``"pga"``: the step rule used.
+    passes : int
+        Forward+backward passes of ``f`` spent (``restarts * steps``; the final forward-only
+        evaluations of each run are not counted).
     """
 
     delta: torch.Tensor
@@ -79,6 +100,14 @@ class AttackResult:
     target: str = "truth"
     norm: str = "l2"
     image_delta: torch.Tensor | None = None
+    converged: torch.Tensor | None = None
+    attack: str = "apgd"
+    passes: int = 0
+
+    @property
+    def n_not_converged(self) -> int:
+        """Number of samples whose best loss still rose by more than 0.5 % over the last fifth of the steps."""
+        return 0 if self.converged is None else int((~self.converged).sum())
 
     @property
     def perturbation_norm(self) -> torch.Tensor:
@@ -156,7 +185,8 @@ def _generator_for(device: torch.device, generator: torch.Generator | None) -> t
     return torch.Generator(device="cpu").manual_seed(0)
 
 
-def _validate(y: torch.Tensor, eps: float, steps: int, restarts: int, target: str, norm: str, step_size) -> None:
+def _validate(y: torch.Tensor, eps: float, steps: int, restarts: int, target: str, norm: str, step_size,
+              attack: str = "apgd") -> None:
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
     if not y.is_floating_point():
@@ -177,6 +207,8 @@ def _validate(y: torch.Tensor, eps: float, steps: int, restarts: int, target: st
         raise ValueError(f"norm must be one of {NORMS} (the l2 ball, or the linf box), got {norm!r}")
     if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a positive number (a fraction of the radius) or None, got {step_size!r}")
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {ATTACKS} (adaptive APGD, or fixed-step PGA), got {attack!r}")
 
 
 class eval_mode:
@@ -197,6 +229,119 @@ class eval_mode:
         return False
 
 
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD may halve its step (Croce & Hein 2020, section 3.2).
+
+    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; the checkpoints
+    are ``ceil(p_j * steps)`` for ``0 < p_j < 1``, first after 22 % of the budget, then at shrinking
+    intervals down to 6 %.
+
+    >>> apgd_checkpoints(100)
+    [22, 41, 57, 70, 80, 87, 93, 99]
+    """
+    points, p_prev, p = [], 0.0, 0.22
+    while p < 1.0:
+        w = int(math.ceil(p * steps - 1e-9))
+        if 0 < w < steps and (not points or w > points[-1]):
+            points.append(w)
+        p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
+    return points
+
+
+def _converged(history: torch.Tensor, tolerance: float = CONVERGENCE_TOLERANCE) -> torch.Tensor:
+    """``(B,)`` bool from one run's losses ``(steps + 1, B)``: the best loss rose by at most
+    ``tolerance`` (relative) over the last fifth of the steps."""
+    running = torch.cummax(history, dim=0).values
+    n = history.shape[0] - 1
+    if n < 5:
+        return torch.ones(history.shape[1], dtype=torch.bool)
+    before = running[n - max(1, n // 5)]
+    gain = running[-1] - before
+    return gain <= tolerance * before.abs().clamp_min(torch.finfo(history.dtype).tiny)
+
+
+def _ascent_run(evaluate, start, radius, *, steps, rule, step_size, norm, callback, restart, bar):
+    """One run of projected ascent from ``start``; ``evaluate(v, grad)`` -> ``(loss64, out, grad)``.
+
+    Returns ``(best_v, best_out, best_loss, history (steps + 1, B))``. ``rule`` is ``"apgd"``
+    (adaptive step with momentum and checkpoints) or ``"pga"`` (fixed step ``step_size * radius``).
+    """
+    b = start.shape[0]
+    history = torch.empty((steps + 1, b), dtype=torch.float64)
+    v = _project(start, radius, norm)
+    state = {}
+
+    def keep(v, out, loss, grad):
+        if not state:
+            state.update(v=v.clone(), out=out.clone(), loss=loss.clone(), grad=None if grad is None else grad.clone())
+            return
+        better = loss > state["loss"]
+        state["loss"] = torch.where(better, loss, state["loss"])
+        state["v"] = torch.where(_mask(better, v), v, state["v"])
+        state["out"] = torch.where(_mask(better, out), out, state["out"])
+        if grad is not None and state["grad"] is not None:
+            state["grad"] = torch.where(_mask(better, grad), grad, state["grad"])
+
+    def step(k, v):
+        if callback is not None:
+            callback(restart, k, v.detach())
+        loss, out, grad = evaluate(v, k < steps)
+        history[k] = loss.cpu()
+        keep(v, out, loss, grad)
+        return loss, grad
+
+    if rule == "pga":
+        alpha = _per_sample(step_size * radius, start)
+        for k in range(steps + 1):
+            loss, grad = step(k, v)
+            if k == steps:
+                break
+            v = _project(v + alpha * _step_direction(grad, norm), radius, norm)
+            bar.update(1)
+        return state["v"], state["out"], state["loss"], history
+
+    # APGD (Croce & Hein 2020) for a per-sample regression loss: momentum 0.75, step halved (and the
+    # iterate reset to the best point) at checkpoints where fewer than 75 % of the steps since the
+    # last one raised the loss, or where neither the step nor the best loss changed.
+    eta = (step_size if step_size is not None else APGD_INITIAL_STEP) * radius.to(torch.float64)  # (B,)
+    checkpoints = set(apgd_checkpoints(steps))
+    last_checkpoint = 0
+    increases = torch.zeros(b, dtype=torch.int64, device=start.device)
+    eta_at_checkpoint = eta.clone()
+    best_at_checkpoint = None
+    v_prev = v
+    loss_prev = None
+    for k in range(steps + 1):
+        loss, grad = step(k, v)
+        if best_at_checkpoint is None:
+            best_at_checkpoint = state["loss"].clone()
+        if loss_prev is not None:
+            increases += (loss > loss_prev).to(torch.int64)
+        loss_prev = loss
+        if k == steps:
+            break
+        if k in checkpoints:
+            few = increases.double() < APGD_RHO * (k - last_checkpoint)
+            stuck = (eta_at_checkpoint == eta) & (best_at_checkpoint == state["loss"])
+            reduce = few | stuck
+            eta = torch.where(reduce, eta / 2, eta)
+            m = _mask(reduce, v)
+            v = torch.where(m, state["v"], v)
+            grad = torch.where(m, state["grad"], grad)
+            v_prev = torch.where(m, v, v_prev)
+            loss_prev = torch.where(reduce, state["loss"], loss_prev)
+            increases.zero_()
+            last_checkpoint = k
+            eta_at_checkpoint = eta.clone()
+            best_at_checkpoint = state["loss"].clone()
+        z = _project(v + _per_sample(eta, v) * _step_direction(grad, norm), radius, norm)
+        momentum = 1.0 if k == 0 else APGD_MOMENTUM
+        v_next = _project(v + momentum * (z - v) + (1 - momentum) * (v - v_prev), radius, norm)
+        v_prev, v = v, v_next
+        bar.update(1)
+    return state["v"], state["out"], state["loss"], history
+
+
 def _pga(
     g: Callable[[torch.Tensor], torch.Tensor],
     shape_like: torch.Tensor,
@@ -211,59 +356,66 @@ def _pga(
     random_start: bool,
     progress: bool,
     callback,
+    attack: str = "apgd",
+    init: torch.Tensor | None = None,
 ):
     """Maximise ``||g(v) - reference||^2`` per sample over ``v`` in the ball of ``radius``.
 
-    Returns ``(v_best, g(v_best), loss_best, history)``, all detached.
+    Restart 0 starts at ``init`` (when given), the others at random points (or 0 without
+    ``random_start``). Returns ``(v_best, g(v_best), loss_best, history, converged)``, all detached;
+    ``converged`` is judged on the run that found each sample's best.
     """
     b = shape_like.shape[0]
-    alpha = (STEP_FACTOR / max(steps, 1) if step_size is None else step_size) * radius  # (B,)
+    if attack == "pga":
+        step_size = STEP_FACTOR / max(steps, 1) if step_size is None else step_size
     best_v = torch.zeros_like(shape_like)
     best_out = None
     best_loss = torch.full((b,), -math.inf, dtype=torch.float64, device=shape_like.device)
+    converged = torch.ones(b, dtype=torch.bool)
     history = torch.empty((restarts, steps + 1, b), dtype=torch.float64)
     total = restarts * steps
-    bar = tqdm(total=total, desc="PGA steps", unit="step", leave=False, disable=not progress or total == 0)
+    bar = tqdm(total=total, desc=f"{attack.upper()} steps", unit="step", leave=False,
+               disable=not progress or total == 0)
+    ref = reference
 
-    def keep(v, out, loss):
-        nonlocal best_out, best_v, best_loss
-        better = loss > best_loss
-        best_loss = torch.where(better, loss, best_loss)
-        best_v = torch.where(_mask(better, v), v, best_v)
-        out = out.detach()
-        best_out = out.clone() if best_out is None else torch.where(_mask(better, out), out, best_out)
+    def evaluate(v, with_grad):
+        nonlocal ref
+        with torch.set_grad_enabled(with_grad):
+            v_req = v.detach().requires_grad_(with_grad)
+            out = g(v_req)
+            if tuple(out.shape) != tuple(reference.shape):
+                raise ValueError(f"x must have the shape of f(y), {tuple(out.shape)}, got {tuple(reference.shape)}")
+            if ref.device != out.device or ref.dtype != out.dtype:
+                ref = reference.to(out.device, out.dtype)
+            loss = squared_error(out, ref)
+            grad = None
+            if with_grad:
+                (grad,) = torch.autograd.grad(loss.sum(), v_req)
+                if not torch.isfinite(grad).all():
+                    raise FloatingPointError("the gradient w.r.t. the perturbation is not finite; is f differentiable?")
+        return loss.detach().double(), out.detach(), grad
 
     try:
         for restart in range(restarts):
-            if random_start:
-                v = _random_start(shape_like, radius, norm, generator)
+            if restart == 0 and init is not None:
+                start = init.detach().to(shape_like.device, shape_like.dtype)
+                if tuple(start.shape) != tuple(shape_like.shape):
+                    raise ValueError(f"init must be shaped like y, {tuple(shape_like.shape)}, got {tuple(start.shape)}")
+            elif random_start:
+                start = _random_start(shape_like, radius, norm, generator)
             else:
-                v = torch.zeros_like(shape_like)
-            v = _project(v, radius, norm)
-            for step in range(steps + 1):
-                if callback is not None:
-                    callback(restart, step, v.detach())
-                last = step == steps
-                with torch.set_grad_enabled(not last):
-                    v_req = v.detach().requires_grad_(not last)
-                    out = g(v_req)
-                    if tuple(out.shape) != tuple(reference.shape):
-                        raise ValueError(f"x must have the shape of f(y), {tuple(out.shape)}, got {tuple(reference.shape)}")
-                    loss = squared_error(out, reference.to(out.device, out.dtype))
-                    if not last:
-                        (grad,) = torch.autograd.grad(loss.sum(), v_req)
-                loss64 = loss.detach().double()
-                history[restart, step] = loss64.cpu()
-                keep(v.detach(), out, loss64)
-                if last:
-                    break
-                if not torch.isfinite(grad).all():
-                    raise FloatingPointError("the gradient w.r.t. the perturbation is not finite; is f differentiable?")
-                v = _project(v.detach() + _per_sample(alpha, v) * _step_direction(grad, norm), radius, norm)
-                bar.update(1)
+                start = torch.zeros_like(shape_like)
+            v, out, loss, hist = _ascent_run(evaluate, start, radius, steps=steps, rule=attack, step_size=step_size,
+                                             norm=norm, callback=callback, restart=restart, bar=bar)
+            history[restart] = hist
+            better = loss > best_loss
+            best_loss = torch.where(better, loss, best_loss)
+            best_v = torch.where(_mask(better, v), v, best_v)
+            best_out = out.clone() if best_out is None else torch.where(_mask(better, out), out, best_out)
+            converged = torch.where(better.cpu(), _converged(hist), converged)
     finally:
         bar.close()
-    return best_v, best_out, best_loss, history
+    return best_v, best_out, best_loss, history, converged
 
 
 def pga_attack(
@@ -278,14 +430,28 @@ def pga_attack(
     restarts: int = 1,
     target: str = "truth",
     norm: str = "l2",
+    attack: str = "apgd",
+    init: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
     random_start: bool = True,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> AttackResult:
-    """Worst-case measurement perturbation by projected gradient ascent (PGA).
+    """Worst-case measurement perturbation by projected gradient ascent: adaptive (APGD) or fixed-step.
 
     Maximises, per sample, ``||f(y + delta) - ref||_2^2`` over ``||delta|| <= r``.
+
+    The default step rule, ``attack="apgd"``, is the APGD of Croce & Hein (ICML 2020) written for a
+    per-sample regression loss: the first step is ``2 r`` (``step_size`` overrides the 2, as a
+    fraction of the radius), each step moves to ``z = P(delta + eta g / ||g||)`` and then
+    ``delta <- P(delta + 0.75 (z - delta) + 0.25 (delta - delta_prev))`` (momentum); at checkpoints
+    (after 22 % of the steps, then at shrinking intervals, :func:`apgd_checkpoints`) a sample's step
+    is halved and its iterate reset to its best point when fewer than 75 % of the steps since the
+    last checkpoint raised its loss, or when neither its step nor its best loss changed. It reaches
+    >= 98.5 % of the best known worst case of trained FBPConvNets in 100 steps (docs/robustness.md);
+    ``attack="pga"`` is plain PGA with a fixed step ``delta <- P(delta + step_size r g / ||g||)``
+    (default ``step_size = 2.5 / steps``, Madry et al.), as many papers use; it stalls below the
+    worst case (80-89 % measured), so use it only to compare with such papers.
 
     Parameters
     ----------
@@ -306,26 +472,32 @@ def pga_attack(
     relative : bool
         Relative (default) or absolute ``eps``.
     steps : int
-        Gradient steps per restart (each costs one forward and one backward pass of ``f``).
+        Gradient steps per restart (each costs one forward and one backward pass of ``f``), default 100.
     step_size : float, optional
-        Step length as a fraction of the radius; default ``2.5 / steps`` (Madry et al.), so the
-        steps of one restart could cross the ball 1.25 times. Each step is
-        ``delta <- P_ball(delta + step_size * r * g / ||g||_2)`` (l2) or
-        ``delta <- clip(delta + step_size * r * sign(g), -r, r)`` (linf).
+        APGD: the initial step as a fraction of the radius (default 2). PGA: the fixed step as a
+        fraction of the radius (default ``2.5 / steps``).
     restarts : int
-        Independent starts; the worst iterate over all steps and restarts is kept per sample.
+        Independent runs; the worst iterate over all steps and runs is kept per sample. Restart 0
+        starts at ``init`` when given, the others at random points, so adding restarts never lowers
+        the result.
     target : {"truth", "clean"}
         ``ref = x`` (the robustness metric) or ``ref = f(y)`` (deviation from the clean output).
     norm : {"l2", "linf"}
         The ball: Euclidean (default, the project's metric) or the box ``max |delta| <= r``.
+    attack : {"apgd", "pga"}
+        The step rule (see above).
+    init : Tensor, optional
+        A start for restart 0, shaped like ``y`` (projected onto the ball): a warm start, e.g. the
+        worst perturbation of a smaller eps rescaled (what :func:`ctrobust.robustness.robustness_curve`
+        does along its grid).
     generator : torch.Generator, optional
         Source of the random starts (a CPU or same-device generator). Default: a fresh generator
         seeded 0, so results are reproducible and the global RNG is never used.
     progress : bool
         Show a tqdm bar over the steps.
     random_start : bool
-        Every restart starts at a random point inside the ball (a Gaussian direction at a uniform
-        random fraction of the radius). With ``False`` every restart starts at ``delta = 0``, which
+        Restarts without ``init`` start at a random point inside the ball (a Gaussian direction at a
+        uniform random fraction of the radius). With ``False`` they start at ``delta = 0``, which
         is deterministic but stalls where the gradient vanishes at 0 (``target="clean"`` with a
         linear ``f``), so restarts > 1 only make sense with random starts.
     callback : callable, optional
@@ -335,31 +507,38 @@ def pga_attack(
     -------
     AttackResult
         ``delta`` (like ``y``), ``reconstruction`` ``f(y + delta)``, ``error`` (B,) the squared l2
-        error of the worst iterate, ``radius`` (B,), ``history`` (restarts, steps + 1, B).
+        error of the worst iterate, ``radius`` (B,), ``history`` (restarts, steps + 1, B),
+        ``converged`` (B,) and ``passes``.
 
     Examples
     --------
     >>> B = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     >>> y = torch.ones(2, 3, dtype=torch.float64)
-    >>> res = pga_attack(lambda v: v @ B.T, y, eps=0.1, target="clean", steps=100, step_size=1.0)
+    >>> res = pga_attack(lambda v: v @ B.T, y, eps=0.1, target="clean")
     >>> bool((res.perturbation_norm <= 0.1 * y.norm(dim=1) * (1 + 1e-12)).all())
     True
+    >>> exact = (0.1 * y.norm(dim=1)) ** 2 * torch.linalg.matrix_norm(B, 2) ** 2
+    >>> bool((res.error >= 0.995 * exact).all())
+    True
     """
-    _validate(y, eps, steps, restarts, target, norm, step_size)
+    _validate(y, eps, steps, restarts, target, norm, step_size, attack)
     if target == "truth" and x is None:
         raise ValueError("target='truth' needs the truth images x (or use target='clean' to attack f(y))")
     gen = _generator_for(y.device, generator)
     y = y.detach()
     radius = perturbation_radius(y, float(eps), relative, norm)
+    _check_radius(radius, y)
     if target == "truth" and not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor shaped like f(y), got {type(x).__name__}")
+    if target == "truth" and not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values; attack against finite truth images only")
     with eval_mode(f):
         if target == "truth":
             reference = x.detach()  # its shape is checked against f's first output
         else:
             with torch.no_grad():
                 reference = f(y).detach()
-        delta, rec, err, hist = _pga(
+        delta, rec, err, hist, conv = _pga(
             lambda d: f(y + d),
             y,
             reference,
@@ -372,8 +551,18 @@ def pga_attack(
             random_start=random_start,
             progress=progress,
             callback=callback,
+            attack=attack,
+            init=init,
         )
-    return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm=norm)
+    return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm=norm, converged=conv,
+                        attack=attack, passes=int(steps) * int(restarts))
+
+
+def _check_radius(radius: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse radii that overflow ``y``'s dtype (an eps of 1e20 relative to a float32 sinogram)."""
+    if not torch.isfinite(radius).all() or bool((radius > torch.finfo(y.dtype).max ** 0.5).any()):
+        raise ValueError(f"the perturbation radius overflows {y.dtype} (largest {float(radius.max()):.3g}); "
+                         "eps is a fraction of ||y|| (0.01 = 1 %), use a sensible value")
 
 
 def image_space_attack(
@@ -388,6 +577,7 @@ def image_space_attack(
     step_size: float | None = None,
     restarts: int = 1,
     target: str = "truth",
+    attack: str = "apgd",
     generator: torch.Generator | None = None,
     progress: bool = False,
     random_start: bool = True,
@@ -409,7 +599,7 @@ def image_space_attack(
         Ball size for ``r``: a fraction of ``||x_b||_2`` when ``relative`` (default), else absolute.
     y : Tensor, optional
         The clean measurements; default ``A x``.
-    relative, steps, step_size, restarts, target, generator, progress, random_start
+    relative, steps, step_size, restarts, target, attack, generator, progress, random_start
         As in :func:`pga_attack`; ``target="truth"`` compares ``f(y + A r)`` with ``x``.
 
     Returns
@@ -421,18 +611,19 @@ def image_space_attack(
     x = x.detach()
     with torch.no_grad():
         y = operator(x) if y is None else y.detach()
-    _validate(y, eps_x, steps, restarts, target, "l2", step_size)
+    _validate(y, eps_x, steps, restarts, target, "l2", step_size, attack)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
     gen = _generator_for(x.device, generator)
     radius = perturbation_radius(x, float(eps_x), relative, "l2")
+    _check_radius(radius, x)
     with eval_mode(f):
         if target == "truth":
             reference = x
         else:
             with torch.no_grad():
                 reference = f(y).detach()
-        r, rec, err, hist = _pga(
+        r, rec, err, hist, conv = _pga(
             lambda v: f(y + operator(v)),
             x,
             reference,
@@ -445,10 +636,12 @@ def image_space_attack(
             random_start=random_start,
             progress=progress,
             callback=None,
+            attack=attack,
         )
         with torch.no_grad():
             delta = operator(r)
-    return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm="l2", image_delta=r)
+    return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm="l2", image_delta=r,
+                        converged=conv, attack=attack, passes=int(steps) * int(restarts))
 
 
 def random_perturbation(
@@ -477,6 +670,7 @@ def random_perturbation(
     _validate(y, eps, 0, 1, "clean", "l2", None)
     gen = _generator_for(y.device, generator)
     radius = perturbation_radius(y, float(eps), relative, "l2")
+    _check_radius(radius, y)
     d = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=gen.device).to(y.device)
     d = d / _per_sample(d.flatten(1).norm(dim=1), d)
     return d * _per_sample(radius, d)

@@ -65,6 +65,9 @@ class FBPReconstruction(nn.Module):
         FBP filter ("ram-lak", "shepp-logan", "cosine", "hann").
     """
 
+    #: FBP is linear in the measurements: its worst case is exact (:mod:`ctrobust.worst_case`)
+    is_linear = True
+
     def __init__(self, operator, filter: str = "ram-lak"):
         super().__init__()
         if not hasattr(operator, "fbp"):

@@ -5,7 +5,16 @@ inputs are reconstructed:
 
 - ``clean``: ``f(y)`` (the same at every eps; repeated per eps so each eps has a complete table);
 - ``random``: ``f(y + n)``, ``n`` Gaussian scaled to exactly the radius (the reference an attack must beat);
-- ``attack``: ``f(y + delta)``, ``delta`` found by :func:`ctrobust.attacks.pga_attack`.
+- ``attack``: ``f(y + delta)``, ``delta`` found by :func:`ctrobust.attacks.pga_attack` (APGD by default),
+  warm-started along the grid: the eps values are attacked in increasing order, and the worst
+  perturbation of one eps, rescaled to the next radius, is the start of the next attack (its first
+  restart; further restarts start at random points). The previous eps's worst perturbation also lies
+  in the larger ball, so a sample's attacked error never decreases along the grid.
+
+With ``linearization=True`` every row also carries ``jacobian_norm`` ``||J_f(y)||_2`` (the local
+amplification), and the attack rows ``first_order_sq_error``, the worst case of the linearised
+problem (:mod:`ctrobust.worst_case`): for a linear reconstruction (FBP) it is the exact worst case,
+also written as ``exact_sq_error``, and ``attack_over_exact`` says how much of it the attack reached.
 
 The radius is ``eps * ||y||_2`` per sample (relative, the default) or ``eps`` (absolute). Per sample
 and condition the table holds MSE (mean over pixels), relative error ``||f - x|| / ||x||``, PSNR (dB,
@@ -29,7 +38,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ctrobust import metrics as _metrics
-from ctrobust.attacks import DEFAULT_STEPS, eval_mode, pga_attack, random_perturbation, squared_error
+from ctrobust.attacks import (DEFAULT_STEPS, eval_mode, perturbation_radius, pga_attack, random_perturbation,
+                              squared_error)
+from ctrobust.worst_case import is_linear, linearized_worst_case
 
 __all__ = [
     "RobustnessResult",
@@ -43,7 +54,8 @@ __all__ = [
 
 CONDITIONS = ("clean", "random", "attack")
 #: per-sample quantities in every row (psnr/ssim only when reconstructions are images)
-METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius")
+METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius",
+           "converged", "jacobian_norm", "first_order_sq_error", "exact_sq_error", "attack_over_exact")
 CLEAN_METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error")
 DEFAULT_EPS_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
 
@@ -168,6 +180,19 @@ def _metric_rows(rec, x_img, clean, radius, delta, operator) -> list[dict]:
     return rows
 
 
+def _keep_previous_if_worse(res, prev) -> None:
+    """Where a smaller eps's worst perturbation (inside the larger ball too) beat this attack, keep it."""
+    worse = prev.error > res.error
+    if bool(worse.any()):
+        m = worse.reshape(-1, *([1] * (res.delta.dim() - 1)))
+        res.delta = torch.where(m, prev.delta, res.delta)
+        mr = worse.reshape(-1, *([1] * (res.reconstruction.dim() - 1)))
+        res.reconstruction = torch.where(mr, prev.reconstruction, res.reconstruction)
+        res.error = torch.where(worse, prev.error, res.error)
+        if res.converged is not None and prev.converged is not None:
+            res.converged = torch.where(worse.cpu(), prev.converged, res.converged)
+
+
 def robustness_curve(
     f: Callable[[torch.Tensor], torch.Tensor],
     dataset,
@@ -185,6 +210,10 @@ def robustness_curve(
     step_size: float | None = None,
     device=None,
     n_examples: int = 4,
+    attack: str = "apgd",
+    warm_start: bool = True,
+    linearization: bool = False,
+    linearization_iterations: int | None = None,
 ) -> RobustnessResult:
     """Clean, random-noise and PGA-attacked metrics of ``f`` on ``dataset`` for each eps.
 
@@ -199,8 +228,12 @@ def robustness_curve(
     eps_grid : sequence of float
         Perturbation sizes >= 0, relative to ``||y||_2`` per sample (or absolute, ``relative=False``).
         ``eps = 0`` is evaluated without attacking (all three conditions equal the clean one).
-    steps, restarts, step_size, target
-        Passed to :func:`ctrobust.attacks.pga_attack`.
+    steps, restarts, step_size, target, attack
+        Passed to :func:`ctrobust.attacks.pga_attack` (default: APGD, 100 steps, 1 restart).
+    warm_start : bool
+        Attack the eps values in increasing order, starting each attack's first restart from the
+        previous eps's worst perturbation rescaled to the new radius (cheaper and stronger curves);
+        with ``False`` every eps starts at random points.
     batch_size : int
         Samples per batch.
     seed : int
@@ -214,6 +247,12 @@ def robustness_curve(
         Where to compute; default the device of ``f``'s parameters (CPU for plain callables).
     n_examples : int
         Number of leading samples whose tensors are kept in ``examples`` for figures.
+    linearization : bool
+        Also compute ``jacobian_norm`` and the linearised worst case per sample and eps (exact for a
+        linear ``f``: ``exact_sq_error``, ``attack_over_exact``); costs about three backward passes
+        per Lanczos iteration and batch, once for the whole grid.
+    linearization_iterations : int, optional
+        Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
 
     Returns
     -------
@@ -230,9 +269,13 @@ def robustness_curve(
     dev = _device_of(f, device)
     rows: list[dict] = []
     examples: dict = {}
-    config = {"steps": int(steps), "restarts": int(restarts), "relative": bool(relative), "target": target,
-              "seed": int(seed), "n_samples": n, "batch_size": int(batch_size), "step_size": step_size,
-              "eps_grid": eps_grid}
+    config = {"attack": attack, "steps": int(steps), "restarts": int(restarts), "relative": bool(relative),
+              "target": target, "seed": int(seed), "n_samples": n, "batch_size": int(batch_size),
+              "step_size": step_size, "warm_start": bool(warm_start), "eps_grid": eps_grid,
+              "linearization": bool(linearization)}
+    linear = is_linear(f)
+    lin_iters = linearization_iterations or (300 if linear else 30)
+    order = sorted(range(len(eps_grid)), key=lambda i: eps_grid[i])  # attack small eps first (warm starts)
     bar = tqdm(total=n, desc="samples", unit="sample", disable=not progress)
     try:
         for b_index, (idx, x) in enumerate(_batches(dataset, n, batch_size)):
@@ -248,25 +291,55 @@ def robustness_curve(
             if keep:
                 for name, t in (("x", x_img), ("y", y), ("clean", _image_view(clean, operator))):
                     examples[name] = torch.cat([examples[name], t[keep].detach().cpu()]) if name in examples else t[keep].detach().cpu()
-            for e_index, eps in enumerate(eps_grid):
+            lin = None
+            if linearization:
+                radii = torch.stack([perturbation_radius(y, e, relative) for e in eps_grid])
+                with eval_mode(f):
+                    lin = linearized_worst_case(f, y, None if target == "clean" else x.reshape(clean.shape), radii,
+                                                max_iterations=lin_iters, tol=1e-8 if linear else 1e-4, seed=seed)
+                for row, jn in zip(clean_rows, lin.jacobian_norm.tolist()):
+                    row["jacobian_norm"] = jn
+            previous = None  # (eps, AttackResult) of the last attacked eps of this batch
+            for e_index in order:
+                eps = eps_grid[e_index]
                 if eps == 0:
                     results = {"random": (clean, zero_r, None), "attack": (clean, zero_r, None)}
                     ex_delta = torch.zeros_like(y)
                     ex_random = ex_attack = clean
+                    res = None
                 else:
                     noise = random_perturbation(y, eps, relative=relative,
                                                 generator=torch.Generator().manual_seed(_seed(seed, 1, e_index, b_index)))
                     with torch.no_grad(), eval_mode(f):
                         noisy = f(y + noise)
+                    init = None
+                    if warm_start and previous is not None:
+                        prev_res = previous[1]
+                        scale = perturbation_radius(y, eps, relative) / prev_res.radius.to(y.dtype).clamp_min(
+                            torch.finfo(y.dtype).tiny)
+                        init = prev_res.delta * scale.reshape(-1, *([1] * (y.dim() - 1)))
                     res = pga_attack(f, y, x.reshape(clean.shape), eps, relative=relative, steps=steps,
-                                     step_size=step_size, restarts=restarts, target=target,
+                                     step_size=step_size, restarts=restarts, target=target, attack=attack, init=init,
                                      generator=torch.Generator().manual_seed(_seed(seed, 2, e_index, b_index)),
                                      progress=progress)
+                    if previous is not None:
+                        _keep_previous_if_worse(res, previous[1])
+                    previous = (eps, res)
                     results = {"random": (noisy, res.radius, noise), "attack": (res.reconstruction, res.radius, res.delta)}
                     ex_delta, ex_random, ex_attack = res.delta, noisy, res.reconstruction
                 per_condition = {"clean": clean_rows}
                 for cond, (rec, radius, delta) in results.items():
                     per_condition[cond] = _metric_rows(rec, x_img, clean, radius, delta, operator)
+                for i, row in enumerate(per_condition["attack"]):
+                    if res is not None and res.converged is not None:
+                        row["converged"] = float(res.converged[i])
+                    if lin is not None:
+                        row["jacobian_norm"] = float(lin.jacobian_norm[i])
+                        row["first_order_sq_error"] = float(lin.predicted[e_index, i])
+                        if linear:
+                            exact = max(float(lin.predicted[e_index, i]), row["sq_error"]) if eps > 0 else row["sq_error"]
+                            row["exact_sq_error"] = exact
+                            row["attack_over_exact"] = row["sq_error"] / exact if exact > 0 else 1.0
                 for cond in CONDITIONS:
                     for s, row in zip(idx, per_condition[cond]):
                         rows.append({"eps": eps, "sample": int(s), "condition": cond, **row})

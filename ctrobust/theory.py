@@ -42,6 +42,7 @@ __all__ = [
     "worst_case_deviation",
     "worst_case_error",
     "worst_case_perturbation",
+    "trust_region_max",
 ]
 
 
@@ -305,36 +306,51 @@ def worst_case_perturbation(B: Any, A: Any, eps: float, x: Any) -> tuple[np.ndar
     deltas = np.zeros((X.shape[0], A.shape[0]))
     if eps == 0.0 or b.size == 0 or b[0] == 0.0:
         return deltas, np.sum(R**2, axis=1)
-    top = b >= b[0] * (1 - 1e-12)
     gap = (b[0] - b) * (b[0] + b)  # b_max^2 - b^2 without cancellation
     for idx, r in enumerate(R):
-        w = W.T @ r
-        bw = b * w
-        scale = max(np.abs(bw).max(), 1e-300)
-        if np.all(np.abs(bw[top]) <= 1e-14 * scale) or not np.any(bw):
-            # hard case candidate: nu = b_max^2 if the other directions do not use up the budget
-            with np.errstate(divide="ignore", invalid="ignore"):
-                a_other = np.where(top, 0.0, bw / gap)
-            used = float(np.sum(a_other**2))
-            if used <= eps**2:
-                a = a_other.copy()
-                first_top = int(np.flatnonzero(top)[0])
-                a[first_top] = math.sqrt(eps**2 - used)
-                deltas[idx] = Zt.T @ a
-                continue
-        lo, hi = 0.0, scale * float(np.linalg.norm(bw / scale)) / eps  # t = nu - b_max^2 (no underflow)
-        for _ in range(200):
-            t = 0.5 * (lo + hi)
-            if t == lo or t == hi:
-                break
-            with np.errstate(over="ignore", divide="ignore"):
-                norm2 = np.sum((bw / (t + gap)) ** 2)
-            lo, hi = (t, hi) if norm2 > eps**2 else (lo, t)
-        # a = bw / (nu - b^2), computed as bw * hi / (hi + gap) (same direction, never overflows when
-        # hi is tiny: the near-hard case), then scaled to land exactly on the sphere.
-        a = bw * (hi / (hi + gap))
-        a /= np.abs(a).max()  # rescale first, so the norm below cannot underflow
-        a *= eps / np.linalg.norm(a)
-        deltas[idx] = Zt.T @ a
+        deltas[idx] = Zt.T @ trust_region_max(b**2, b * (W.T @ r), eps, gap=gap)
     values = np.sum((R + deltas @ B.T) ** 2, axis=1)
     return deltas, values
+
+
+def trust_region_max(theta: np.ndarray, c: np.ndarray, radius: float, *, gap: np.ndarray | None = None) -> np.ndarray:
+    """``argmax_{||a||_2 <= radius} sum_i theta_i a_i^2 + 2 c_i a_i`` for ``theta >= 0`` (float64).
+
+    A convex quadratic over a ball: the maximiser lies on the sphere, ``a_i = c_i / (nu - theta_i)``
+    with ``nu >= max(theta)`` solving ``||a|| = radius`` (bisection on ``t = nu - max(theta)``, no
+    underflow in the near-hard case). In the hard case (``c`` has no component along the top
+    eigenvalue and the other directions do not use up the budget) the rest of the budget goes to the
+    first top direction. ``gap`` may give ``max(theta) - theta`` computed without cancellation.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    radius = float(radius)
+    a = np.zeros_like(c)
+    if radius == 0.0 or c.size == 0:
+        return a
+    tmax = float(theta.max())
+    gap = tmax - theta if gap is None else np.asarray(gap, dtype=np.float64)
+    top = gap <= 1e-12 * max(tmax, 1e-300)
+    scale = max(float(np.abs(c).max()), 1e-300)
+    if np.all(np.abs(c[top]) <= 1e-14 * scale) or not np.any(c):
+        # hard case candidate: nu = max(theta) if the other directions do not use up the budget
+        with np.errstate(divide="ignore", invalid="ignore"):
+            other = np.where(top, 0.0, c / gap)
+        used = float(np.sum(other**2))
+        if used <= radius**2:
+            other[int(np.flatnonzero(top)[0])] = math.sqrt(radius**2 - used)
+            return other
+    lo, hi = 0.0, scale * float(np.linalg.norm(c / scale)) / radius  # at t = hi, ||a|| <= radius
+    for _ in range(200):
+        t = 0.5 * (lo + hi)
+        if t == lo or t == hi:
+            break
+        with np.errstate(over="ignore", divide="ignore"):
+            norm2 = np.sum((c / (t + gap)) ** 2)
+        lo, hi = (t, hi) if norm2 > radius**2 else (lo, t)
+    # a = c / (t + gap), computed as c * hi / (hi + gap) (same direction, never overflows when hi is
+    # tiny: the near-hard case), then scaled to land exactly on the sphere.
+    a = c * (hi / (hi + gap))
+    a /= np.abs(a).max()  # rescale first, so the norm below cannot underflow
+    a *= radius / np.linalg.norm(a)
+    return a

@@ -22,6 +22,9 @@ class LinearReconstruction(nn.Module):
         Parameter dtype (float32 default; float64 for precise theory checks).
     """
 
+    #: linear in the measurements: its worst case is exact (:mod:`ctrobust.worst_case`)
+    is_linear = True
+
     def __init__(self, m: int, n: int, *, init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32):
         super().__init__()
         for name, v in (("m", m), ("n", n)):
