@@ -367,8 +367,35 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
             blocks.append(("p", "Small features: inserted disks recovered (detected), clean and under attack."))
             blocks.append(("table", features, [c for c in _columns(features) if not c.endswith("_std")]))
         for png in sorted(folder.glob("*.png")):
-            blocks.append(("img", png))
+            if _is_png_file(png):
+                blocks.append(("img", png))
     return blocks
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png_file(path: Path) -> bool:
+    """A regular file (not a link: it could point anywhere) that starts with the PNG signature."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:
+        return False
+
+
+def _markdown_link_target(rel: str) -> str:
+    """A relative path as a Markdown link target: percent-encoded (spaces, non-ASCII, brackets, ...)."""
+    from urllib.parse import quote
+
+    return quote(rel, safe="/")
+
+
+def _markdown_text(text: str, special: str = "\\`*_[]<>") -> str:
+    """Text for a Markdown heading or link label, with the characters in ``special`` escaped."""
+    return "".join("\\" + c if c in special else c for c in text)
 
 
 def _markdown(blocks, out: Path) -> str:
@@ -377,14 +404,15 @@ def _markdown(blocks, out: Path) -> str:
         if b[0] == "h1":
             parts.append(f"# {b[1]}")
         elif b[0] == "h2":
-            parts.append(f"## {b[1]}")
+            parts.append(f"## {_markdown_text(b[1])}")
         elif b[0] == "p":
             parts.append(b[1])
         elif b[0] == "table":
             parts.append(format_table(b[1], b[2], style="markdown"))
         elif b[0] == "img":
             rel = os.path.relpath(b[1], out.parent).replace(os.sep, "/")
-            parts.append(f"![{b[1].stem}]({rel})")
+            label = _markdown_text(b[1].stem, "\\[]")
+            parts.append(f"![{label}]({_markdown_link_target(rel)})")
     return "\n\n".join(parts) + "\n"
 
 
@@ -416,7 +444,9 @@ def _html(blocks) -> str:
 def build_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False) -> Path:
     """One Markdown (``.md``) or self-contained HTML (``.html``, figures embedded) report of result folders.
 
-    Markdown refers to the figures by paths relative to the report. Refuses an existing ``out``
+    Markdown refers to the figures by paths relative to the report, percent-encoded (folder names with
+    spaces or non-ASCII letters give working links). Only regular PNG files are linked or embedded: a
+    symbolic link, or a ``.png`` without the PNG signature, is left out. Refuses an existing ``out``
     unless ``force``.
     """
     out = Path(out)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
@@ -53,8 +56,14 @@ def _pixels(ds, stored: np.ndarray):
 def write_ct(path, stored, *, patient_id="PID-0001", patient_name="DOE^JANE", birth_date="19510203",
              accession="ACC0001", institution="St Example Hospital", study_uid=None, series_uid=None,
              sop_uid=None, z=0.0, instance=1, slope=1.0, intercept=-1024.0, spacing=(1.0, 1.0),
-             rle=False, image_type=("ORIGINAL", "PRIMARY", "AXIAL"), padding=None, with_position=True):
-    """Write a single-frame CT Image Storage file; ``stored`` (rows, cols) int16/uint16 stored values."""
+             rle=False, image_type=("ORIGINAL", "PRIMARY", "AXIAL"), padding=None, with_position=True,
+             raw=None, drop=()):
+    """Write a single-frame CT Image Storage file; ``stored`` (rows, cols) int16/uint16 stored values.
+
+    ``raw``: ``{keyword: bytes}`` written as the element's value bytes exactly as given (malformed values
+    such as ``b"a\\b\\c "`` for ImagePositionPatient, which pydicom would refuse to encode); ``drop``:
+    keywords removed before writing (``slope=None`` / ``intercept=None`` drop those two as well).
+    """
     ds = _base(CT_STORAGE, "CT", patient_id=patient_id, patient_name=patient_name, birth_date=birth_date,
                accession=accession, institution=institution, study_uid=study_uid or generate_uid(),
                series_uid=series_uid or generate_uid(), sop_uid=sop_uid)
@@ -64,17 +73,31 @@ def write_ct(path, stored, *, patient_id="PID-0001", patient_name="DOE^JANE", bi
         ds.ImagePositionPatient = [-10.0, -10.0, float(z)]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
+    if slope is not None:
+        ds.RescaleSlope = slope
+    if intercept is not None:
+        ds.RescaleIntercept = intercept
     if padding is not None:
         ds.PixelPaddingValue = int(padding)
     _pixels(ds, stored)
     if rle:
         ds.compress(RLELossless)
+    for keyword in drop:
+        delattr(ds, keyword)
+    for keyword, value in (raw or {}).items():
+        set_raw(ds, keyword, value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+def set_raw(ds, keyword, value: bytes):
+    """Store ``value`` as the undecoded bytes of element ``keyword`` (padded to even length with a space)."""
+    tag = Tag(tag_for_keyword(keyword))
+    if len(value) % 2:
+        value += b" "
+    ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
 
 
 def write_mr(path, stored, **ids):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from ctrobust import __version__
 from ctrobust.errors import CtrobustError
@@ -42,18 +44,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM under :func:`main`, so that ``finally`` blocks and
+    ``except KeyboardInterrupt`` clean-ups (temporary files, the trainer's last.pt) run as on Ctrl-C."""
+
+    exit_code = 143  # 128 + SIGTERM
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"terminated by signal {signum} (SIGTERM)")
+
+
+def _install_sigterm():
+    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (None if not installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:  # the caller wants SIGTERM ignored: leave it so
+        return None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted by
+    Ctrl-C, 143 terminated by SIGTERM)."""
+    previous = _install_sigterm()
+    prog = "ctrobust"  # "ctrobust COMMAND" once the command line is parsed
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        prog = f"ctrobust {args.command}"
         return int(args.func(args) or 0)
     except CtrobustError as exc:
-        print(f"ctrobust {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"ctrobust {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{prog}: {what}", file=sys.stderr)
+        return Terminated.exit_code if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

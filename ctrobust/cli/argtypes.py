@@ -6,7 +6,11 @@ import argparse
 import inspect
 import math
 
-__all__ = ["positive_int", "nonneg_int", "nonneg_float", "positive_float", "eps_list", "signature_default"]
+__all__ = ["positive_int", "nonneg_int", "image_size", "nonneg_float", "positive_float", "eps_list",
+           "signature_default", "MIN_IMAGE_SIZE"]
+
+#: Smallest image side in pixels the commands accept (validation SSIM uses a 7 x 7 window).
+MIN_IMAGE_SIZE = 8
 
 
 def _number(text: str, kind, what: str):
@@ -27,6 +31,15 @@ def nonneg_int(text: str) -> int:
     value = _number(text, int, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """An image side in pixels, at least :data:`MIN_IMAGE_SIZE`."""
+    value = _number(text, int, f"an image size in pixels (an integer >= {MIN_IMAGE_SIZE})")
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image size of at least {MIN_IMAGE_SIZE} pixels "
+                                         f"(SSIM uses a 7 x 7 window), got {text!r}")
     return value
 
 

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import json
 
-from ctrobust.cli.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from ctrobust.cli.argtypes import image_size, nonneg_float, nonneg_int, positive_float, positive_int
 from ctrobust.errors import CtrobustError
 
 _D = None
@@ -45,8 +45,9 @@ def add_parser(subparsers):
     g = p.add_argument_group("geometry and data")
     g.add_argument("--angles", type=positive_int, default=d.angles,
                    help="number of parallel-beam views, uniformly on [0, pi) radians (the paper: 143)")
-    g.add_argument("--size", type=positive_int, default=d.size,
-                   help=f"image side N in pixels; default: the data's size, or {d.DEFAULT_SIZE} for phantoms")
+    g.add_argument("--size", type=image_size, default=d.size,
+                   help=f"image side N in pixels (at least 8); default: the data's size, or {d.DEFAULT_SIZE} "
+                   "for phantoms")
     g.add_argument("--data", default=d.data, metavar="DATASET.h5",
                    help="prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its train "
                    "split, validates on its val split; default: built-in random-ellipse phantoms")
@@ -54,7 +55,7 @@ def add_parser(subparsers):
                    help="number of training phantoms without --data (default: the built-in 256)")
     g.add_argument("--n-val", type=nonneg_int, default=d.n_val,
                    help="number of validation phantoms without --data (default: the built-in 32)")
-    g.add_argument("--data-seed", type=int, default=d.data_seed, help="seed of the built-in phantoms")
+    g.add_argument("--data-seed", type=nonneg_int, default=d.data_seed, help="seed of the built-in phantoms (>= 0)")
     g.add_argument("--filter", default=d.filter,
                    help="FBP filter inside FBPConvNet (ram-lak, shepp-logan, cosine, hamming, hann)")
     g.add_argument("--backend", choices=BACKENDS, default=d.backend, help="Radon transform backend")
@@ -103,7 +104,8 @@ def add_parser(subparsers):
 
     r = p.add_argument_group("output")
     r.add_argument("--out", default=d.out, help="run directory for logs, config.json, last.pt and best.pt")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (Ctrl-C or "
+                   "SIGTERM let the step in progress finish and save last.pt first)")
     r.add_argument("--force", action="store_true", help="overwrite the run files in a non-empty --out")
     r.add_argument("--val-every", type=positive_int, default=d.val_every,
                    help="validate and checkpoint every this many steps (default: at every epoch end)")

@@ -4,6 +4,14 @@
 the reason (one of :data:`SKIP_REASONS`). The pipeline over many files (grouping, patient split,
 pseudonyms, writing) is :func:`ctrobust.data.prepare.prepare_dicom`.
 
+Header validation: every header value the slice is built from is checked before it is used. A value that
+is present but malformed -- the wrong number of values (PixelSpacing with one value, SamplesPerPixel
+``[1, 1]``), text where a number belongs (ImagePositionPatient, ImageOrientationPatient), a non-finite or
+non-positive PixelSpacing, a non-finite or zero RescaleSlope, a non-finite RescaleIntercept -- skips the
+file as ``bad-header`` with the element named. A missing or non-numeric RescaleSlope / RescaleIntercept
+(required for CT) is replaced by 1 / 0 with a warning; a missing PixelSpacing by 1 mm with a warning.
+Only finite images in [0, 1] are returned.
+
 Conventions
 -----------
 - HU = stored value * RescaleSlope + RescaleIntercept (per frame for Enhanced CT). Pixels equal to
@@ -22,6 +30,8 @@ Conventions
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -63,8 +73,15 @@ SKIP_REASONS = {
     "localizer": "CT localizer (scout) image, not a slice",
     "unsupported-pixels": "pixel layout not supported (colour or more than one sample per pixel)",
     "decode-error": "pixel data cannot be decoded",
+    "bad-header": "a header value the slice needs is malformed (the detail names it)",
+    "not-regular": "not a regular file (FIFO, socket, device or broken link)",
     "duplicate": "same SOP instance as a file already read",
 }
+
+# Warnings counted in the summary (constant texts, so that files with the same problem add up).
+WARN_NO_SPACING = "no PixelSpacing: square 1 mm pixels assumed"
+WARN_NO_SLOPE = "RescaleSlope missing or not a number: 1 assumed (stored values taken as HU)"
+WARN_NO_INTERCEPT = "RescaleIntercept missing or not a number: 0 assumed (stored values taken as HU)"
 
 
 def parse_window(spec) -> tuple[str, float, float]:
@@ -182,6 +199,94 @@ def _num(value, default=float("nan")) -> float:
         return default
 
 
+class _BadHeader(Exception):
+    """A header value the slice is built from is malformed; the message names the element."""
+
+
+_MISSING = object()  # element absent or empty
+_NOT_A_NUMBER = object()  # element present, but pydicom cannot read it as a number
+
+
+def _get(read, keyword: str):
+    """``read()``, a header look-up; ``_MISSING`` for an absent or empty value, ``_NOT_A_NUMBER`` if
+    pydicom cannot convert the stored text (e.g. ``"abc"`` in a DS element)."""
+    try:
+        value = read()
+    except Exception:  # pydicom converts raw values lazily; a bad number raises on access
+        return _NOT_A_NUMBER
+    if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
+        return _MISSING
+    return value
+
+
+def _values(value) -> list:
+    """The values of a possibly multi-valued element as a list."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return [value]
+    return list(value)
+
+
+def _show(items) -> str:
+    return "\\".join(str(v) for v in items)
+
+
+def _floats(value, keyword: str, count: int) -> list[float]:
+    """Exactly ``count`` finite numbers from a header value, or :class:`_BadHeader` naming ``keyword``."""
+    if value is _NOT_A_NUMBER:
+        raise _BadHeader(f"{keyword} is not numeric")
+    items = _values(value)
+    if len(items) != count:
+        raise _BadHeader(f"{keyword} has {len(items)} value(s) ({_show(items)}), expected {count}")
+    try:
+        out = [float(v) for v in items]
+    except (TypeError, ValueError):
+        raise _BadHeader(f"{keyword} is not numeric ({_show(items)})") from None
+    if not all(math.isfinite(v) for v in out):
+        raise _BadHeader(f"{keyword} is not finite: {out!r}")
+    return out
+
+
+def _single_int(ds, keyword: str, default: int) -> int:
+    """A one-valued integer element (``default`` when absent), or :class:`_BadHeader`."""
+    value = _get(lambda: ds.get(keyword), keyword)
+    if value is _MISSING:
+        return default
+    if value is _NOT_A_NUMBER:
+        raise _BadHeader(f"{keyword} is not an integer")
+    items = _values(value)
+    if len(items) != 1:
+        raise _BadHeader(f"{keyword} has {len(items)} values ({_show(items)}), expected one")
+    try:
+        number = float(items[0])
+    except (TypeError, ValueError):
+        raise _BadHeader(f"{keyword} is not an integer: {items[0]!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise _BadHeader(f"{keyword} is not an integer: {items[0]!r}")
+    return int(number)
+
+
+def _rescale(ds, i: int, keyword: str, default: float, missing_warning: str, warnings_out: list) -> float:
+    """RescaleSlope / RescaleIntercept of frame ``i``: ``default`` with a warning when missing or not a
+    number; :class:`_BadHeader` when multi-valued, non-finite, or (slope) zero."""
+    value = _get(lambda: _lookup(ds, i, "PixelValueTransformationSequence", keyword), keyword)
+    if value is _MISSING or value is _NOT_A_NUMBER:
+        warnings_out.append(missing_warning)
+        return default
+    items = _values(value)
+    if len(items) != 1:
+        raise _BadHeader(f"{keyword} has {len(items)} values ({_show(items)}), expected one")
+    try:
+        number = float(items[0])
+    except (TypeError, ValueError):
+        warnings_out.append(missing_warning)
+        return default
+    if not math.isfinite(number):
+        raise _BadHeader(f"{keyword} is {number}: HU would not be finite")
+    if keyword == "RescaleSlope" and number == 0:
+        raise _BadHeader("RescaleSlope is 0: every pixel would get the same HU value")
+    return number
+
+
 def _lookup(ds, i: int, sequence: str, keyword: str):
     """Value of ``keyword`` for frame ``i``: per-frame functional group, shared group, then top level."""
     for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
@@ -221,7 +326,7 @@ def _classify(ds) -> tuple[str | None, str]:
     if "LOCALIZER" in image_type:
         return "localizer", "ImageType " + "\\".join(image_type)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
+    if _single_int(ds, "SamplesPerPixel", 1) != 1 or not photometric.startswith("MONOCHROME"):
         return "unsupported-pixels", f"{ds.get('SamplesPerPixel')} samples, {ds.get('PhotometricInterpretation')}"
     return None, ""
 
@@ -246,43 +351,67 @@ def read_ct_file(path: str, window: tuple[float, float], size: int, fov: float |
         ``frames``: one :class:`Frame` per kept slice (multi-frame files are split), float32 ``(N, N)``
         images in [0, 1]; or ``skip`` with a reason from :data:`SKIP_REASONS` and a detail.
     """
+    result = FileResult(path=str(path))
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to a regular file is read
+    except OSError as exc:
+        result.skip = "not-regular" if os.path.islink(path) else "unreadable"
+        result.detail = f"{type(exc).__name__}: {exc}"
+        return result
+    if not stat.S_ISREG(mode):  # never open a FIFO (it would block) or a device
+        kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else
+                "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "folder" if stat.S_ISDIR(mode) else "special file")
+        result.skip, result.detail = "not-regular", f"a {kind}, not a regular file"
+        return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about odd values; the outcome is in the result
+        try:
+            _read_into(result, path, window, size, fov)
+        except _BadHeader as exc:
+            result.frames, result.skip, result.detail = [], "bad-header", str(exc)
+        except Exception as exc:  # noqa: BLE001 - documented: never raise for a bad file
+            result.frames, result.skip = [], "unreadable"
+            result.detail = f"cannot interpret the header: {type(exc).__name__}: {exc}"
+    if result.skip is not None:
+        result.warnings = []
+    result.warnings = sorted(set(result.warnings))
+    return result
+
+
+def _read_into(result: FileResult, path, window, size, fov) -> None:
+    """The body of :func:`read_ct_file`: fills ``result``; may raise :class:`_BadHeader`."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    result = FileResult(path=str(path))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            # no preamble / 'DICM' prefix: accept only if it parses as a CT image anyway (old files)
             try:
-                ds = pydicom.dcmread(path)
-            except InvalidDicomError:
-                # no preamble / 'DICM' prefix: accept only if it parses as a CT image anyway (old files)
-                try:
-                    ds = pydicom.dcmread(path, force=True)
-                except Exception:
-                    ds = None
-                if ds is None or str(ds.get("Modality", "")) != "CT" or "PixelData" not in ds:
-                    result.skip, result.detail = "not-dicom", "no DICOM preamble / 'DICM' prefix"
-                    return result
-                if "SOPClassUID" not in ds:
-                    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-                    result.warnings.append("no DICOM preamble: read as CT Image Storage")
+                ds = pydicom.dcmread(path, force=True)
+            except Exception:
+                ds = None
+            if ds is None or str(ds.get("Modality", "")) != "CT" or "PixelData" not in ds:
+                result.skip, result.detail = "not-dicom", "no DICOM preamble / 'DICM' prefix"
+                return
+            if "SOPClassUID" not in ds:
+                ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+                result.warnings.append("no DICOM preamble: read as CT Image Storage")
     except (EOFError, OSError) as exc:
         result.skip, result.detail = "truncated" if isinstance(exc, EOFError) else "unreadable", str(exc)
-        return result
+        return
     except Exception as exc:  # pydicom raises many types on corrupt headers
         result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
-        return result
+        return
 
     reason, detail = _classify(ds)
     if reason:
         result.skip, result.detail = reason, detail
-        return result
+        return
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = ds.pixel_array
+        raw = ds.pixel_array
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}"
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -292,62 +421,69 @@ def read_ct_file(path: str, window: tuple[float, float], size: int, fov: float |
             result.skip = "decode-error"
             msg = f"transfer syntax {getattr(tsyntax, 'name', tsyntax)}: {msg}"
         result.detail = msg
-        return result
+        return
 
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _single_int(ds, "NumberOfFrames", 1) or 1
     raw = np.asarray(raw)
     if n_frames == 1 and raw.ndim == 2:
         raw = raw[None]
     if raw.ndim != 3:
         result.skip, result.detail = "unsupported-pixels", f"pixel array of shape {raw.shape}"
-        return result
+        return
 
     level, width = window
-    padding = ds.get("PixelPaddingValue")
-    padding_limit = ds.get("PixelPaddingRangeLimit")
+    padding = _get(lambda: ds.get("PixelPaddingValue"), "PixelPaddingValue")
+    padding_limit = _get(lambda: ds.get("PixelPaddingRangeLimit"), "PixelPaddingRangeLimit")
     ids = dict(
         patient_id=_patient_key(ds),
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
     )
-    instance = _num(ds.get("InstanceNumber"))
+    instance = _num(_get(lambda: ds.get("InstanceNumber"), "InstanceNumber"))
     for i in range(raw.shape[0]):
         stored = raw[i]
-        slope = _num(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
-        intercept = _num(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
+        slope = _rescale(ds, i, "RescaleSlope", 1.0, WARN_NO_SLOPE, result.warnings)
+        intercept = _rescale(ds, i, "RescaleIntercept", 0.0, WARN_NO_INTERCEPT, result.warnings)
         hu = stored.astype(np.float64) * slope + intercept
+        if not np.isfinite(hu).all():
+            raise _BadHeader(f"HU values overflow (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})")
         if isinstance(padding, (int, float)):
             lo, hi = sorted((int(padding), int(padding_limit if isinstance(padding_limit, (int, float)) else padding)))
             hu[(stored >= lo) & (stored <= hi)] = AIR_HU
-        spacing = _lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing")
-        if spacing is None or len(spacing) != 2 or not all(_num(s) > 0 for s in spacing):
+        spacing = _get(lambda: _lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing")
+        if spacing is _MISSING:
             spacing = (1.0, 1.0)
-            result.warnings.append("no PixelSpacing: square 1 mm pixels assumed")
+            result.warnings.append(WARN_NO_SPACING)
             known_spacing = False
         else:
-            spacing = (float(spacing[0]), float(spacing[1]))
+            spacing = tuple(_floats(spacing, "PixelSpacing", 2))
+            if not all(v > 0 for v in spacing):
+                raise _BadHeader(f"PixelSpacing must be positive (mm), got {list(spacing)!r}")
             known_spacing = True
         hu_out, step = resample_slice(hu, spacing, size, fov if known_spacing else None)
         if known_spacing and abs(spacing[0] - spacing[1]) > 1e-6 * max(spacing):
             result.warnings.append("non-square pixels resampled to square")
         position = float("nan")
-        ipp = _lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient")
-        iop = _lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
-        if ipp is not None and len(ipp) == 3:
-            ipp = np.asarray([float(v) for v in ipp])
-            if iop is not None and len(iop) == 6:
-                iop = np.asarray([float(v) for v in iop])
+        ipp = _get(lambda: _lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient"), "ImagePositionPatient")
+        if ipp is not _MISSING:
+            ipp = np.asarray(_floats(ipp, "ImagePositionPatient", 3))
+            iop = _get(lambda: _lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"),
+                       "ImageOrientationPatient")
+            if iop is not _MISSING:
+                iop = np.asarray(_floats(iop, "ImageOrientationPatient", 6))
                 normal = np.cross(iop[:3], iop[3:])
                 position = float(ipp @ normal) if np.linalg.norm(normal) > 0.5 else float(ipp[2])
             else:
                 position = float(ipp[2])
         frame_instance = instance if n_frames == 1 else _num(
-            _lookup(ds, i, "FrameContentSequence", "InStackPositionNumber"), float(i + 1))
+            _get(lambda: _lookup(ds, i, "FrameContentSequence", "InStackPositionNumber"), "InStackPositionNumber"),
+            float(i + 1))
+        image = apply_window(hu_out, level, width)
+        if not np.isfinite(image).all():  # cannot happen after the checks above; never write NaN
+            raise _BadHeader("the windowed image is not finite")
         result.frames.append(Frame(
             frame_index=i, position=position, instance_number=frame_instance,
             pixel_spacing=step if known_spacing else float("nan"),
-            image=apply_window(hu_out, level, width), **ids,
+            image=image, **ids,
         ))
-    result.warnings = sorted(set(result.warnings))
-    return result

@@ -10,7 +10,16 @@ De-identification: the output holds only pixels, pseudonyms (HMAC-SHA256 of the 
 series UID under a secret salt, 64 bits in hex), slice positions and pixel sizes in mm, and the options
 used. The salt is random per run (``secrets``), or read from ``salt_file`` to keep pseudonyms stable
 across runs; it is never written anywhere. Patient names, IDs, dates, accession numbers, institutions,
-UIDs, paths and file names never reach the HDF5 file.
+UIDs, paths and file names never reach the HDF5 file. Pixels are copied as they are: text burned into
+the pixels is not removed.
+
+Bad input never stops a run: each file that cannot be used is skipped with its reason (see
+:data:`ctrobust.data.dicom.SKIP_REASONS`; FIFOs and other non-regular files are never opened), a folder
+that cannot be listed is named in the log and the summary, and only finite images in [0, 1] are written.
+Files: the dataset gets the mode of an ordinary new file (``0o666`` less the umask: it is meant to be
+shared); the log is owner-only (``0o600``: it names input paths). SIGTERM (under the command line) and
+Ctrl-C remove the scratch and temporary files; those of a killed (SIGKILL) run are removed by the next
+run writing the same output.
 """
 
 from __future__ import annotations
@@ -22,16 +31,18 @@ import json
 import math
 import os
 import secrets
+import signal
+import stat
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ctrobust.data.dicom import SKIP_REASONS, parse_window, read_ct_file
+from ctrobust.data.dicom import SKIP_REASONS, FileResult, parse_window, read_ct_file
 from ctrobust.data.make import split_counts
-from ctrobust.data.store import SPLITS, SliceWriter, atomic_output, check_writable
+from ctrobust.data.store import (SPLITS, SliceWriter, atomic_output, check_writable, new_temporary,
+                                 remove_stale_temporaries)
 from ctrobust.errors import CtrobustError
 
 __all__ = ["prepare_dicom", "collect_files", "split_patients", "pseudonym", "load_salt", "log_path_for",
@@ -46,18 +57,42 @@ def log_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".log.json") if out.suffix else out.with_name(out.name + ".log.json")
 
 
-def collect_files(inputs, exclude=()) -> list[Path]:
-    """Every regular file under ``inputs`` (files or folders, recursive), sorted; ``exclude`` skipped."""
+def collect_files(inputs, exclude=(), problems: list | None = None) -> list[Path]:
+    """Every regular file under ``inputs`` (files or folders, recursive), sorted; ``exclude`` skipped.
+
+    Links to regular files are followed; links to folders are not descended into. Entries that are not
+    regular files (FIFOs, sockets, devices, broken links) are left out, and so are folders that cannot be
+    listed; when ``problems`` is a list, each of them is appended to it as ``{"path", "reason", "detail"}``
+    with reason ``"not-regular"`` or ``"unreadable-folder"``.
+    """
     exclude = {Path(p).resolve() for p in exclude}
+    problems = problems if problems is not None else []
+
+    def regular(path: Path) -> bool:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            problems.append({"path": str(path), "reason": "not-regular", "detail": f"{type(exc).__name__}: {exc}"})
+            return False
+        if not stat.S_ISREG(mode):
+            kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
+            problems.append({"path": str(path), "reason": "not-regular", "detail": f"a {kind}, not a regular file"})
+            return False
+        return True
+
+    def unreadable(exc: OSError) -> None:
+        problems.append({"path": str(exc.filename), "reason": "unreadable-folder",
+                         "detail": f"{type(exc).__name__}: {exc.strerror or exc}; the files in it are not read"})
+
     files = []
     for item in inputs:
         item = Path(item)
-        if item.is_file():
-            files.append(item)
-        elif item.is_dir():
-            for root, dirs, names in os.walk(item):
+        if item.is_dir():
+            for root, dirs, names in os.walk(item, onerror=unreadable):
                 dirs.sort()
                 files.extend(Path(root) / n for n in sorted(names))
+        elif item.exists() or item.is_symlink():
+            files.append(item)
         else:
             raise CtrobustError(f"input {item} does not exist")
     out = []
@@ -65,7 +100,8 @@ def collect_files(inputs, exclude=()) -> list[Path]:
         r = f.resolve()
         if r in exclude or any(r.name.startswith(f".{e.name}.") for e in exclude):
             continue
-        out.append(f)
+        if regular(f):
+            out.append(f)
     return out
 
 
@@ -116,11 +152,25 @@ def split_patients(patients, val_fraction: float = 0.1, test_fraction: float = 0
     return out
 
 
+def _read_safely(path: str, window, size, fov) -> FileResult:
+    """:func:`read_ct_file`, and a skip (never an exception) should it raise all the same."""
+    try:
+        return read_ct_file(path, window, size, fov)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+        return FileResult(path=str(path), skip="unreadable", detail=f"{type(exc).__name__}: {exc}")
+
+
+def _worker_init() -> None:
+    """Pool workers leave SIGINT and SIGTERM to the parent, which cancels the pool and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _read_all(files, window, size, fov, workers, progress, sink) -> None:
     """Run ``read_ct_file`` over ``files`` (in a process pool if workers > 1), in order, into ``sink``."""
     from tqdm.auto import tqdm
 
-    task = functools.partial(read_ct_file, window=window, size=size, fov=fov)
+    task = functools.partial(_read_safely, window=window, size=size, fov=fov)
     bar = tqdm(total=len(files), desc="reading DICOM", unit="file", disable=not progress)
     try:
         if workers <= 1:
@@ -130,7 +180,7 @@ def _read_all(files, window, size, fov, workers, progress, sink) -> None:
             return
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
         try:
             for res in pool.map(task, [str(f) for f in files], chunksize=max(1, min(16, len(files) // (4 * workers)))):
                 sink(res)
@@ -195,10 +245,12 @@ def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: 
         split_counts(10, val_fraction, test_fraction)
     except ValueError as exc:
         raise CtrobustError(str(exc)) from None
-    if int(size) < 8:
-        raise CtrobustError(f"size must be at least 8 pixels, got {size}")
-    if fov is not None and not fov > 0:
-        raise CtrobustError(f"fov must be a positive length in mm, got {fov}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or int(size) < 8:
+        raise CtrobustError(f"size must be a whole number of pixels, at least 8, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CtrobustError(f"seed must be an integer >= 0 (numpy seeds cannot be negative), got {seed!r}")
+    if fov is not None and not (fov > 0 and math.isfinite(fov)):
+        raise CtrobustError(f"fov must be a positive, finite length in mm, got {fov}")
     out = check_writable(out, force)
     log_path = log_path_for(out)
     salt = load_salt(salt_file)
@@ -206,18 +258,23 @@ def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: 
         progress = sys.stderr.isatty()
     workers = max(1, int(workers or 1))
 
-    files = collect_files(inputs, exclude=(out, log_path))
+    for stale in (out, log_path):  # temporary files of killed earlier runs (SIGKILL, power loss)
+        remove_stale_temporaries(stale)
+    problems: list = []
+    files = collect_files(inputs, exclude=(out, log_path), problems=problems)
     report = {
         "ctrobust_prepare_dicom_log": 1,
         "inputs": [str(p) for p in inputs],
         "options": {"size": int(size), "window": window_name, "window_level": level, "window_width": width,
                     "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": int(seed),
                     "fov_mm": fov, "salt": "from salt file" if salt_file else "random, not stored"},
-        "files_found": len(files),
+        "files_found": len(files) + sum(p["reason"] == "not-regular" for p in problems),
         "files_used": 0,
         "slices_kept": 0,
         "skipped_by_reason": {},
-        "skipped": [],
+        "skipped": [p for p in problems if p["reason"] == "not-regular"],
+        "unreadable_folders": [{"path": p["path"], "detail": p["detail"]} for p in problems
+                               if p["reason"] == "unreadable-folder"],
         "warnings": {},
         "splits": {},
         "output": str(out),
@@ -225,8 +282,7 @@ def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: 
     frames = []  # metadata of kept frames; images go to the scratch file
     seen = {}
     warn_counts = Counter()
-    fd, scratch_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".scratch.tmp", dir=out.parent)
-    os.close(fd)
+    scratch_path = new_temporary(out, ".scratch.tmp")
     try:
         with h5py.File(scratch_path, "w") as scratch:
             store = scratch.create_dataset("images", shape=(0, size, size), maxshape=(None, size, size),
@@ -329,7 +385,8 @@ def _write_output(out, frames, store, report, salt, window, size, val_fraction, 
 
 
 def _write_log(path: Path, report: dict) -> None:
-    with atomic_output(path, force=True) as tmp:
+    # owner-only: the log names input paths (often patient names); the dataset gets the usual mode
+    with atomic_output(path, force=True, mode=0o600) as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
@@ -345,6 +402,8 @@ def format_summary(report: dict) -> str:
         lines.append(f"  {reason:<16}{n:>7}   {SKIP_REASONS.get(reason, '')}")
     for msg, n in report.get("warnings", {}).items():
         lines.append(f"warning: {msg} ({n} file(s))")
+    for folder in report.get("unreadable_folders", []):
+        lines.append(f"warning: folder {folder['path']} could not be read, its files are missing ({folder['detail']})")
     if report["splits"]:
         lines.append("")
         lines.append(f"{'split':<8}{'patients':>10}{'series':>8}{'slices':>8}")

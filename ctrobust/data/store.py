@@ -11,7 +11,14 @@ Layout (see ``docs/data.md`` for every field)::
     /{train,val,test}/pixel_spacing  float32 (n,)        output pixel size, mm (NaN: unknown)
 
 Every split group exists, possibly empty. Files are written atomically: to a temporary file in the
-output's folder, renamed over the output name only when complete.
+output's folder (``.NAME.PID.XXXXXXXX.tmp``), renamed over the output name only when complete; a
+temporary file left by a killed writer (its process no longer runs) is removed by the next write of the
+same output. Written files get the mode an ordinary new file gets (``0o666`` less the umask) unless a
+``mode`` is given.
+
+Reading validates at open time (:class:`SliceDataset`): the images must be a float dataset
+``(n, N, N)`` of the file's ``image_size``, the per-slice fields must have ``n`` rows, and a sample of the
+slices must be finite and within [0, 1]; every slice read later is checked the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ __all__ = [
     "open_dataset",
     "describe",
     "check_writable",
+    "remove_stale_temporaries",
+    "new_temporary",
+    "default_file_mode",
+    "DataValidationError",
 ]
 
 FORMAT = "ctrobust-slices"
@@ -44,6 +55,70 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 KEY_LENGTH = 16  # characters of a pseudonymous key (hex digits of an HMAC: 64 bits)
 _CHUNK_ROWS = 64  # rows of the 1-D per-slice fields per HDF5 chunk
+_CHECK_SLICES = 32  # slices checked (finite, in [0, 1]) when a split is opened; every slice is checked on read
+_RANGE_TOLERANCE = 1e-6  # intensities may exceed [0, 1] by this much (float32 rounding)
+
+
+class DataValidationError(CtrobustError):
+    """A prepared-slice file whose contents break the format (dtype, range, shapes); the message names
+    the file, the dataset and the problem."""
+
+
+def default_file_mode() -> int:
+    """The mode of an ordinary new file: ``0o666`` less the process umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # never remove a file that might be in use (no safe liveness test off POSIX)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` left by killed writers; returns the removed paths.
+
+    Temporary files of ``path`` are named ``.NAME.PID.*tmp`` beside it (:func:`new_temporary`, also the
+    checkpoint writer's ``.NAME.PID.tmp``); one is stale when no process with that PID runs on this
+    machine. Files of running processes (another run writing the same output) are left alone.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _pid_running(int(pid)):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def new_temporary(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """Create an empty temporary file ``.NAME.PID.XXXXXXXX<suffix>`` beside ``path`` (mode 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
@@ -62,20 +137,23 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, force: bool = False, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, force: bool = False, suffix: str = ".tmp",
+                  mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block completes.
 
-    Any exception (including ``KeyboardInterrupt``) deletes the temporary file and leaves an existing
-    ``path`` untouched. An existing ``path`` is refused unless ``force``.
+    Any exception (including ``KeyboardInterrupt``, and SIGTERM under the command line, which raises
+    there) deletes the temporary file and leaves an existing ``path`` untouched. An existing ``path`` is
+    refused unless ``force``. Stale temporary files of ``path`` from killed runs are removed first
+    (:func:`remove_stale_temporaries`). The file gets ``mode`` (default :func:`default_file_mode`).
     """
     path = check_writable(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    remove_stale_temporaries(path)
+    tmp = new_temporary(path, suffix)
     try:
         yield tmp
         if path.exists() and not force:  # appeared while we worked
             raise CtrobustError(f"output {path} appeared while writing; pass --force to overwrite it")
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -213,12 +291,62 @@ def _open_h5(path: str | os.PathLike):
     return f
 
 
+_RANGE_HINT = ("the prepared-slice format stores intensities in [0, 1]: rescale the data (8-bit pixels: divide "
+               "by 255; HU: window them, as prepare-dicom does)")
+
+
+def _check_slice(where: str, index: int, image: np.ndarray) -> None:
+    """Refuse a slice with NaN/Inf or values outside [0, 1] (:class:`DataValidationError` naming it)."""
+    image = np.asarray(image)
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise DataValidationError(f"{where}[{index}] contains {bad} NaN or infinite value(s); "
+                                  "every intensity must be a finite number in [0, 1]")
+    if image.size:
+        lo, hi = float(image.min()), float(image.max())
+        if lo < -_RANGE_TOLERANCE or hi > 1.0 + _RANGE_TOLERANCE:
+            raise DataValidationError(f"{where}[{index}] has values from {lo:g} to {hi:g}, outside [0, 1]; "
+                                      + _RANGE_HINT)
+
+
+def _validate_split(path: Path, f, split: str) -> None:
+    """What :class:`SliceDataset` checks at open time (see the module docstring)."""
+    g = f[split]
+    images = g["images"]
+    where = f"{path}: /{split}/images"
+    if images.dtype.kind != "f":
+        raise DataValidationError(f"{where} has dtype {images.dtype}; the prepared-slice format stores float32 "
+                                  f"intensities in [0, 1] ({_RANGE_HINT.split(': ', 1)[1]})")
+    n, size = int(images.shape[0]), int(images.shape[1])
+    declared = f.attrs.get("image_size")
+    if declared is not None and int(np.asarray(declared).reshape(-1)[0]) != size:
+        raise DataValidationError(f"{where} holds {size} x {size} slices but the file's image_size is "
+                                  f"{int(np.asarray(declared).reshape(-1)[0])}; every split must have that size")
+    for other in SPLITS:
+        if other != split and other in f and "images" in f[other] and f[other]["images"].ndim == 3:
+            if tuple(f[other]["images"].shape[1:]) != tuple(images.shape[1:]):
+                raise DataValidationError(f"{where} holds {size} x {size} slices but /{other}/images holds "
+                                          f"{f[other]['images'].shape[1]} x {f[other]['images'].shape[2]}; "
+                                          "every split must have the same image size")
+    for name in ("patient", "series", "position", "pixel_spacing"):
+        if name in g and tuple(g[name].shape[:1]) != (n,):
+            raise DataValidationError(f"{path}: /{split}/{name} has {g[name].shape[0] if g[name].shape else 0} "
+                                      f"rows but /{split}/images has {n} slices")
+    if n:
+        rows = np.unique(np.linspace(0, n - 1, min(n, _CHECK_SLICES)).round().astype(int))
+        for i in rows:
+            _check_slice(where, int(i), images[int(i)])
+
+
 class SliceDataset:
     """A lazy ``torch.utils.data.Dataset`` over one split of a prepared-slice file.
 
     Item ``i`` is a float32 tensor ``(1, N, N)`` with intensities in [0, 1]. The HDF5 file is opened on
     first access in each process (and reopened after a fork), so the dataset is safe to use with
-    ``DataLoader(num_workers > 0)``; the constructor only reads the metadata.
+    ``DataLoader(num_workers > 0)``; the constructor reads the metadata and checks the split (dtype,
+    image size against the file's ``image_size`` and the other splits, row counts, and up to 32 evenly
+    spaced slices finite and in [0, 1]); each item is checked again when read. A violation raises
+    :class:`DataValidationError` naming the file, the dataset and the problem.
 
     Attributes
     ----------
@@ -249,6 +377,7 @@ class SliceDataset:
             if images.ndim != 3 or images.shape[1] != images.shape[2]:
                 raise CtrobustError(f"{self.path}: /{split}/images has shape {images.shape}, "
                                     "expected (n, N, N)")
+            _validate_split(self.path, f, split)
             self._len = int(images.shape[0])
             self.image_size = int(images.shape[1])
             self.patients = np.char.decode(f[split]["patient"][:], "ascii") if "patient" in f[split] else None
@@ -277,6 +406,7 @@ class SliceDataset:
         if not 0 <= i < self._len:
             raise IndexError(f"index {index} out of range for {self._len} slices")
         arr = np.asarray(self._images()[i], dtype=np.float32)
+        _check_slice(f"{self.path}: /{self.split}/images", i, arr)
         return torch.from_numpy(arr)[None]
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 from ctrobust import __version__
 from ctrobust.errors import CtrobustError
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator",
+__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator", "check_operator",
            "model_state", "rng_state", "set_rng_state", "FORMAT", "VERSION"]
 
 FORMAT = "ctrobust-checkpoint"
@@ -121,9 +122,16 @@ def set_rng_state(state: dict) -> None:
 
 # -- files ---------------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` (with ``format``/``version`` added) atomically to ``path``."""
+    """Write ``payload`` (with ``format``/``version`` added) atomically to ``path``.
+
+    The temporary file ``.NAME.PID.tmp`` is removed on any exception (Ctrl-C, and SIGTERM under the
+    command line); those of killed (SIGKILL) writers are removed by the next save to ``path``.
+    """
+    from ctrobust.data.store import remove_stale_temporaries
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     data = {"format": FORMAT, "version": VERSION, "ctrobust_version": __version__, **payload}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -149,9 +157,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, IndexError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CtrobustError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a ctrobust "
-                            f"checkpoint ({first})") from exc
+        raise CtrobustError(_load_error(path, exc)) from None
+
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CtrobustError(f"{path} is not a ctrobust checkpoint (no '{FORMAT}' marker)")
     if int(data.get("version", 0)) > VERSION:
@@ -161,6 +168,72 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         if key not in data:
             raise CtrobustError(f"checkpoint {path} is incomplete: no '{key}' entry")
     return data
+
+
+def _load_error(path: Path, exc: Exception) -> str:
+    """The message for a file ``torch.load(weights_only=True)`` refused; never suggests an unrestricted load."""
+    text = str(exc)
+    if "weights only" in text.lower() or "weights_only" in text or "WeightsUnpickler" in text:
+        found = re.search(r"GLOBAL\s+([\w.]+)", text)
+        if found:  # a pickled class or function: what attacks and foreign files hold
+            return (f"refused to load checkpoint {path}: it contains disallowed objects (a reference to "
+                    f"{found.group(1)}); a ctrobust checkpoint holds only tensors and plain values, so this file "
+                    "was not written by ctrobust or was altered. It is not loaded")
+        found = re.search(r"Unsupported operand\s*\d+", text)
+        detail = f": {found.group(0)}" if found else ""
+        return (f"cannot read checkpoint {path}: it is corrupt, truncated or not a ctrobust checkpoint "
+                f"(content that is not plain tensors and values{detail}). It is not loaded")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return (f"cannot read checkpoint {path}: it is corrupt, truncated or not a ctrobust checkpoint "
+            f"({type(exc).__name__}: {first[:200]})")
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _operator_shapes(config: dict):
+    """(domain_shape, range_shape) a stored operator description implies, or None when unknown."""
+    if "domain_shape" in config and "range_shape" in config:
+        return tuple(config["domain_shape"]), tuple(config["range_shape"])
+    if config.get("type") == "RadonTransform" and isinstance(config.get("geometry"), dict):
+        from ctrobust.geometry import ParallelBeam2D
+
+        try:
+            g = ParallelBeam2D.from_dict(config["geometry"])
+        except (TypeError, ValueError):
+            return None
+        return (1, *g.image_shape), (1, *g.sinogram_shape)
+    return None
+
+
+def check_operator(path, stored: dict, operator) -> None:
+    """Refuse an ``operator`` that differs from the checkpoint's stored description ``stored``.
+
+    Same operator type: every described setting (geometry, sizes, seeds, ...) must agree; only the
+    backend and the ASTRA projector may differ (they compute the same operator). Another type (a custom
+    operator standing in for the stored one): its domain and range shapes must match the stored ones.
+    Raises :class:`CtrobustError` naming each difference.
+    """
+    ignore = ("backend", "projector", "rebuildable")
+    given = operator_config(operator)
+    a = {k: v for k, v in stored.items() if k not in ignore}
+    b = {k: v for k, v in given.items() if k not in ignore}
+    problems = []
+    if a.get("type") == b.get("type"):
+        problems = [f"{k} {_short(b.get(k))} (checkpoint: {_short(a.get(k))})"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shapes = _operator_shapes(stored)
+    if shapes is not None:
+        for key, want in zip(("domain_shape", "range_shape"), shapes):
+            have = tuple(getattr(operator, key))
+            if have != tuple(want):
+                problems.append(f"{key} {have} (checkpoint: {tuple(want)})")
+    if problems:
+        raise CtrobustError(f"the operator passed to load_checkpoint does not match checkpoint {path}: "
+                            + "; ".join(problems) + ". Pass the operator the model was trained with, or omit "
+                            "operator= to rebuild it from the checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=None):
@@ -174,7 +247,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
         Where the weights go (``"cpu"`` default).
     operator : LinearOperator, optional
         Use this operator instead of rebuilding it from the stored description (needed for custom
-        operators). Its shapes must match the stored ones.
+        operators). It must be the same operator: same type and settings (geometry, sizes, seeds; only
+        the backend and ASTRA projector may differ), or, for another type, the same domain and range
+        shapes (:func:`check_operator`); otherwise :class:`CtrobustError`.
 
     Returns
     -------
@@ -186,10 +261,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
 
     data = read_checkpoint(path, map_location="cpu")
     op = operator if operator is not None else build_operator(data["operator"])
-    stored = data["operator"]
-    for key in ("domain_shape", "range_shape"):
-        if key in stored and list(getattr(op, key)) != list(stored[key]):
-            raise CtrobustError(f"operator {key} {tuple(getattr(op, key))} does not match the checkpoint's {tuple(stored[key])}")
+    if operator is not None:
+        check_operator(path, data["operator"], operator)
     try:
         model = build_model(data["model"]["config"], op, seed=0)  # seeded: the global RNG stays untouched
     except (ValueError, TypeError) as exc:

@@ -85,6 +85,65 @@ class TrainResult:
     best_checkpoint: Path | None = None
 
 
+class _HeldSignals:
+    """Hold SIGINT (Ctrl-C) and SIGTERM while training runs, so that they act between steps.
+
+    A held signal sets :attr:`pending`; the training loop checks it after each step (the model,
+    optimiser and RNG states are then consistent), saves ``last.pt`` and hands the signal on with
+    :meth:`deliver`. A second signal while one is pending acts at once (Ctrl-C twice: stop now; the step
+    in progress is lost). Handlers can only be set in the main thread; elsewhere signals act as usual.
+    """
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.pending = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is not signal.SIG_IGN and old is not None:
+                    self._previous[sig] = old
+                    signal.signal(sig, self._hold)
+
+    def _hold(self, signum, frame):
+        if self.pending is None:
+            self.pending = signum
+        else:
+            self.pending = None
+            self.deliver(signum)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+        self._previous = {}
+
+    def deliver(self, signum) -> None:
+        """Give ``signum`` to the handler it had before (Ctrl-C: ``KeyboardInterrupt``; SIGTERM under the
+        command line: its ``Terminated``; SIGTERM's default: the process ends)."""
+        import signal
+
+        self.pending = None
+        self.restore()
+        signal.raise_signal(signum)
+        raise KeyboardInterrupt  # the previous handler returned: stop all the same
+
+
+def _interrupt_note(out, last_path, saved_at: int, step: int, total: int, consistent: bool) -> str:
+    """What a stopped run left on disk (printed on Ctrl-C / SIGTERM)."""
+    lost = "" if consistent else f" (step {step + 1} was in progress and is lost)"
+    if out is None:
+        return f"ctrobust: training stopped after step {step} of {total}{lost}; nothing saved (no output directory)"
+    if saved_at < 0:
+        return f"ctrobust: training stopped after step {step} of {total}{lost}; nothing saved yet"
+    behind = f", steps {saved_at + 1}-{step} are not in it" if saved_at < step else ""
+    return (f"ctrobust: training stopped after step {step} of {total}{lost}; {last_path} holds step {saved_at}"
+            f"{behind}; continue with --resume")
+
+
 def _images_of(batch):
     return batch[0] if isinstance(batch, (list, tuple)) else batch
 
@@ -340,6 +399,7 @@ def fit(
     last_loss = float("nan")
     saved_at = step if resumed else -1
     consistent = True
+    held = _HeldSignals()  # Ctrl-C / SIGTERM act between steps, after last.pt is saved
     try:
         while step < total:
             sampler.set_epoch(epoch)
@@ -406,6 +466,8 @@ def fit(
                 consistent = True
                 for cb in callbacks:
                     cb(step, logs)
+                if held.pending is not None:
+                    raise KeyboardInterrupt
                 if step >= total:
                     break
         if saved_at != step:  # stopped by max_steps between checkpoints
@@ -413,11 +475,20 @@ def fit(
                 validate()
             save(True, float(np.mean(since_save)) if since_save else None)
             saved_at = step
+        if held.pending is not None:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if consistent and saved_at != step:
             save(False, None)  # an interrupt between steps: keep the exact state for --resume
+            saved_at = step
+        bar.close()
+        if main:
+            print(_interrupt_note(out, last_path, saved_at, step, total, consistent), file=sys.stderr)
+        if held.pending is not None:
+            held.deliver(held.pending)
         raise
     finally:
+        held.restore()
         bar.close()
     D.barrier()
     module.eval()
