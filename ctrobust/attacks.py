@@ -36,6 +36,7 @@ __all__ = [
     "squared_error",
     "eval_mode",
     "apgd_checkpoints",
+    "training_perturbation",
     "ATTACKS",
     "DEFAULT_STEPS",
     "STEP_FACTOR",
@@ -260,12 +261,17 @@ def _converged(history: torch.Tensor, tolerance: float = CONVERGENCE_TOLERANCE) 
     return gain <= tolerance * before.abs().clamp_min(torch.finfo(history.dtype).tiny)
 
 
-def _ascent_run(evaluate, start, radius, *, steps, rule, step_size, norm, callback, restart, bar):
+def _ascent_run(evaluate, start, radius, *, steps, rule, step_size, norm, callback=None, restart=0, bar=None,
+                last_iterate=False):
     """One run of projected ascent from ``start``; ``evaluate(v, grad)`` -> ``(loss64, out, grad)``.
 
     Returns ``(best_v, best_out, best_loss, history (steps + 1, B))``. ``rule`` is ``"apgd"``
     (adaptive step with momentum and checkpoints) or ``"pga"`` (fixed step ``step_size * radius``).
+    With ``last_iterate`` (PGA only; adversarial training) the last iterate is returned without
+    evaluating it: ``(v_last, None, None, None)``, ``steps`` passes in all.
     """
+    if bar is None:
+        bar = tqdm(disable=True)
     b = start.shape[0]
     history = torch.empty((steps + 1, b), dtype=torch.float64)
     v = _project(start, radius, norm)
@@ -292,6 +298,11 @@ def _ascent_run(evaluate, start, radius, *, steps, rule, step_size, norm, callba
 
     if rule == "pga":
         alpha = _per_sample(step_size * radius, start)
+        if last_iterate:
+            for k in range(steps):
+                _, _, grad = evaluate(v, True)
+                v = _project(v + alpha * _step_direction(grad, norm), radius, norm)
+            return v, None, None, None
         for k in range(steps + 1):
             loss, grad = step(k, v)
             if k == steps:
@@ -340,6 +351,34 @@ def _ascent_run(evaluate, start, radius, *, steps, rule, step_size, norm, callba
         v_prev, v = v, v_next
         bar.update(1)
     return state["v"], state["out"], state["loss"], history
+
+
+def training_perturbation(
+    g: Callable[[torch.Tensor], torch.Tensor],
+    reference: torch.Tensor,
+    radius: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    steps: int,
+    step_size: float,
+) -> torch.Tensor:
+    """The inner maximisation of per-sample adversarial (PGD) training, with the attack's own step code.
+
+    ``steps`` fixed-step PGA steps (``step_size`` a fraction of ``radius``) on
+    ``||g(delta) - reference||^2`` per sample from ``start``; returns the last iterate (detached), at a
+    cost of ``steps`` forward+backward passes of ``g`` (the last iterate is not evaluated).
+    """
+
+    def evaluate(v, with_grad):
+        v_req = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = squared_error(g(v_req), reference)
+            (grad,) = torch.autograd.grad(loss.sum(), v_req)
+        return None, None, grad
+
+    v, _, _, _ = _ascent_run(evaluate, start.detach(), radius, steps=int(steps), rule="pga", step_size=float(step_size),
+                             norm="l2", last_iterate=True)
+    return v.detach()
 
 
 def _pga(

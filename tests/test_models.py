@@ -119,7 +119,7 @@ def test_eps_radius_and_projection():
 @pytest.mark.parametrize("shape", [(1, 12, 17), (30,)])
 @pytest.mark.parametrize("relative", [True, False])
 def test_adversary_stays_in_the_ball(shape, relative, global_rng_untouched):
-    g = Adversary(shape, eps=0.05, relative=relative, channels=4, seed=0)
+    g = Adversary(shape, eps=0.05, relative=relative, channels=4, mode="project", seed=0)
     with torch.no_grad():  # make the raw output large so the projection is active
         g.net[-1].weight.mul_(1e3)
     y = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2)) * 7.0
@@ -141,7 +141,7 @@ def test_adversary_stays_in_the_ball(shape, relative, global_rng_untouched):
 def test_adversary_sphere_mode_spends_the_whole_budget(shape, global_rng_untouched):
     g = Adversary(shape, eps=0.05, channels=4, mode="sphere", seed=0)
     y = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
-    projected = Adversary(shape, eps=0.05, channels=4, seed=0)(y)  # fresh G: raw output well inside the ball
+    projected = Adversary(shape, eps=0.05, channels=4, mode="project", seed=0)(y)  # fresh G: raw output well inside the ball
     delta = g(y)
     radius = eps_radius(y, 0.05)
     assert torch.all(projected.flatten(1).norm(dim=1) < 0.5 * radius)

@@ -71,10 +71,18 @@ def add_parser(subparsers):
     o.add_argument("--lam", type=nonneg_float, default=d.lam,
                    help="weight lambda of the perturbed term mse(f(y + delta), x) (dimensionless)")
     o.add_argument("--adversary-mode", choices=MODES, default=d.adversary_mode,
-                   help="minmax: project G's output onto the eps-ball, or penalise ||G(y)|| beyond eps")
-    o.add_argument("--g-lr", type=positive_float, default=d.g_lr, help="minmax: Adam learning rate of G")
+                   help="minmax: the adversary G. shared: one learned direction u at the full radius, moved by "
+                   "normalised ascent with the gradient of f's own backward pass (no extra pass; default); "
+                   "conditioned: normalize(u + h(y)) with a CNN h (the paper's y-dependent G); project / sphere / "
+                   "penalty: a CNN alone with its own Adam ascent passes (kept for comparison: weak in CT, "
+                   "docs/training.md)")
+    o.add_argument("--u-step", type=positive_float, default=d.u_step,
+                   help="minmax shared/conditioned: normalised ascent step of the unit direction u per f step "
+                   "(dimensionless, a fraction of ||u|| = 1)")
+    o.add_argument("--g-lr", type=positive_float, default=d.g_lr,
+                   help="minmax: Adam learning rate of G's network (h in conditioned mode, the CNN in project/sphere/penalty)")
     o.add_argument("--g-steps", type=positive_int, default=d.g_steps,
-                   help="minmax/universal: ascent steps on the adversary per f step")
+                   help="minmax project/sphere/penalty and universal: ascent passes on the adversary per f step")
     o.add_argument("--pgd-steps", type=positive_int, default=d.pgd_steps,
                    help="pgd: projected gradient ascent steps per sample per f step")
     o.add_argument("--mu", type=nonneg_float, default=d.mu,

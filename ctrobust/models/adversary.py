@@ -15,9 +15,13 @@ from torch import nn
 
 from ctrobust.models.unet import seeded
 
-__all__ = ["eps_radius", "project_l2_ball", "Adversary", "MODES"]
+__all__ = ["eps_radius", "project_l2_ball", "Adversary", "MODES", "DIRECTION_MODES"]
 
-MODES = ("project", "sphere", "penalty")
+#: ``shared`` and ``conditioned`` always spend the whole budget and follow f by normalised ascent on a
+#: shared direction ``u`` (the working design, default); the others are the CNN-only designs kept
+#: for comparison (docs/training.md has the efficiency of each).
+MODES = ("shared", "conditioned", "project", "sphere", "penalty")
+DIRECTION_MODES = ("shared", "conditioned")
 
 
 def eps_radius(y: torch.Tensor, eps: float, relative: bool = True) -> torch.Tensor:
@@ -59,19 +63,27 @@ def project_l2_ball(delta: torch.Tensor, radius) -> torch.Tensor:
 class Adversary(nn.Module):
     """G: a measurement ``y`` -> a perturbation ``delta`` shaped like ``y``, with ``||delta_b|| <= radius_b``.
 
-    The network sees ``y`` normalised by its per-sample RMS, and its raw output ``g`` is scaled so an
-    RMS of 1 has the norm of the ball: ``delta = radius * g / sqrt(d)`` (``d`` entries per sample).
-    In ``mode="project"`` (default) ``delta`` is then projected per sample onto the ball of radius
-    ``eps_radius(y, eps, relative)``; in ``mode="sphere"`` it is rescaled onto the sphere of that radius
-    (G then chooses only the direction and always spends its whole budget — the worst case of a
-    non-linear network almost always lies on the boundary, and a freshly initialised G whose raw
-    output is small otherwise starts far inside the ball); in ``mode="penalty"`` it is returned as is and the objective adds
-    :meth:`penalty` (the excess of ``||delta||`` over the radius) to G's loss.
+    ``radius_b = eps * ||y_b||_2`` (relative, default) or ``eps``. Five designs (``mode``):
+
+    - ``"shared"`` (default): ``G(y) = r(y) u / ||u||`` with ``u`` one learned direction of
+      measurement space shared by all samples, moved by normalised ascent steps
+      (:meth:`ascend_direction`, ``u <- (u + s g_u / ||g_u||)`` renormalised) with the gradient that
+      f's own backward pass leaves on ``u`` — no separate ascent pass, and G keeps up with f.
+      Worst-case sinogram perturbations of FBP-based networks share their subspace (the upper
+      detector frequencies FBP's ramp filter amplifies), so one direction reaches 0.92 of a 20-step
+      per-sample PGA's loss gain (docs/training.md).
+    - ``"conditioned"``: ``G(y) = r(y) normalize(u + h(y))``, the paper's y-dependent G: ``h`` a CNN
+      (MLP for CS vectors) on the RMS-normalised ``y`` whose last layer starts at zero, so G starts
+      as ``"shared"``; ``h`` is trained by Adam on the ascent gradient.
+    - ``"project"``, ``"sphere"``, ``"penalty"``: the CNN alone, ``delta = radius g / sqrt(d)`` with
+      ``g`` its raw output, then projected onto the ball (``project``), rescaled onto the sphere
+      (``sphere``), or returned as is with :meth:`penalty` added to G's loss (``penalty``). Trained
+      by Adam ascent passes of their own, they fall behind f (efficiency 0.18-0.51).
 
     Parameters
     ----------
     measurement_shape : sequence of int
-        ``(1, A, D)`` for sinograms (G is a small 2-D CNN) or ``(m,)`` for CS vectors (G is an MLP).
+        ``(1, A, D)`` for sinograms (``h`` a small 2-D CNN) or ``(m,)`` for CS vectors (an MLP).
     eps : float
         Ball radius, relative to ``||y||`` (default) or absolute.
     relative : bool
@@ -80,14 +92,14 @@ class Adversary(nn.Module):
         CNN width (sinograms); the MLP's hidden width is ``hidden`` (default ``8 * channels``).
     layers : int
         Number of hidden layers (CNN: 3x3 conv + ReLU blocks; MLP: linear + ReLU).
-    mode : {"project", "sphere", "penalty"}
-        Hard projection onto the ball, rescaling onto its boundary, or the penalty form.
+    mode : {"shared", "conditioned", "project", "sphere", "penalty"}
+        The design (above).
     seed : int, optional
-        Seed of the initial weights (the global RNG is left untouched).
+        Seed of the initial weights and direction (the global RNG is left untouched).
     """
 
     def __init__(self, measurement_shape: Sequence[int], eps: float, relative: bool = True, channels: int = 16, *,
-                 layers: int = 2, hidden: int | None = None, mode: str = "project", seed: int | None = None):
+                 layers: int = 2, hidden: int | None = None, mode: str = "shared", seed: int | None = None):
         super().__init__()
         shape = tuple(int(s) for s in measurement_shape)
         if len(shape) not in (1, 3) or (len(shape) == 3 and shape[0] != 1):
@@ -110,6 +122,17 @@ class Adversary(nn.Module):
                     mods += [nn.Linear(self.hidden, self.hidden), nn.ReLU()]
                 mods.append(nn.Linear(self.hidden, shape[0]))
             self.net = nn.Sequential(*mods)
+            if mode in DIRECTION_MODES:
+                u = torch.randn((1, *shape), dtype=torch.float64)
+                self.u = nn.Parameter((u / u.norm()).to(torch.get_default_dtype()))
+            else:
+                self.register_parameter("u", None)
+        if mode == "shared":
+            self.net = None  # G is the direction alone
+        elif mode == "conditioned":
+            last = self.net[-1]
+            nn.init.zeros_(last.weight)  # h starts at 0: G starts as the shared direction
+            nn.init.zeros_(last.bias)
 
     def config(self) -> dict:
         """JSON-able constructor arguments."""
@@ -128,9 +151,16 @@ class Adversary(nn.Module):
         b = y.shape[0]
         d = math.prod(self.measurement_shape)
         view = (b, *([1] * (y.dim() - 1)))
+        radius = self.radius(y)
+        if self.mode in DIRECTION_MODES:
+            v = self.u.to(y.dtype).expand(b, *self.measurement_shape)
+            if self.net is not None:
+                rms = (y.detach().flatten(1).norm(dim=1) / math.sqrt(d)).clamp_min(torch.finfo(y.dtype).tiny)
+                v = v + self.net(y / rms.reshape(view)) / math.sqrt(d)  # an RMS-1 output has the norm of u
+            norm = v.flatten(1).norm(dim=1).clamp_min(torch.finfo(y.dtype).tiny)
+            return v * (radius / norm).reshape(view)
         rms = (y.detach().flatten(1).norm(dim=1) / math.sqrt(d)).clamp_min(torch.finfo(y.dtype).tiny)
         g = self.net(y / rms.reshape(view))
-        radius = self.radius(y)
         delta = g * (radius / math.sqrt(d)).reshape(view)
         if self.mode == "project":
             delta = project_l2_ball(delta, radius)
@@ -138,6 +168,27 @@ class Adversary(nn.Module):
             norm = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
             delta = delta * (radius / norm).reshape(view)
         return delta
+
+    @torch.no_grad()
+    def ascend_direction(self, step: float) -> float:
+        """Normalised ascent on the shared direction with the gradient in ``u.grad``:
+        ``u <- (u + step * g / ||g||) / ||u + step * g / ||g||||``; clears ``u.grad``. Returns ``||g||``.
+
+        ``u.grad`` must hold the gradient of the objective G *maximises* (the trainer's backward pass
+        of f's loss leaves exactly that on ``u``). A zero or missing gradient leaves ``u`` unchanged.
+        """
+        if self.u is None:
+            raise RuntimeError(f"mode {self.mode!r} has no shared direction")
+        g = self.u.grad
+        self.u.grad = None
+        if g is None:
+            return 0.0
+        gnorm = float(g.norm())
+        if not math.isfinite(gnorm) or gnorm == 0.0:
+            return gnorm
+        u = self.u + step * g / gnorm
+        self.u.copy_(u / u.norm())
+        return gnorm
 
     def penalty(self, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample ``relu(||delta_b|| / radius_b - 1)^2``, shape ``(B,)`` (0 inside the ball)."""

@@ -11,8 +11,8 @@ objective               f-step loss (``y = A x``, ``delta`` chosen as described)
 ``parseval``            ``mse(f(y), x)``; after each step every weight matrix is retracted towards
                         orthonormality (:mod:`ctrobust.training.parseval`), starting from orthonormal
                         weights
-``minmax``              ``mse(f(y), x) + lam * mse(f(y + G(y)), x)``, after ``g_steps`` ascent steps of
-                        G (its own Adam) on ``lam * mse(f(y + G(y)), x)``
+``minmax``              ``mse(f(y), x) + lam * mse(f(y + G(y)), x)``; G (default: a shared direction at
+                        the full radius) ascends with the gradient of f's own backward pass
 ``pgd``                 ``mse(f(y), x) + lam * mse(f(y + delta*), x)``, ``delta*`` from ``steps``
                         normalised projected gradient ascent steps per sample from a random start
 ``universal``           as ``pgd``, but one direction ``u`` (``||u|| <= 1``) shared by the batch and kept
@@ -37,7 +37,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ctrobust.models.adversary import Adversary, eps_radius, project_l2_ball
+from ctrobust.attacks import eval_mode, pga_attack, training_perturbation
+from ctrobust.models.adversary import DIRECTION_MODES, Adversary, eps_radius, project_l2_ball
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
 
@@ -112,6 +113,10 @@ class Objective:
 
     def after_step(self, module: nn.Module) -> None:
         """Hook after every optimiser step of f."""
+
+    def validation_metrics(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """Extra validation numbers on one validation batch (``x`` images, ``y = A x``); default none."""
+        return {}
 
     def config(self) -> dict:
         """JSON-able description; ``build_objective(config)`` rebuilds the objective."""
@@ -226,62 +231,93 @@ class _Perturbed(Objective):
 class MinMax(_Perturbed):
     """The auxiliary-adversary min-max objective (Raj, Bresler & Li 2020).
 
-    ``min_f max_G mse(f(y), x) + lam * mse(f(y + G(y)), x)``: per f step, ``g_steps`` Adam steps
-    (learning rate ``g_lr``) on G's parameters ascend ``lam * mse(f(y + G(y)), x)`` (minus
-    ``penalty_weight * mean_b relu(||G(y_b)|| / radius_b - 1)^2`` in ``mode="penalty"``), then f
-    descends the objective with G fixed.
+    ``min_f max_G mse(f(y), x) + lam * mse(f(y + G(y)), x)`` with ``||G(y_b)|| <= radius_b``.
+
+    With the default adversary (``mode="shared"``, or ``"conditioned"``; see
+    :class:`~ctrobust.models.Adversary`) G always spends its whole budget, ``G(y) = r(y)
+    normalize(u + h(y))``, and its ascent gradient comes from f's own backward pass: f is evaluated
+    once on the clean and perturbed halves of a ``2B`` batch, and the one backward of
+    ``mse(f(y), x) + lam * mse(f(y + G(y)), x)`` gives f its descent gradient and G its ascent
+    gradient (the sign is flipped for G, as a gradient-reversal layer would). After f's optimiser
+    step, ``u`` takes a normalised ascent step of size ``u_step`` and ``h`` an Adam step (``g_lr``)
+    on the reversed gradient. A step costs one forward+backward of f on ``2B`` samples: about as
+    much as plain training on twice the batch, with no separate ascent pass.
+
+    The CNN-only designs (``mode="project" | "sphere" | "penalty"``) run ``g_steps`` Adam ascent
+    passes (learning rate ``g_lr``) on G's parameters per f step (minus ``penalty_weight * mean_b
+    relu(||G(y_b)|| / radius_b - 1)^2`` in ``penalty`` mode), then f descends with G fixed; they
+    fall behind f in CT (docs/training.md) and are kept for comparison.
 
     Parameters
     ----------
     eps, lam, relative
         Ball radius (relative to ``||y||`` by default) and weight of the perturbed term.
     g_lr : float
-        G's Adam learning rate.
+        Adam learning rate of G's network (``h`` in ``conditioned`` mode; the CNN in the others).
     g_steps : int
-        G ascent steps per f step (k_G).
-    mode : {"project", "sphere", "penalty"}
-        Hard projection of G's output onto the ball (default), rescaling onto its boundary (G picks
-        the direction, the norm is always the radius), or the penalty form.
+        Ascent passes of G per f step in the CNN-only modes (k_G); unused by ``shared``/``conditioned``.
+    mode : {"shared", "conditioned", "project", "sphere", "penalty"}
+        The adversary's design (default ``shared``).
+    u_step : float
+        Normalised ascent step of the shared direction ``u`` (``||u|| = 1``) per f step.
     penalty_weight : float
         Weight of the penalty in ``mode="penalty"``.
     channels, layers : int
-        Size of G (see :class:`~ctrobust.models.Adversary`).
+        Size of G's network (see :class:`~ctrobust.models.Adversary`).
+    efficiency_steps : int
+        Steps of the per-sample attack that :meth:`validation_metrics` compares G with.
     """
 
     name = "minmax"
 
     def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, g_lr: float = 1e-3,
-                 g_steps: int = 1, mode: str = "project", penalty_weight: float = 10.0, channels: int = 16,
-                 layers: int = 2, seed: int = 0):
+                 g_steps: int = 1, mode: str = "shared", u_step: float = 0.25, penalty_weight: float = 10.0,
+                 channels: int = 16, layers: int = 2, efficiency_steps: int = 20, seed: int = 0):
         super().__init__(eps, lam, relative=relative, seed=seed)
         if int(g_steps) < 1:
             raise ValueError(f"g_steps must be >= 1, got {g_steps!r}")
+        if not (math.isfinite(u_step) and u_step > 0):
+            raise ValueError(f"u_step must be a positive number, got {u_step!r}")
+        if int(efficiency_steps) < 1:
+            raise ValueError(f"efficiency_steps must be >= 1, got {efficiency_steps!r}")
         self.g_lr, self.g_steps, self.mode = float(g_lr), int(g_steps), mode
+        self.u_step, self.efficiency_steps = float(u_step), int(efficiency_steps)
         self.penalty_weight, self.channels, self.layers = float(penalty_weight), int(channels), int(layers)
         self.adversary: Adversary | None = None
         self.g_optimizer: torch.optim.Optimizer | None = None
 
     def config(self):
         return {**super().config(), "g_lr": self.g_lr, "g_steps": self.g_steps, "mode": self.mode,
-                "penalty_weight": self.penalty_weight, "channels": self.channels, "layers": self.layers}
+                "u_step": self.u_step, "penalty_weight": self.penalty_weight, "channels": self.channels,
+                "layers": self.layers, "efficiency_steps": self.efficiency_steps}
+
+    @property
+    def reuses_backward(self) -> bool:
+        """True for the designs whose ascent gradient comes from f's own backward pass."""
+        return self.mode in DIRECTION_MODES
 
     def setup(self, module, operator, *, device="cpu"):
         super().setup(module, operator, device=device)
         dtype = next(module.parameters()).dtype
         self.adversary = Adversary(operator.range_shape, self.eps, self.relative, self.channels,
                                    layers=self.layers, mode=self.mode, seed=self.seed).to(device=device, dtype=dtype)
-        self.g_optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.g_lr)
+        params = self._network_parameters()
+        self.g_optimizer = torch.optim.Adam(params, lr=self.g_lr) if params else None  # "shared": no network
+
+    def _network_parameters(self) -> list:
+        g = self.adversary
+        return [p for n, p in g.named_parameters() if n != "u" and p.requires_grad]
 
     def _require_setup(self):
         if self.adversary is None:
             raise RuntimeError("MinMax.setup(module, operator) must be called before training")
 
     def ascend(self, module, x, y) -> float:
-        """One ascent step of G; returns the perturbed loss it started from."""
+        """One ascent pass of G's network (CNN-only modes); returns the perturbed loss it started from."""
         self._require_setup()
         g = self.adversary
         g.train()
-        params = [p for p in g.parameters() if p.requires_grad]
+        params = self._network_parameters()
         with frozen_bn_stats(module):
             delta = g(y)
             adv = mse(module(y + delta), x)
@@ -298,26 +334,74 @@ class MinMax(_Perturbed):
 
     def perturbation(self, module, x, y):
         self._require_setup()
+        if self.reuses_backward:
+            with torch.no_grad():
+                return self.adversary(y)
         for _ in range(self.g_steps):
             self._last_adv = self.ascend(module, x, y)
         with torch.no_grad():
             return self.adversary(y)
 
     def loss(self, model, x, y, module=None):
-        total, logs = super().loss(model, x, y, module)
-        logs["g_objective"] = self.lam * self._last_adv
-        return total, logs
+        self._require_setup()
+        if not self.reuses_backward:
+            total, logs = super().loss(model, x, y, module)
+            logs["g_objective"] = self.lam * self._last_adv
+            return total, logs
+        g = self.adversary
+        g.train()
+        delta = g(y)  # carries the graph to u (and h): f's backward gives G its gradient
+        b = y.shape[0]
+        out = model(torch.cat([y, y + delta]))
+        clean, adv = mse(out[:b], x), mse(out[b:], x)
+        total = clean + self.lam * adv
+        return total, {"loss": _f(total), "clean": _f(clean), "perturbed": _f(adv), "delta_over_radius": 1.0,
+                       "g_objective": self.lam * _f(adv)}
+
+    def after_step(self, module):
+        if not self.reuses_backward:
+            return
+        g = self.adversary
+        params = [p for p in g.parameters() if p.grad is not None]
+        D.average_gradients(params)
+        net = [p for p in self._network_parameters() if p.grad is not None]
+        if net:
+            for p in net:
+                p.grad = -p.grad  # ascent: Adam minimises
+            self.g_optimizer.step()
+            self.g_optimizer.zero_grad(set_to_none=True)
+        g.ascend_direction(self.u_step)
+
+    @torch.no_grad()
+    def _g_loss(self, module, x, y):
+        return mse(module(y + self.adversary(y)), x)
+
+    def validation_metrics(self, module, x, y) -> dict:
+        """``g_efficiency``: G's loss gain over clean divided by a per-sample attack's (``efficiency_steps``
+        APGD steps), on ``(x, y)`` with f and G in eval mode. 1 means G is as strong as the attack."""
+        self._require_setup()
+        with eval_mode(module), eval_mode(self.adversary), torch.no_grad():
+            clean = mse(module(y), x)
+            g_loss = self._g_loss(module, x, y)
+        with eval_mode(module):
+            res = pga_attack(module, y, x, self.eps, relative=self.relative, steps=self.efficiency_steps,
+                             generator=torch.Generator().manual_seed(self.seed))
+        attack = res.error.sum() / x.numel()
+        gain = float(attack) - float(clean)
+        eff = (float(g_loss) - float(clean)) / gain if gain > 0 else float("nan")
+        return {"g_efficiency": eff}
 
     def state_dict(self):
         self._require_setup()
         return {**super().state_dict(), "adversary": self.adversary.state_dict(),
-                "g_optimizer": self.g_optimizer.state_dict()}
+                "g_optimizer": self.g_optimizer.state_dict() if self.g_optimizer is not None else {}}
 
     def load_state_dict(self, state):
         self._require_setup()
         super().load_state_dict(state)
         self.adversary.load_state_dict(state["adversary"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        if self.g_optimizer is not None:
+            self.g_optimizer.load_state_dict(state["g_optimizer"])
 
 
 class PGD(_Perturbed):
@@ -347,15 +431,9 @@ class PGD(_Perturbed):
         view = _view(b, y)
         start = torch.rand(b, generator=self.generator, dtype=torch.float64).to(y.device, y.dtype)
         delta = _unit_directions(tuple(y.shape), self.generator, y.dtype, y.device) * (radius * start).reshape(view)
-        alpha = (self.step_size * radius).reshape(view)
         with frozen_bn_stats(module):
-            for _ in range(self.steps):
-                delta.requires_grad_(True)
-                per_sample = ((module(y + delta) - x) ** 2).flatten(1).mean(1)
-                (g,) = torch.autograd.grad(per_sample.sum(), delta)
-                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-30).reshape(view)
-                delta = project_l2_ball(delta.detach() + alpha * g, radius)
-        return delta.detach()
+            return training_perturbation(lambda d: module(y + d), x, radius, delta, steps=self.steps,
+                                         step_size=self.step_size)
 
 
 class Universal(_Perturbed):
@@ -427,7 +505,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 def make_objective(name: str, *, eps: float = 0.01, lam: float = 1.0, relative: bool = True, mu: float = 1e-4,
                    beta: float = 3e-4, g_lr: float = 1e-3, g_steps: int = 1, pgd_steps: int = 5,
-                   mode: str = "project", seed: int = 0) -> Objective:
+                   mode: str = "shared", u_step: float = 0.25, seed: int = 0) -> Objective:
     """Build an objective by name from the trainer's flat options (each uses only its own ones).
 
     ``g_steps`` is the number of ascent steps per f step for ``minmax`` and ``universal``.
@@ -441,7 +519,7 @@ def make_objective(name: str, *, eps: float = 0.01, lam: float = 1.0, relative: 
     if name == "parseval":
         return Parseval(beta, seed=seed)
     if name == "minmax":
-        return MinMax(eps, lam, relative=relative, g_lr=g_lr, g_steps=g_steps, mode=mode, seed=seed)
+        return MinMax(eps, lam, relative=relative, g_lr=g_lr, g_steps=g_steps, mode=mode, u_step=u_step, seed=seed)
     if name == "pgd":
         return PGD(eps, lam, relative=relative, steps=pgd_steps, seed=seed)
     if name == "universal":
