@@ -161,6 +161,9 @@ def _check_mixed_run(tree, report, out, summary_text):
     assert report["slices_kept"] == tree["good"]  # 6 good slices + the one with a warning
     assert [f["path"] for f in report["unreadable_folders"]] == [str(tree["locked"])]
     assert str(tree["locked"]) in summary_text and "bad-header" in summary_text
+    for path, (reason, word) in tree["bad"].items():
+        if reason in ("bad-header", "not-regular"):  # damaged input is named in the summary too
+            assert f"{path}: " in summary_text and word in summary_text
     assert f"warning: {dcm.WARN_NO_SLOPE} (1 file(s))" in summary_text
     log = json.loads(log_path_for(out).read_text())
     assert log["unreadable_folders"] == report["unreadable_folders"]

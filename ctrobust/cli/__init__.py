@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except CtrobustError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # stdout closed early (`ctrobust ... | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed pipe writer
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"{prog}: {what}", file=sys.stderr)

@@ -390,8 +390,17 @@ def _write_log(path: Path, report: dict) -> None:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
+_SHOWN_REASONS = ("bad-header", "unreadable", "decode-error", "truncated", "not-regular")
+_SHOWN_FILES = 20
+
+
 def format_summary(report: dict) -> str:
-    """A plain-text summary table of a :func:`prepare_dicom` report."""
+    """A plain-text summary table of a :func:`prepare_dicom` report.
+
+    Counts skipped files by reason; for damaged input (bad-header, unreadable, decode-error, truncated,
+    not-regular) it names the first 20 files of each reason with their detail; it names every folder
+    that could not be read.
+    """
     lines = [
         f"files read        {report['files_found']:>8}",
         f"files used        {report['files_used']:>8}",
@@ -400,6 +409,13 @@ def format_summary(report: dict) -> str:
     ]
     for reason, n in sorted(report["skipped_by_reason"].items()):
         lines.append(f"  {reason:<16}{n:>7}   {SKIP_REASONS.get(reason, '')}")
+        if reason in _SHOWN_REASONS:  # damaged input worth a look: name the first files
+            files = [s for s in report["skipped"] if s["reason"] == reason]
+            lines += [f"      {s['path']}: {s['detail']}" for s in files[:_SHOWN_FILES]]
+            if len(files) > _SHOWN_FILES:
+                lines.append(f"      ... and {len(files) - _SHOWN_FILES} more")
+    if report["skipped"]:
+        lines.append(f"  (every skipped file with its reason: {report.get('log') or log_path_for(report['output'])})")
     for msg, n in report.get("warnings", {}).items():
         lines.append(f"warning: {msg} ({n} file(s))")
     for folder in report.get("unreadable_folders", []):
