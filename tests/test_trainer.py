@@ -89,12 +89,13 @@ def test_bad_checkpoints_give_clear_errors(ct, tmp_path):
         load_checkpoint(tmp_path / "mismatch.pt")
 
 
-@pytest.mark.parametrize("kind", ["ct-minmax", "cs-jitter"])
+@pytest.mark.parametrize("kind", ["ct-minmax", "ct-minmax-conditioned", "ct-minmax-project", "cs-jitter"])
 def test_resume_equals_uninterrupted(kind, ct, tmp_path):
-    if kind == "ct-minmax":
+    if kind.startswith("ct-minmax"):
         op, tr, va = ct
+        mode = {"ct-minmax": "shared", "ct-minmax-conditioned": "conditioned", "ct-minmax-project": "project"}[kind]
         make_model = lambda: FBPConvNet(op, channels=4, depth=2, seed=0)  # noqa: E731
-        make_obj = lambda: MinMax(eps=0.05, channels=4, g_steps=2, seed=1)  # noqa: E731
+        make_obj = lambda: MinMax(eps=0.05, channels=4, g_steps=2, g_lr=1e-2, mode=mode, seed=1)  # noqa: E731
     else:
         op = GaussianCS(10, (4, 4), seed=0)
         tr = torch.utils.data.TensorDataset(torch.rand(12, 16, generator=torch.Generator().manual_seed(0)))
@@ -102,11 +103,20 @@ def test_resume_equals_uninterrupted(kind, ct, tmp_path):
         make_model = lambda: LinearReconstruction(10, 16)  # noqa: E731
         make_obj = lambda: Jitter(eps=0.1, seed=1)  # noqa: E731
     common = dict(max_steps=6, batch_size=4, lr=1e-2, seed=7, progress=False)  # 3 steps/epoch: crosses epochs
-    straight = fit(make_model(), op, make_obj(), tr, va, out=tmp_path / "a", **common)
+    obj_a, obj_b = make_obj(), make_obj()
+    straight = fit(make_model(), op, obj_a, tr, va, out=tmp_path / "a", **common)
     with pytest.raises(KeyboardInterrupt):
         fit(make_model(), op, make_obj(), tr, va, out=tmp_path / "b", callbacks=[Interrupt(2)], **common)
     assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 2  # mid-epoch
-    resumed = fit(make_model(), op, make_obj(), tr, va, out=tmp_path / "b", resume=True, **common)
+    resumed = fit(make_model(), op, obj_b, tr, va, out=tmp_path / "b", resume=True, **common)
+    if kind.startswith("ct-minmax"):  # the adversary (direction u, network h, its optimiser) resumes exactly too
+        ga, gb = obj_a.adversary.state_dict(), obj_b.adversary.state_dict()
+        assert ga.keys() == gb.keys()
+        for k in ga:
+            assert torch.equal(ga[k], gb[k]), k
+        fresh = MinMax(eps=0.05, channels=4, mode=mode, seed=1)
+        fresh.setup(make_model(), op)
+        assert any(not torch.equal(v, fresh.adversary.state_dict()[k]) for k, v in ga.items())  # G did move
     assert resumed.steps == 6
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()

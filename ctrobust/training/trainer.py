@@ -187,6 +187,24 @@ def _validate(module, operator, val_set, batch_size, device, dtype) -> dict:
     return {f"val_{k}": v / max(count, 1) for k, v in sums.items()}
 
 
+def _objective_validation(objective, module, operator, val_set, batch_size, device, dtype) -> dict:
+    """The objective's own validation numbers (min-max: ``g_efficiency``) on the first validation batch."""
+    if type(objective).validation_metrics is Objective.validation_metrics:
+        return {}
+    batch = next(iter(DataLoader(val_set, batch_size=batch_size, shuffle=False,
+                                 generator=torch.Generator().manual_seed(0))))  # never the global RNG
+    x = _images_of(batch).to(device=device, dtype=dtype).reshape(-1, *operator.domain_shape)
+    with torch.no_grad():
+        y = operator(x)
+    out = objective.validation_metrics(module, x, y)
+    eff = out.get("g_efficiency")
+    if eff is not None and eff < 0.5:
+        print(f"ctrobust: warning: the adversary reaches only {eff:.2f} of a per-sample attack's loss gain on the "
+              "validation batch (g_efficiency < 0.5): f is trained against a weak inner maximisation "
+              "(see docs/training.md)", file=sys.stderr)
+    return out
+
+
 def fit(
     model: nn.Module,
     operator,
@@ -382,6 +400,7 @@ def fit(
         nonlocal metrics
         if val_set is not None and main:
             metrics = _validate(module, operator, val_set, batch_size, device, dtype)
+            metrics.update(_objective_validation(objective, module, operator, val_set, batch_size, device, dtype))
             row = {"step": step, "epochs_done": epoch, **metrics}
             validation.append(row)
             if log:
@@ -445,7 +464,8 @@ def fit(
                         log.append("steps", row)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "clean", "perturbed")}
-                                | {"avg": f"{running:.4g}"})
+                                | {"avg": f"{running:.4g}"}
+                                | ({"g_eff": f"{metrics['g_efficiency']:.2f}"} if "g_efficiency" in metrics else {}))
                 end_of_epoch = in_epoch == per_epoch
                 if end_of_epoch:
                     epoch_row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses))}
@@ -540,7 +560,8 @@ class TrainConfig:
     eps: float = 0.01
     lam: float = 1.0
     relative: bool = True
-    adversary_mode: str = "project"
+    adversary_mode: str = "shared"
+    u_step: float = 0.25
     g_lr: float = 1e-3
     g_steps: int = 1
     pgd_steps: int = 5
@@ -605,7 +626,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callable[[int, dict], None
         model = FBPConvNet(operator, config.channels, config.depth, config.filter, norm=config.norm, seed=config.seed)
         objective = make_objective(config.objective, eps=config.eps, lam=config.lam, relative=config.relative,
                                    mu=config.mu, beta=config.beta, g_lr=config.g_lr, g_steps=config.g_steps,
-                                   pgd_steps=config.pgd_steps, mode=config.adversary_mode, seed=config.seed)
+                                   pgd_steps=config.pgd_steps, mode=config.adversary_mode, u_step=config.u_step,
+                                   seed=config.seed)
     except ValueError as exc:
         raise CtrobustError(str(exc)) from exc
     cfg = dataclasses.asdict(config)
