@@ -42,13 +42,14 @@ class OperatorTimer:
             setattr(backend, name, timed)
 
 
-def bench(size: int, angles: int, batch: int, objective: str, steps: int, channels: int, depth: int) -> dict:
+def bench(size: int, angles: int, batch: int, objective: str, steps: int, channels: int, depth: int,
+          pgd_steps: int = 3) -> dict:
     op = RadonTransform(ParallelBeam2D(size, angles))
     timer = OperatorTimer(op)
     data = load_split(None, "train", size=size, n_phantoms=batch, seed=0)
     x = torch.stack([data[i] for i in range(batch)])
     model = FBPConvNet(op, channels, depth, seed=0).train()
-    obj = make_objective(objective, eps=0.01, seed=0)
+    obj = make_objective(objective, eps=0.01, pgd_steps=pgd_steps, seed=0)
     obj.setup(model, op)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -86,17 +87,26 @@ def main(argv=None) -> int:
     p.add_argument("--channels", type=int, default=64, help="U-Net channels (paper: 64)")
     p.add_argument("--depth", type=int, default=4, help="U-Net poolings (paper: 4)")
     p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    p.add_argument("--pgd-steps", type=int, default=3, help="ascent steps per f step of the pgd objective")
+    p.add_argument("--demo", action="store_true", help="the demo's setting: 64 px, U-Net 16/3, 9 timed steps")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.steps, args.channels, args.depth = [64], 2, 8, 2
+    if args.demo:
+        args.sizes, args.steps, args.channels, args.depth = [64], 9, 16, 3
     rows = []
     print(f"{'size':>5} {'objective':>13} {'s/step':>8} {'operator %':>10}")
     for size in args.sizes:
         for name in args.objectives:
-            row = bench(size, args.angles, args.batch, name, args.steps, args.channels, args.depth)
+            row = bench(size, args.angles, args.batch, name, args.steps, args.channels, args.depth, args.pgd_steps)
             rows.append(row)
             print(f"{size:>5} {name:>13} {row['seconds_per_step']:>8.3f} {100 * row['operator_share']:>9.1f}%", flush=True)
+    for size in args.sizes:
+        by = {r["objective"]: r["seconds_per_step"] for r in rows if r["size"] == size}
+        if "minmax" in by and "pgd" in by:
+            print(f"{size} px: minmax / pgd ({args.pgd_steps} steps) seconds per step = {by['minmax'] / by['pgd']:.2f}"
+                  + (f"; minmax / plain = {by['minmax'] / by['plain']:.2f}" if "plain" in by else ""))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -593,6 +593,7 @@ def pga_attack(
             attack=attack,
             init=init,
         )
+    _check_result(err, eps, radius, y)
     return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm=norm, converged=conv,
                         attack=attack, passes=int(steps) * int(restarts))
 
@@ -601,7 +602,14 @@ def _check_radius(radius: torch.Tensor, y: torch.Tensor) -> None:
     """Refuse radii that overflow ``y``'s dtype (an eps of 1e20 relative to a float32 sinogram)."""
     if not torch.isfinite(radius).all() or bool((radius > torch.finfo(y.dtype).max ** 0.5).any()):
         raise ValueError(f"the perturbation radius overflows {y.dtype} (largest {float(radius.max()):.3g}); "
-                         "eps is a fraction of ||y|| (0.01 = 1 %), use a sensible value")
+                         "use a sensible eps (relative: a fraction of ||y||, 0.01 = 1 %; absolute: sinogram units)")
+
+
+def _check_result(error: torch.Tensor, eps: float, radius: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse a non-finite attacked error: f overflowed at this eps."""
+    if not torch.isfinite(error).all():
+        raise ValueError(f"the attack overflowed {y.dtype} at eps={eps:g} (radius up to {float(radius.max()):.3g}): "
+                         "f(y + delta) is not finite; use a smaller eps")
 
 
 def image_space_attack(

@@ -4,7 +4,7 @@
    ``operator.json``);
 2. train a small FBPConvNet twice on built-in phantoms: plainly and with the min-max objective
    (``plain/``, ``minmax/``; ``ctrobust train``);
-3. attack both and FBP with PGA over an eps grid (``attack/``; ``ctrobust attack``);
+3. attack both and FBP with the default attack (APGD, warm-started) over an eps grid (``attack/``; ``ctrobust attack``);
 4. one report with the tables and figures (``report.md``; ``ctrobust report``).
 
 Each stage is the corresponding subcommand run with the demo's settings, so the folders it writes are
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ctrobust.cli.argtypes import eps_list, nonneg_float, positive_int
+from ctrobust.cli.argtypes import eps_list, nonneg_float, nonneg_int, positive_int
 from ctrobust.errors import CtrobustError
 
 QUICK = {"size": 32, "angles": 30, "steps": 4, "channels": 4, "depth": 2, "n_test": 2, "attack_steps": 3,
@@ -27,9 +27,11 @@ QUICK = {"size": 32, "angles": 30, "steps": 4, "channels": 4, "depth": 2, "n_tes
 
 
 def add_parser(subparsers):
+    from ctrobust.attacks import DEFAULT_STEPS
+
     p = subparsers.add_parser(
         "demo",
-        help="the main job on built-in phantoms: operator check, plain + min-max training, PGA attack, report",
+        help="the main job on built-in phantoms: operator check, plain + min-max training, APGD attack, report",
         description=__doc__.split("\n\n")[0] + " Writes figures (PNG), tables (CSV/JSON) and report.md to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -44,9 +46,10 @@ def add_parser(subparsers):
                    help="min-max training radius, relative to ||y||_2 per sample (0.01 = 1 %% of the sinogram norm)")
     p.add_argument("--eps-grid", type=eps_list, default=[0.0, 0.005, 0.01, 0.02, 0.04], metavar="E1,E2,...",
                    help="attack radii, relative to ||y||_2 per sample")
-    p.add_argument("--attack-steps", type=positive_int, default=30, help="PGA steps per attack")
+    p.add_argument("--attack-steps", type=positive_int, default=DEFAULT_STEPS,
+                   help="steps of the attack (APGD) per eps, each one forward and one backward pass of the model")
     p.add_argument("--n-test", type=positive_int, default=8, help="test phantoms attacked")
-    p.add_argument("--seed", type=int, default=0, help="seed of model initialisation, data order and attacks")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (>= 0) of model initialisation, data order and attacks")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), cpu or cuda")
     p.add_argument("--quick", action="store_true",
                    help="a seconds-long smoke run (32 px, 30 views, 4 steps, tiny U-Net) overriding the sizes above")
@@ -136,7 +139,7 @@ def run(args) -> int:
     _stage("train plain FBPConvNet", ["train", "--objective", "plain", "--out", str(out / "plain"), *common])
     _stage("train min-max FBPConvNet", ["train", "--objective", "minmax", "--eps", str(args.eps),
                                         "--out", str(out / "minmax"), *common])
-    _stage("PGA attack", ["attack", "--checkpoint", str(out / "plain" / "best.pt"),
+    _stage("attack (APGD)", ["attack", "--checkpoint", str(out / "plain" / "best.pt"),
                           "--checkpoint", str(out / "minmax" / "best.pt"), "--eps-grid", ",".join(f"{e:g}" for e in s["eps_grid"]),
                           "--eps", str(args.eps), "--steps", str(s["attack_steps"]), "--n-samples", str(s["n_test"]),
                           "--seed", str(args.seed), "--device", args.device, "--out", str(out / "attack"), *force])

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 
-from ctrobust.cli.argtypes import eps_list, nonneg_float, positive_float, positive_int, signature_default
+from ctrobust.cli.argtypes import eps_list, nonneg_float, nonneg_int, positive_float, positive_int, signature_default
 from ctrobust.cli.attack import add_model_arguments, load_inputs, progress_enabled, resolve_device
 from ctrobust.errors import CtrobustError
 
@@ -65,7 +65,7 @@ def add_parser(subparsers):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_arguments(p)
-    p.add_argument("--seed", type=int, default=signature_default(make_shift, "seed"),
+    p.add_argument("--seed", type=nonneg_int, default=signature_default(make_shift, "seed"),
                    help="seed of the shift's measurement noise, of TTT's held-out bins, of the feature positions and "
                    "of the attack's random starts")
 

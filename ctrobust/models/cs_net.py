@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ctrobust.models.unet import UNet
+from ctrobust.models.unet import UNet, _in_dtype_of
 
 __all__ = ["CSResidualNet"]
 
@@ -70,7 +70,7 @@ class CSResidualNet(nn.Module):
         return self.operator.adjoint(y) if self.init == "adjoint" else self.operator.pinv(y)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``(B, m)`` measurements to ``(B, n)`` vectorised images."""
-        x0 = self.initial(y)
+        """Reconstruct ``(B, m)`` measurements to ``(B, n)`` vectorised images (in the network's dtype)."""
+        x0 = self.initial(_in_dtype_of(self.unet, y))
         img = x0.reshape(x0.shape[0], 1, *self.image_shape)
         return (img + self.unet(img)).reshape(x0.shape[0], -1)

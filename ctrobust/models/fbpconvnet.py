@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctrobust.models.unet import UNet
+from ctrobust.models.unet import UNet, _in_dtype_of
 
 __all__ = ["FBPConvNet"]
 
@@ -58,6 +58,7 @@ class FBPConvNet(nn.Module):
         return self.operator.fbp(y, filter=self.filter)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``(B, 1, A, D)`` sinograms to ``(B, 1, N, N)`` images."""
-        x0 = self.initial(y)
+        """Reconstruct ``(B, 1, A, D)`` sinograms to ``(B, 1, N, N)`` images (in the network's dtype;
+        a float64 ``y`` into a float32 network is converted, differentiably)."""
+        x0 = self.initial(_in_dtype_of(self.unet, y))
         return x0 + self.unet(x0)

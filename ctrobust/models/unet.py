@@ -40,6 +40,12 @@ def seeded(seed: int | None):
         yield
 
 
+def _in_dtype_of(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the floating dtype of ``module``'s parameters (differentiable; unchanged if it already is)."""
+    p = next(module.parameters(), None)
+    return t if p is None or t.dtype == p.dtype else t.to(p.dtype)
+
+
 def _layers(dims: int):
     if dims == 2:
         return nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d
