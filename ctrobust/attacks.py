@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ctrobust.models.adversary import eps_radius, project_l2_ball
+from ctrobust.perturbation import (default_generator, eps_radius, project_l2_ball, random_start_in_ball,
+                                   random_unit_directions)
 
 __all__ = [
     "AttackResult",
@@ -162,28 +163,9 @@ def _step_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
     return g / _per_sample(n.clamp_min(torch.finfo(g.dtype).tiny), g)
 
 
-def _random_start(y: torch.Tensor, radius: torch.Tensor, norm: str, generator) -> torch.Tensor:
-    """A random point inside the ball: a random direction at a uniform fraction of the radius."""
-    b = y.shape[0]
-    if norm == "linf":
-        u = torch.rand(y.shape, generator=generator, dtype=y.dtype, device=generator.device)
-        return (2 * u - 1).to(y.device) * _per_sample(radius, y)
-    d = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
-    frac = torch.rand((b,), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
-    d = d / _per_sample(d.flatten(1).norm(dim=1).clamp_min(torch.finfo(y.dtype).tiny), d)
-    return d * _per_sample(radius * frac, d)
-
-
 def squared_error(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``||estimate - reference||_2^2`` per sample, summed over all pixels: ``(B,)``."""
     return (estimate - reference).flatten(1).pow(2).sum(1)
-
-
-def _generator_for(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        return generator
-    # A fixed default seed: library code never draws from the global RNG.
-    return torch.Generator(device="cpu").manual_seed(0)
 
 
 def _validate(y: torch.Tensor, eps: float, steps: int, restarts: int, target: str, norm: str, step_size,
@@ -441,7 +423,7 @@ def _pga(
                 if tuple(start.shape) != tuple(shape_like.shape):
                     raise ValueError(f"init must be shaped like y, {tuple(shape_like.shape)}, got {tuple(start.shape)}")
             elif random_start:
-                start = _random_start(shape_like, radius, norm, generator)
+                start = random_start_in_ball(shape_like, radius, generator, norm)
             else:
                 start = torch.zeros_like(shape_like)
             v, out, loss, hist = _ascent_run(evaluate, start, radius, steps=steps, rule=attack, step_size=step_size,
@@ -563,7 +545,7 @@ def pga_attack(
     _validate(y, eps, steps, restarts, target, norm, step_size, attack)
     if target == "truth" and x is None:
         raise ValueError("target='truth' needs the truth images x (or use target='clean' to attack f(y))")
-    gen = _generator_for(y.device, generator)
+    gen = default_generator(generator)
     y = y.detach()
     radius = perturbation_radius(y, float(eps), relative, norm)
     _check_radius(radius, y)
@@ -661,7 +643,7 @@ def image_space_attack(
     _validate(y, eps_x, steps, restarts, target, "l2", step_size, attack)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
-    gen = _generator_for(x.device, generator)
+    gen = default_generator(generator)
     radius = perturbation_radius(x, float(eps_x), relative, "l2")
     _check_radius(radius, x)
     with eval_mode(f):
@@ -715,9 +697,8 @@ def random_perturbation(
         ``delta`` shaped like ``y``, each sample of l2 norm exactly the radius (up to rounding).
     """
     _validate(y, eps, 0, 1, "clean", "l2", None)
-    gen = _generator_for(y.device, generator)
+    gen = default_generator(generator)
     radius = perturbation_radius(y, float(eps), relative, "l2")
     _check_radius(radius, y)
-    d = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=gen.device).to(y.device)
-    d = d / _per_sample(d.flatten(1).norm(dim=1), d)
+    d = random_unit_directions(y.shape, gen, dtype=y.dtype, device=y.device, draw_dtype=None)
     return d * _per_sample(radius, d)

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ctrobust.perturbation import random_unit_directions
 from ctrobust.theory import trust_region_max
 
 __all__ = ["WorstCase", "linearized_worst_case", "jacobian_norm", "exact_worst_case", "is_linear"]
@@ -175,8 +176,7 @@ def linearized_worst_case(
     empty = (gnorm <= 1e-12 * scale.clamp_min(1e-300)) | (gnorm == 0)
     if bool(empty.any()):
         gen = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
-        zq, _ = _unit_rows(z)
+        zq = random_unit_directions(y.shape, gen, dtype=y.dtype, device=y.device)
         q = torch.where(empty.reshape(-1, *([1] * (y.dim() - 1))), zq, q)
         gnorm = torch.where(empty, torch.zeros_like(gnorm), gnorm)
     gnorm_np = gnorm.double().cpu().numpy()

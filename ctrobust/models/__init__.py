@@ -7,11 +7,12 @@ rebuilds it (weights come from a state dict). Models import no training code.
 
 from __future__ import annotations
 
-from ctrobust.models.adversary import Adversary, eps_radius, project_l2_ball
+from ctrobust.models.adversary import Adversary
 from ctrobust.models.cs_net import CSResidualNet
 from ctrobust.models.fbpconvnet import FBPConvNet
 from ctrobust.models.linear import LinearReconstruction
 from ctrobust.models.unet import UNet, seeded
+from ctrobust.perturbation import eps_radius, project_l2_ball
 
 __all__ = ["UNet", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
            "project_l2_ball", "build_model", "seeded"]

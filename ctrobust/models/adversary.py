@@ -1,4 +1,4 @@
-"""The auxiliary adversary G of the min-max objective, and the l2-ball helpers attacks share.
+"""The auxiliary adversary G of the min-max objective (the l2-ball helpers live in :mod:`ctrobust.perturbation`).
 
 ``eps`` is relative by default: the perturbation of a measurement ``y_b`` may have l2 norm at most
 ``eps * ||y_b||_2`` (``eps=0.01`` is 1 % of the sinogram's norm); with ``relative=False`` the radius is
@@ -14,50 +14,15 @@ import torch
 from torch import nn
 
 from ctrobust.models.unet import seeded
+from ctrobust.perturbation import eps_radius, project_l2_ball
 
-__all__ = ["eps_radius", "project_l2_ball", "Adversary", "MODES", "DIRECTION_MODES"]
+__all__ = ["Adversary", "MODES", "DIRECTION_MODES"]
 
 #: ``shared`` and ``conditioned`` always spend the whole budget and follow f by normalised ascent on a
 #: shared direction ``u`` (the working design, default); the others are the CNN-only designs kept
 #: for comparison (docs/training.md has the efficiency of each).
 MODES = ("shared", "conditioned", "project", "sphere", "penalty")
 DIRECTION_MODES = ("shared", "conditioned")
-
-
-def eps_radius(y: torch.Tensor, eps: float, relative: bool = True) -> torch.Tensor:
-    """Per-sample radius of the perturbation ball, shape ``(B,)``, on ``y``'s device and dtype.
-
-    Parameters
-    ----------
-    y : torch.Tensor
-        Measurements ``(B, ...)`` (sinograms ``(B, 1, A, D)`` or CS vectors ``(B, m)``).
-    eps : float
-        Relative level (``radius_b = eps * ||y_b||_2``) or absolute radius (``relative=False``).
-    relative : bool
-        See ``eps``.
-
-    The radius carries no gradient (it is a constraint, not part of the objective).
-    """
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if relative:
-        return eps * y.detach().flatten(1).norm(dim=1)
-    return torch.full((y.shape[0],), float(eps), dtype=y.dtype, device=y.device)
-
-
-def project_l2_ball(delta: torch.Tensor, radius) -> torch.Tensor:
-    """Project each sample of ``delta`` ``(B, ...)`` onto the l2 ball of its radius.
-
-    ``radius`` is a float or a ``(B,)`` tensor. Samples inside the ball are returned unchanged;
-    others are scaled onto the sphere. Differentiable.
-    """
-    b = delta.shape[0]
-    norms = delta.flatten(1).norm(dim=1)
-    if not isinstance(radius, torch.Tensor):
-        radius = torch.full((b,), float(radius), dtype=delta.dtype, device=delta.device)
-    radius = radius.to(delta.dtype).reshape(b)
-    scale = torch.clamp(radius / norms.clamp_min(torch.finfo(delta.dtype).tiny), max=1.0)
-    return delta * scale.reshape(b, *([1] * (delta.dim() - 1)))
 
 
 class Adversary(nn.Module):

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from ctrobust.attacks import eval_mode, pga_attack, training_perturbation
-from ctrobust.models.adversary import DIRECTION_MODES, Adversary, eps_radius, project_l2_ball
+from ctrobust.models.adversary import DIRECTION_MODES, Adversary
+from ctrobust.perturbation import eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
 
@@ -74,12 +75,6 @@ def _f(t: torch.Tensor) -> float:
 
 def _view(b: int, like: torch.Tensor) -> tuple[int, ...]:
     return (b, *([1] * (like.dim() - 1)))
-
-
-def _unit_directions(shape, generator, dtype, device) -> torch.Tensor:
-    """Random directions ``(B, ...)`` of unit l2 norm per sample."""
-    z = torch.randn(shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
-    return z / z.flatten(1).norm(dim=1).clamp_min(1e-30).reshape(_view(shape[0], z))
 
 
 class Objective:
@@ -430,7 +425,7 @@ class PGD(_Perturbed):
         radius = self.radius(y)
         view = _view(b, y)
         start = torch.rand(b, generator=self.generator, dtype=torch.float64).to(y.device, y.dtype)
-        delta = _unit_directions(tuple(y.shape), self.generator, y.dtype, y.device) * (radius * start).reshape(view)
+        delta = random_unit_directions(tuple(y.shape), self.generator, dtype=y.dtype, device=y.device) * (radius * start).reshape(view)
         with frozen_bn_stats(module):
             return training_perturbation(lambda d: module(y + d), x, radius, delta, steps=self.steps,
                                          step_size=self.step_size)
@@ -461,7 +456,7 @@ class Universal(_Perturbed):
         super().setup(module, operator, device=device)
         dtype = next(module.parameters()).dtype
         init = torch.Generator().manual_seed(self.seed)  # same start on every process
-        self.u = _unit_directions((1, *operator.range_shape), init, dtype, torch.device(device))
+        self.u = random_unit_directions((1, *operator.range_shape), init, dtype=dtype, device=torch.device(device))
 
     def perturbation(self, module, x, y):
         if self.u is None:
