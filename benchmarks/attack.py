@@ -27,6 +27,7 @@ import torch
 
 from ctrobust.attacks import pga_attack
 from ctrobust.data.phantoms import random_ellipses
+from ctrobust.files import resolve_device
 from ctrobust.geometry import ParallelBeam2D
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
@@ -69,8 +70,7 @@ def main(argv=None) -> int:
     depth = args.depth or (3 if args.quick else 4)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
 
     op = RadonTransform(ParallelBeam2D(size, args.angles))
     model = FBPConvNet(op, channels=channels, depth=depth, seed=0).to(device).eval()

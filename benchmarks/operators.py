@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ctrobust import ParallelBeam2D, RadonTransform
-from ctrobust.cache import atomic_write
+from ctrobust.files import atomic_write
 
 OPS = ("forward", "adjoint", "fwd+bwd", "fbp")
 

@@ -1,4 +1,5 @@
-"""Where ctrobust keeps files it can rebuild (system matrices), and how it writes them safely.
+"""Where ctrobust keeps files it can rebuild (system matrices); they are written with
+:func:`ctrobust.files.atomic_write`.
 
 The directory is ``$CTROBUST_CACHE_DIR`` when that environment variable is set, else the user cache
 directory of the platform (``platformdirs.user_cache_dir("ctrobust")``, e.g. ``~/.cache/ctrobust`` on
@@ -8,11 +9,9 @@ Linux). Everything in it may be deleted at any time; it is rebuilt on demand.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["cache_dir", "atomic_write"]
+__all__ = ["cache_dir"]
 
 ENV_VAR = "CTROBUST_CACHE_DIR"
 
@@ -44,35 +43,4 @@ def cache_dir(subdir: str | None = None, *, create: bool = True) -> Path:
         path = path / subdir
     if create:
         path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Write a file atomically: ``write(tmp)`` fills a temporary file beside ``path``, then ``os.replace``.
-
-    A reader never sees a half-written file, and a crash leaves at most a stray ``.tmp`` file.
-
-    Parameters
-    ----------
-    path : path-like
-        Final file name.
-    write : callable
-        ``write(tmp_path)`` writes the whole content to ``tmp_path`` (a file name ending in ``.tmp``).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
     return path

@@ -17,13 +17,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ctrobust.errors import CtrobustError
+from ctrobust.files import atomic_write, prepare_output_dir
 
 __all__ = [
     "write_text",
@@ -45,25 +45,14 @@ SUMMARY_FILE = "summary.json"
 # -- files ----------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _atomic(path: str | os.PathLike, write: Callable[[io.IOBase], None], mode: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as fh:
+    """Open a temporary file beside ``path`` in ``mode`` for ``write(fh)``, then rename it (:mod:`ctrobust.files`)."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as fh:
             write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return atomic_write(path, fill)
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
@@ -129,22 +118,6 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON (numpy scalars converted, non-finite floats as null)."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
     return write_text(text, path)
-
-
-def prepare_output_dir(path: str | os.PathLike, force: bool = False, *, create: bool = True) -> Path:
-    """Create the output folder; refuse an existing non-empty one unless ``force``.
-
-    With ``create=False`` only check (so a command can refuse before its expensive work).
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CtrobustError(f"output {path} exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise CtrobustError(f"output folder {path} is not empty; pass --force to overwrite its files or choose another --out")
-    if not create:
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def format_table(rows: Sequence[Mapping], columns: Sequence[str], *, style: str = "text", digits: int = 4) -> str:

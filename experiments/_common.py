@@ -8,8 +8,8 @@ Every runner is called as ``python -m experiments.<name>.run [--quick] [--out DI
   same form and ``--set key=value`` overrides single keys (value parsed as JSON when it parses);
 - results go to ``--out`` (default ``results/<name>``); an existing non-empty folder is refused unless
   ``--force`` (files are then overwritten one by one, never the whole folder removed);
-- every file is written atomically (temporary file in the same folder, then ``os.replace``), so an
-  interrupted run never leaves a half-written table or figure under its final name;
+- every file is written atomically (:func:`ctrobust.files.write_bytes`), so an interrupted run never
+  leaves a half-written table or figure under its final name;
 - the resolved configuration and the run's wall time go into ``config.json`` in the output folder.
 """
 
@@ -22,20 +22,17 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ctrobust.errors import CtrobustError
+from ctrobust.files import prepare_output_dir, write_bytes, write_text
 
 __all__ = [
     "EXPERIMENTS_DIR",
     "build_parser",
     "load_config",
-    "prepare_out",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "write_json",
     "write_csv",
     "save_figure",
@@ -44,8 +41,6 @@ __all__ = [
 ]
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 # -- command line ---------------------------------------------------------------------------------------
@@ -116,38 +111,6 @@ def load_config(path: Path, *, quick: bool = False, overrides: Sequence[str] = (
 
 
 # -- output folder and atomic writes ----------------------------------------------------------------------
-def prepare_out(out: Path, force: bool) -> Path:
-    """Create ``out``; refuse an existing non-empty folder unless ``force``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CtrobustError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise CtrobustError(f"--out {out} already holds files; pass --force to overwrite them, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _jsonable(value: Any) -> Any:
     """Numbers, tensors and arrays -> plain JSON values (NaN/Inf -> None: JSON has no such numbers)."""
     try:
@@ -173,7 +136,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    return write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
@@ -188,7 +151,7 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[s
     w.writeheader()
     for r in rows:
         w.writerow({k: _fmt(r.get(k, "")) for k in columns})
-    return atomic_write_text(path, buf.getvalue())
+    return write_text(path, buf.getvalue())
 
 
 def _fmt(v: Any) -> Any:
@@ -213,7 +176,7 @@ def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return write_bytes(path, buf.getvalue())
 
 
 # -- the whole run --------------------------------------------------------------------------------------
@@ -234,7 +197,7 @@ def run_main(name: str, description: str, body: Callable[[dict, Path, argparse.N
 
             torch.set_num_threads(max(1, args.threads))
         config = load_config(args.config, quick=args.quick, overrides=args.overrides)
-        out = prepare_out(args.out, args.force)
+        out = prepare_output_dir(args.out, args.force)
         args.progress = bool(args.progress and sys.stderr.isatty())
         t0 = time.perf_counter()
         summary = body(config, out, args) or {}

@@ -33,6 +33,7 @@ from torch.utils.data import TensorDataset
 
 from ctrobust.data.images import load_image_set
 from ctrobust.errors import CtrobustError
+from ctrobust.files import write_bytes
 from ctrobust.models import CSResidualNet
 from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT
 from ctrobust.report import plot_robustness_curves
@@ -156,7 +157,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         buf = io.BytesIO()
         torch.save({"model_config": model.config(), "operator": op.to_dict(), "objective": name,
                     "state_dict": model.state_dict()}, buf)
-        C.atomic_write_bytes(models_dir / f"{name}.pt", buf.getvalue())
+        write_bytes(models_dir / f"{name}.pt", buf.getvalue())
     # the pseudo-inverse, the linear reference every network starts from (init="pinv")
     curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], **attack_kw)
     summaries["pinv"] = curve.summary

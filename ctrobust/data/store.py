@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ctrobust.errors import CtrobustError
+from ctrobust.files import atomic_path, default_file_mode, new_temporary, remove_stale_temporaries  # noqa: F401
 
 __all__ = [
     "FORMAT",
@@ -64,63 +64,6 @@ class DataValidationError(CtrobustError):
     the file, the dataset and the problem."""
 
 
-def default_file_mode() -> int:
-    """The mode of an ordinary new file: ``0o666`` less the process umask."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _pid_running(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return True  # never remove a file that might be in use (no safe liveness test off POSIX)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: the process exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of ``path`` left by killed writers; returns the removed paths.
-
-    Temporary files of ``path`` are named ``.NAME.PID.*tmp`` beside it (:func:`new_temporary`, also the
-    checkpoint writer's ``.NAME.PID.tmp``); one is stale when no process with that PID runs on this
-    machine. Files of running processes (another run writing the same output) are left alone.
-    """
-    path = Path(path)
-    prefix = f".{path.name}."
-    removed = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        name = entry.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
-            continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if not pid.isdigit() or _pid_running(int(pid)):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            pass
-    return removed
-
-
-def new_temporary(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """Create an empty temporary file ``.NAME.PID.XXXXXXXX<suffix>`` beside ``path`` (mode 0600)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse an existing output unless ``force``; refuse a missing parent folder.
 
@@ -136,28 +79,21 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
-@contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False, suffix: str = ".tmp",
-                  mode: int | None = None) -> Iterator[Path]:
+                  mode: int | None = None):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block completes.
 
-    Any exception (including ``KeyboardInterrupt``, and SIGTERM under the command line, which raises
-    there) deletes the temporary file and leaves an existing ``path`` untouched. An existing ``path`` is
-    refused unless ``force``. Stale temporary files of ``path`` from killed runs are removed first
-    (:func:`remove_stale_temporaries`). The file gets ``mode`` (default :func:`default_file_mode`).
+    :func:`ctrobust.files.atomic_path` after :func:`check_writable`: an existing ``path`` is refused unless
+    ``force`` (also when it appears while the block runs); any exception deletes the temporary file and
+    leaves an existing ``path`` untouched; stale temporary files of killed runs are removed first.
     """
     path = check_writable(path, force)
-    remove_stale_temporaries(path)
-    tmp = new_temporary(path, suffix)
-    try:
-        yield tmp
+
+    def still_free():
         if path.exists() and not force:  # appeared while we worked
             raise CtrobustError(f"output {path} appeared while writing; pass --force to overwrite it")
-        os.chmod(tmp, default_file_mode() if mode is None else mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    return atomic_path(path, suffix=suffix, mode=mode, before_replace=still_free)
 
 
 def _key_array(keys) -> np.ndarray:

@@ -32,7 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ctrobust.cache import atomic_write, cache_dir
+from ctrobust.cache import cache_dir
+from ctrobust.files import atomic_write
 from ctrobust.geometry import ParallelBeam2D
 
 __all__ = [

@@ -6,8 +6,8 @@ It is written atomically (temporary file beside it + ``os.replace``). Keys:
 
 ``format``, ``version``     ``"ctrobust-checkpoint"``, 1
 ``model``                   ``{"config": model.config(), "state": state_dict}`` (operator excluded)
-``operator``                operator description (``RadonTransform``: geometry, backend, projector;
-                            CS operators: their ``to_dict()``), ``None``-free
+``operator``                the operator's ``to_config()`` (``RadonTransform``: geometry, backend,
+                            projector; CS operators: sizes and seeds) plus ``rebuildable``
 ``geometry``                ``ParallelBeam2D.to_dict()`` for CT, else ``None``
 ``objective``               ``{"config": objective.config(), "state": objective.state_dict()}``
 ``optimizer``, ``scheduler``  state dicts
@@ -30,6 +30,7 @@ import torch
 
 from ctrobust import __version__
 from ctrobust.errors import CtrobustError
+from ctrobust.files import atomic_write
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator", "check_operator",
            "model_state", "rng_state", "set_rng_state", "FORMAT", "VERSION"]
@@ -40,50 +41,32 @@ VERSION = 1
 
 # -- operators ----------------------------------------------------------------------------------------
 def operator_config(operator) -> dict:
-    """A JSON-able description of ``operator`` that :func:`build_operator` turns back into it.
+    """A JSON-able description of ``operator`` (its ``to_config()``) that :func:`build_operator` turns back into it.
 
-    Operators that cannot be rebuilt (custom ones) get ``{"type": name, "rebuildable": False}``; their
-    checkpoints load only with ``load_checkpoint(path, operator=...)``.
+    Operators that cannot be rebuilt (custom ones without ``to_config``) get
+    ``{"type": name, "rebuildable": False, "domain_shape": ..., "range_shape": ...}``; their checkpoints
+    load only with ``load_checkpoint(path, operator=...)``.
     """
-    from ctrobust.operators.radon import RadonTransform
-
-    if isinstance(operator, RadonTransform):
-        return {"type": "RadonTransform", "geometry": operator.geometry.to_dict(), "backend": operator.backend,
-                "projector": operator.projector, "rebuildable": True}
-    for attr in ("to_dict", "config"):
-        fn = getattr(operator, attr, None)
-        if callable(fn):
-            try:
-                cfg = dict(fn())
-            except NotImplementedError:
-                continue
-            cfg.setdefault("rebuildable", True)
-            return cfg
-    return {"type": type(operator).__name__, "rebuildable": False,
-            "domain_shape": list(operator.domain_shape), "range_shape": list(operator.range_shape)}
+    try:
+        cfg = dict(operator.to_config())
+    except (AttributeError, NotImplementedError):
+        return {"type": type(operator).__name__, "rebuildable": False,
+                "domain_shape": list(operator.domain_shape), "range_shape": list(operator.range_shape)}
+    cfg.setdefault("rebuildable", True)
+    return cfg
 
 
 def build_operator(config: dict):
     """Rebuild an operator from :func:`operator_config` output (raises :class:`CtrobustError`)."""
+    from ctrobust.operators.base import operator_from_config
+
     cfg = {k: v for k, v in config.items() if k != "rebuildable"}
     kind = cfg.get("type")
     if not config.get("rebuildable", True):
         raise CtrobustError(f"the checkpoint's operator ({kind}) is a custom operator that cannot be rebuilt; "
                             "pass it explicitly: load_checkpoint(path, operator=...)")
-    if kind == "RadonTransform":
-        from ctrobust.geometry import ParallelBeam2D
-        from ctrobust.operators.radon import RadonTransform
-
-        geometry = ParallelBeam2D.from_dict(cfg["geometry"])
-        backend = cfg.get("backend") or "auto"
-        kwargs = {"projector": cfg["projector"]} if backend == "astra" and cfg.get("projector") else {}
-        return RadonTransform(geometry, backend=backend, **kwargs)
     try:
-        from ctrobust.operators.cs import operator_from_dict
-    except ImportError as exc:  # pragma: no cover
-        raise CtrobustError(f"cannot rebuild operator {kind!r}: {exc}") from exc
-    try:
-        return operator_from_dict(cfg)
+        return operator_from_config(cfg)
     except Exception as exc:
         raise CtrobustError(f"cannot rebuild the checkpoint's operator {config!r}: {exc}") from exc
 
@@ -124,23 +107,12 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` (with ``format``/``version`` added) atomically to ``path``.
 
-    The temporary file ``.NAME.PID.tmp`` is removed on any exception (Ctrl-C, and SIGTERM under the
-    command line); those of killed (SIGKILL) writers are removed by the next save to ``path``.
+    Through :func:`ctrobust.files.atomic_write`: the temporary file ``.NAME.PID.XXXXXXXX.tmp`` is removed
+    on any exception (Ctrl-C, and SIGTERM under the command line); those of killed (SIGKILL) writers are
+    removed by the next save to ``path``.
     """
-    from ctrobust.data.store import remove_stale_temporaries
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
     data = {"format": FORMAT, "version": VERSION, "ctrobust_version": __version__, **payload}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -195,16 +167,12 @@ def _short(value, limit: int = 80) -> str:
 
 def _operator_shapes(config: dict):
     """(domain_shape, range_shape) a stored operator description implies, or None when unknown."""
+    from ctrobust.operators.base import OPERATOR_TYPES, operator_class
+
     if "domain_shape" in config and "range_shape" in config:
         return tuple(config["domain_shape"]), tuple(config["range_shape"])
-    if config.get("type") == "RadonTransform" and isinstance(config.get("geometry"), dict):
-        from ctrobust.geometry import ParallelBeam2D
-
-        try:
-            g = ParallelBeam2D.from_dict(config["geometry"])
-        except (TypeError, ValueError):
-            return None
-        return (1, *g.image_shape), (1, *g.sinogram_shape)
+    if config.get("type") in OPERATOR_TYPES:
+        return operator_class(config["type"]).shapes_from_config(config)
     return None
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctrobust.files import atomic_write, write_text
+
 __all__ = ["RunLog", "data_fingerprint"]
 
 
@@ -52,9 +54,7 @@ class RunLog:
             writer.writerow(row)
 
     def write_json(self, name: str, obj) -> None:
-        tmp = self.out / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, self.out / name)
+        write_text(self.out / name, json.dumps(obj, indent=2, default=str))
 
     def truncate(self, step: int) -> None:
         """Drop rows logged after ``step`` (rows of a killed run's steps that a resume will redo)."""
@@ -63,21 +63,20 @@ class RunLog:
             keep = [r for r in rows if int(r.get("step", 0)) <= step]
             if len(keep) == len(rows):
                 continue
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
             csv_path = path.with_suffix(".csv")
             if csv_path.exists():
                 with open(csv_path, newline="", encoding="utf-8") as fh:
                     reader = csv.DictReader(fh)
                     header = reader.fieldnames or []
                     kept = [r for r in reader if r.get("step") in (None, "") or int(float(r["step"])) <= step]
-                tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-                with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=header)
-                    writer.writeheader()
-                    writer.writerows(kept)
-                os.replace(tmp, csv_path)
+                def write(tmp, header=header, kept=kept):
+                    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                        writer = csv.DictWriter(fh, fieldnames=header)
+                        writer.writeheader()
+                        writer.writerows(kept)
+
+                atomic_write(csv_path, write)
 
 
 def data_fingerprint(dataset, samples: int = 8) -> dict:

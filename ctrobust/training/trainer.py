@@ -22,14 +22,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ctrobust.errors import CtrobustError
+from ctrobust.files import check_output_dir, resolve_device
 from ctrobust.training import distributed as D
 from ctrobust.training.checkpoint import (model_state, operator_config, read_checkpoint, rng_state,
                                           save_checkpoint, set_rng_state)
 from ctrobust.training.logs import RunLog, data_fingerprint
 from ctrobust.training.objectives import OBJECTIVES, Objective, make_objective
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "train", "NonFiniteLossError", "SCHEDULERS", "resolve_device",
-           "RUN_FILES"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "train", "NonFiniteLossError", "SCHEDULERS", "RUN_FILES"]
 
 SCHEDULERS = ("cosine", "step", "constant")
 #: Files the trainer writes into ``out`` (``--force`` removes exactly these before a fresh run).
@@ -39,16 +39,6 @@ RUN_FILES = ("config.json", "last.pt", "best.pt", "steps.csv", "steps.jsonl", "e
 
 class NonFiniteLossError(CtrobustError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; refuses ``cuda`` without a GPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CtrobustError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return device
 
 
 def _lr_lambda(kind: str, total: int) -> Callable[[int], float]:
@@ -153,11 +143,7 @@ def _check_out(out: Path | None, resume: bool, force: bool) -> None:
         if resume:
             raise CtrobustError("resume needs an output directory (out=...) to resume from")
         return
-    if out.exists() and not out.is_dir():
-        raise CtrobustError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (resume or force):
-        raise CtrobustError(f"--out {out} is not empty; pass --resume to continue that run, --force to "
-                            "overwrite it, or choose another --out")
+    check_output_dir(out, force, resume=resume)
 
 
 @torch.no_grad()

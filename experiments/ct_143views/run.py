@@ -88,7 +88,7 @@ def body(cfg: dict, out: Path, args) -> dict:
     cmds = commands(cfg, out, data, args.force, args.progress)
     if data is None:
         (out / "data").mkdir(exist_ok=True)
-    C.atomic_write_text(out / "commands.txt", "\n".join("ctrobust " + " ".join(c) for c in cmds) + "\n")
+    write_text(out / "commands.txt", "\n".join("ctrobust " + " ".join(c) for c in cmds) + "\n")
     for c in cmds:
         _cli(c)
     table, per_model = summarize(out)
