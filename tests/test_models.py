@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ctrobust.geometry import ParallelBeam2D
-from ctrobust.models import (Adversary, CSResidualNet, FBPConvNet, LinearReconstruction, UNet, build_model,
-                             eps_radius, project_l2_ball)
+from ctrobust.models import (Adversary, CSResidualNet, FBPConvNet, LinearReconstruction, ResidualReconstruction, UNet,
+                             build_model, eps_radius, project_l2_ball)
 from ctrobust.operators.cs import GaussianCS
 from ctrobust.operators.radon import RadonTransform
 
@@ -15,6 +15,16 @@ from ctrobust.operators.radon import RadonTransform
 @pytest.fixture(scope="module")
 def radon():
     return RadonTransform(ParallelBeam2D(32, 12))
+
+
+def randomize_head(net, seed=0):
+    """Give the U-Net's zero-initialised last layer random weights, so ``U(x0)`` is not 0 and a forward
+    that dropped the U-Net term cannot pass a residual check."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (net.unet.head.weight, net.unet.head.bias):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return net
 
 
 @pytest.mark.parametrize("shape", [(37, 37), (50, 50), (33, 20), (64, 64)])
@@ -59,15 +69,17 @@ def test_fbpconvnet_is_fbp_plus_unet(radon):
     net = FBPConvNet(radon, channels=4, depth=2, seed=0).eval()
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     y = radon(x)
+    x0 = radon.fbp(y)
+    assert torch.equal(net(y), x0)  # the zero last layer makes an untrained FBPConvNet plain FBP
+    randomize_head(net)
     out = net(y)
     assert out.shape == (2, 1, 32, 32)
-    x0 = radon.fbp(y)
-    assert torch.allclose(out, x0 + net.unet(x0), atol=1e-6)
-    with torch.no_grad():  # a zero last layer makes f the plain FBP
-        net.unet.head.weight.zero_()
-        net.unet.head.bias.zero_()
-    assert torch.allclose(net(y), x0, atol=1e-6)
-    assert net.operator is radon and "operator" not in dict(net.named_children())
+    u = net.unet(x0)
+    assert float(u.abs().max()) > 1e-2  # the U-Net term is not negligible ...
+    torch.testing.assert_close(out, x0 + u, rtol=0, atol=1e-6)  # ... and f adds it to FBP
+    assert float((out - x0).abs().max()) > 1e-2  # a forward that dropped the U-Net output fails here
+    # the operator is held one way (a submodule) and adds nothing to the state dict
+    assert net.operator is radon and dict(net.named_children())["operator"] is radon
     assert not any(k.startswith("operator") for k in net.state_dict())
 
 
@@ -83,13 +95,40 @@ def test_fbpconvnet_gradient_reaches_the_sinogram(radon):
 def test_cs_residual_net(image_shape, init):
     n = math.prod(image_shape)
     op = GaussianCS(20, image_shape, seed=0)
-    net = CSResidualNet(op, channels=4, depth=2, init=init, seed=0).eval()
+    net = randomize_head(CSResidualNet(op, channels=4, depth=2, init=init, seed=0).eval())
     y = op(torch.randn(3, n, generator=torch.Generator().manual_seed(0)))
     out = net(y)
     assert out.shape == (3, n)
     x0 = op.adjoint(y) if init == "adjoint" else op.pinv(y)
     img = x0.reshape(3, 1, *image_shape)
-    assert torch.allclose(out, (img + net.unet(img)).reshape(3, n), atol=1e-6)
+    u = net.unet(img).reshape(3, n)
+    assert float(u.abs().max()) > 1e-2
+    torch.testing.assert_close(out, x0 + u, rtol=0, atol=1e-6)
+    assert float((out - x0).abs().max()) > 1e-2  # the U-Net output is not dropped
+    # the other init gives another x0: the network really uses the one it was asked for
+    other = op.pinv(y) if init == "adjoint" else op.adjoint(y)
+    assert float((x0 - other).abs().max()) > 1e-3
+
+
+def test_residual_reconstruction_serves_ct_and_cs(radon):
+    """One class: CT (x0 = FBP = radon.pinv) and CS (x0 = A^+ y); FBPConvNet / CSResidualNet are the same model."""
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = radon(x)
+    ct = randomize_head(ResidualReconstruction(radon, 4, 1, seed=0).eval())
+    fbpconv = FBPConvNet(radon, 4, 1, seed=0).eval()
+    fbpconv.load_state_dict(ct.state_dict())
+    assert torch.equal(ct(y), fbpconv(y))
+    assert torch.equal(radon.pinv(y), radon.fbp(y))
+    op = GaussianCS(20, (8, 8), seed=0)
+    cs = ResidualReconstruction(op, 4, 1, init="pinv", seed=0).eval()
+    legacy = CSResidualNet(op, 4, 1, init="pinv", seed=0).eval()
+    assert cs.state_dict().keys() == legacy.state_dict().keys()
+    v = op(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(cs(v), legacy(v))
+    again = build_model(cs.config(), op, seed=3)
+    assert type(again) is ResidualReconstruction and again.config() == cs.config()
+    with pytest.raises(TypeError, match="RadonTransform"):
+        FBPConvNet(op, 4, 1)
 
 
 def test_linear_reconstruction_is_B_y():
@@ -163,12 +202,16 @@ def test_build_model_round_trip(radon):
               (LinearReconstruction(10, 16, init=torch.randn(16, 10)), None, torch.randn(2, 10)),
               (UNet(1, 1, 4, 2, seed=0), None, torch.randn(2, 1, 12, 12)),
               (Adversary((10,), 0.1, channels=2, seed=0), None, torch.randn(2, 10))]
+    randomize_head(models[0][0])
+    randomize_head(models[1][0])
     for model, operator, inp in models:
         model.eval()
         again = build_model(model.config(), operator, seed=99).eval()
+        fresh = again(inp)  # seed 99's own weights (residual nets: the zero head, so x0 itself)
         again.load_state_dict(model.state_dict())
         assert type(again) is type(model) and again.config() == model.config()
         assert torch.equal(again(inp), model(inp))
+        assert not torch.equal(fresh, model(inp))  # the check above compares the loaded weights, not x0 == x0
     with pytest.raises(ValueError, match="unknown model type"):
         build_model({"type": "Nope"})
     with pytest.raises(ValueError, match="operator"):

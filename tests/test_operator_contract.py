@@ -200,3 +200,63 @@ def test_module_moves_and_copies(case):
     holder.to("cpu").double().float()
     torch.testing.assert_close(copy.deepcopy(op)(x), expected, rtol=0, atol=0)
     torch.testing.assert_close(op(x), expected, rtol=0, atol=0)
+
+
+def test_vocabulary_and_config_round_trip(case):
+    """Every operator: ``image_shape`` holds its domain, ``to_config`` rebuilds it exactly, ``pinv`` maps back."""
+    from ctrobust.operators.base import operator_from_config
+
+    _, op = case
+    assert math.prod(op.image_shape) == math.prod(op.domain_shape)
+    cfg = op.to_config()
+    assert cfg["type"] in str(type(op).__name__) or cfg["type"] in ("AdjointOperator", "ComposedOperator")
+    again = operator_from_config(cfg)
+    assert type(again) is type(op) and again.to_config() == cfg
+    x = rand((2, *op.domain_shape), torch.float64, seed=4)
+    torch.testing.assert_close(again(x), op(x), rtol=0, atol=0)
+    y = rand((2, *op.range_shape), torch.float64, seed=5)
+    torch.testing.assert_close(again.adjoint(y), op.adjoint(y), rtol=0, atol=0)
+    torch.testing.assert_close(op.T(y), op.adjoint(y), rtol=0, atol=0)
+    if op.has_pinv:
+        assert op.pinv(op(x)).shape == x.shape
+    else:
+        with pytest.raises(NotImplementedError):
+            op.pinv(y)
+
+
+def test_radon_image_shape_and_pinv_is_fbp():
+    from ctrobust import RadonTransform
+
+    op = RadonTransform(ParallelBeam2D(12, 8))
+    assert op.image_shape == (12, 12) and op.has_pinv
+    y = rand((2, *op.range_shape), torch.float64, seed=1)
+    assert torch.equal(op.pinv(y), op.fbp(y, filter="ram-lak"))
+    assert torch.equal(op.pinv(y, filter="hann"), op.fbp(y, filter="hann"))
+
+
+def test_contract_catches_the_adjoint_of_another_geometry():
+    """Planted bug: the adjoint replaced by the transpose of a different geometry's forward (same shapes:
+    the views spread over 2 pi instead of pi). The dot test and the dense-transpose check both refuse it."""
+    from ctrobust import RadonTransform
+    from ctrobust.operators.base import LinearOperator
+
+    op = RadonTransform(ParallelBeam2D(11, 7))
+    other = RadonTransform(ParallelBeam2D(11, 7, angle_range=2 * math.pi))
+    assert other.range_shape == op.range_shape and other.domain_shape == op.domain_shape
+
+    class WrongAdjoint(LinearOperator):
+        def __init__(self):
+            super().__init__(op.domain_shape, op.range_shape)
+
+        def _matvec(self, x):
+            return op._matvec(x)
+
+        def _rmatvec(self, y):
+            return other._rmatvec(y)
+
+    bad = WrongAdjoint()
+    assert op.dot_test() < 1e-10
+    assert bad.dot_test() > 1e-2
+    a = dense(bad, torch.device("cpu"))
+    at = dense(bad, torch.device("cpu"), transpose=True)
+    assert float((at - a.T).abs().max()) > 1e-2 * float(a.abs().max())

@@ -11,15 +11,16 @@ from ctrobust.models.adversary import Adversary
 from ctrobust.models.cs_net import CSResidualNet
 from ctrobust.models.fbpconvnet import FBPConvNet
 from ctrobust.models.linear import LinearReconstruction
+from ctrobust.models.residual import ResidualReconstruction
 from ctrobust.models.unet import UNet, seeded
 from ctrobust.perturbation import eps_radius, project_l2_ball
 
-__all__ = ["UNet", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
+__all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
            "project_l2_ball", "build_model", "seeded"]
 
 
 def build_model(config: dict, operator=None, *, seed: int | None = None):
-    """Rebuild a model from its ``config()``; ``operator`` is needed by FBPConvNet and CSResidualNet.
+    """Rebuild a model from its ``config()``; ``operator`` is needed by the residual networks.
 
     Raises ``ValueError`` for an unknown ``type`` or a missing operator.
     """
@@ -35,9 +36,10 @@ def build_model(config: dict, operator=None, *, seed: int | None = None):
     if kind == "Adversary":
         shape = cfg.pop("measurement_shape")
         return Adversary(shape, **cfg, seed=seed)
-    if kind in ("FBPConvNet", "CSResidualNet"):
+    if kind in ("ResidualReconstruction", "FBPConvNet", "CSResidualNet"):
         if operator is None:
             raise ValueError(f"rebuilding {kind} needs its operator")
-        cls = FBPConvNet if kind == "FBPConvNet" else CSResidualNet
+        cls = {"ResidualReconstruction": ResidualReconstruction, "FBPConvNet": FBPConvNet,
+               "CSResidualNet": CSResidualNet}[kind]
         return cls(operator, **cfg, seed=seed)
     raise ValueError(f"unknown model type {kind!r} in model config {config!r}")

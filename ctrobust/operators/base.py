@@ -8,17 +8,31 @@ operator ``A.T``, a power-iteration norm and the adjoint dot test.
 
 Inner products are the plain (unweighted) sums over pixels / bins / vector entries, so
 ``<A x, y> == <x, A.T y>`` exactly up to floating-point rounding.
+
+The vocabulary every operator shares (models, attacks and checkpoints use only these names):
+
+- ``A(x)`` / ``A.adjoint(y)`` / ``A.T``: the map, its exact adjoint, the adjoint as an operator;
+- ``A.pinv(y)``: the operator's own (approximate) inverse, ``range -> domain``: filtered
+  backprojection with the default filter for :class:`~ctrobust.operators.radon.RadonTransform`, the
+  Moore-Penrose pseudo-inverse for the CS operators (operators without one raise ``NotImplementedError``;
+  ``A.has_pinv`` tells);
+- ``A.image_shape``: the image a domain element reshapes to (row-major, no channel axis), e.g.
+  ``(N, N)`` for CT, ``(28, 28)`` for a CS operator on vectorised 28 x 28 images;
+- ``A.to_config()`` / :func:`operator_from_config`: a JSON-able description and its inverse, through a
+  registry of operator types (:func:`register_operator`); checkpoints store operators this way.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["LinearOperator", "ComposedOperator", "AdjointOperator", "check_batch"]
+__all__ = ["LinearOperator", "ComposedOperator", "AdjointOperator", "check_batch", "register_operator",
+           "operator_from_config", "OPERATOR_TYPES"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -68,6 +82,10 @@ class LinearOperator(nn.Module):
         super().__init__()
         self.domain_shape = tuple(int(s) for s in domain_shape)
         self.range_shape = tuple(int(s) for s in range_shape)
+        # The image a domain element reshapes to: the domain without a leading channel axis of size 1
+        # (``(1, N, N) -> (N, N)``); subclasses with vectorised images set their own.
+        d = self.domain_shape
+        self.image_shape = d[1:] if len(d) == 3 and d[0] == 1 else d
 
     # -- to implement (names as in scipy.sparse.linalg.LinearOperator; ``_apply`` belongs to nn.Module) --
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +120,37 @@ class LinearOperator(nn.Module):
     def T(self) -> "LinearOperator":
         """The adjoint as an operator, ``A.T(y) == A.adjoint(y)``."""
         return AdjointOperator(self)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """The operator's inverse ``range -> domain`` (FBP for the Radon transform, ``A^+`` for CS operators).
+
+        The base class has none and raises ``NotImplementedError``; see :attr:`has_pinv`.
+        """
+        raise NotImplementedError(f"{self.name} has no pinv() (no pseudo-inverse or filtered backprojection)")
+
+    @property
+    def has_pinv(self) -> bool:
+        """Whether :meth:`pinv` is implemented (overridden by the operator's class)."""
+        return type(self).pinv is not LinearOperator.pinv
+
+    # -- configuration --------------------------------------------------------------------------------
+    def to_config(self) -> dict:
+        """A JSON-able description ``{"type": name, ...}``; :func:`operator_from_config` rebuilds the operator.
+
+        The base class raises ``NotImplementedError`` (a custom operator that cannot be rebuilt; its
+        checkpoints load with ``load_checkpoint(path, operator=...)``).
+        """
+        raise NotImplementedError(f"{self.name} has no to_config(); it cannot be rebuilt from a description")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LinearOperator":
+        """Inverse of :meth:`to_config` (default: the description's entries as keyword arguments)."""
+        return cls(**{k: v for k, v in config.items() if k != "type"})
+
+    @classmethod
+    def shapes_from_config(cls, config: dict) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """``(domain_shape, range_shape)`` implied by a description without building the operator (None: unknown)."""
+        return None
 
     def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
         """``A @ B`` is the composition ``x -> A(B(x))``."""
@@ -145,6 +194,44 @@ class LinearOperator(nn.Module):
         return f"domain_shape={self.domain_shape}, range_shape={self.range_shape}"
 
 
+#: Operator type name -> class, or ``"module:Class"`` imported on first use (keeps imports cheap).
+OPERATOR_TYPES: dict[str, Any] = {
+    "RadonTransform": "ctrobust.operators.radon:RadonTransform",
+    "GaussianCS": "ctrobust.operators.cs:GaussianCS",
+    "PartialDCT": "ctrobust.operators.cs:PartialDCT",
+    "DCTSubmatrix": "ctrobust.operators.cs:DCTSubmatrix",
+    "MatrixOperator": "ctrobust.operators.cs:MatrixOperator",
+    "AdjointOperator": "ctrobust.operators.base:AdjointOperator",
+    "ComposedOperator": "ctrobust.operators.base:ComposedOperator",
+}
+
+
+def register_operator(name: str, cls, *, overwrite: bool = False) -> None:
+    """Make ``operator_from_config({"type": name, ...})`` build ``cls`` (a LinearOperator subclass or
+    ``"module:Class"``); ``cls.to_config()`` must return ``{"type": name, ...}``."""
+    if name in OPERATOR_TYPES and not overwrite:
+        raise ValueError(f"operator type {name!r} is already registered (pass overwrite=True to replace it)")
+    OPERATOR_TYPES[name] = cls
+
+
+def operator_class(name: str):
+    """The class registered under ``name`` (``KeyError`` if none)."""
+    cls = OPERATOR_TYPES[name]
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        OPERATOR_TYPES[name] = cls
+    return cls
+
+
+def operator_from_config(config: dict) -> LinearOperator:
+    """Rebuild an operator from :meth:`LinearOperator.to_config` output (``ValueError`` for an unknown type)."""
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind not in OPERATOR_TYPES:
+        raise ValueError(f"not an operator description (need 'type' in {sorted(OPERATOR_TYPES)}), got {config!r}")
+    return operator_class(kind).from_config(config)
+
+
 class AdjointOperator(LinearOperator):
     """``A^T`` as an operator in its own right; its adjoint is ``A`` again."""
 
@@ -168,6 +255,13 @@ class AdjointOperator(LinearOperator):
     @property
     def T(self) -> LinearOperator:
         return self.op
+
+    def to_config(self) -> dict:
+        return {"type": "AdjointOperator", "operator": self.op.to_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "AdjointOperator":
+        return cls(operator_from_config(config["operator"]))
 
 
 class ComposedOperator(LinearOperator):
@@ -196,3 +290,10 @@ class ComposedOperator(LinearOperator):
 
     def _rmatvec(self, y):
         return self.inner._rmatvec(self.outer._rmatvec(y).contiguous())
+
+    def to_config(self) -> dict:
+        return {"type": "ComposedOperator", "outer": self.outer.to_config(), "inner": self.inner.to_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ComposedOperator":
+        return cls(operator_from_config(config["outer"]), operator_from_config(config["inner"]))

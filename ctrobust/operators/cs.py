@@ -215,8 +215,19 @@ class CSOperator(LinearOperator):
         raise NotImplementedError
 
     def config(self) -> dict:
-        """Alias of :meth:`to_dict` (the name models use)."""
+        """Alias of :meth:`to_dict`."""
         return self.to_dict()
+
+    def to_config(self) -> dict:
+        """The shared operator vocabulary's name for :meth:`to_dict`."""
+        return self.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CSOperator":
+        kwargs = {k: v for k, v in config.items() if k != "type"}
+        if kwargs.get("image_shape") is not None:
+            kwargs["image_shape"] = tuple(kwargs["image_shape"])
+        return cls(**kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
@@ -556,12 +567,10 @@ _TYPES = {"GaussianCS": GaussianCS, "PartialDCT": PartialDCT, "DCTSubmatrix": DC
 
 
 def operator_from_dict(config: dict) -> CSOperator:
-    """Rebuild a CS operator from :meth:`CSOperator.to_dict` output."""
+    """Rebuild a CS operator from :meth:`CSOperator.to_dict` output (CS types only; any registered
+    operator: :func:`ctrobust.operators.base.operator_from_config`)."""
     if not isinstance(config, dict) or config.get("type") not in _TYPES:
         raise CSArgumentError(
             f"not a CS operator description (need 'type' in {sorted(_TYPES)}), got {config!r}"
         )
-    kwargs = {k: v for k, v in config.items() if k != "type"}
-    if "image_shape" in kwargs and kwargs["image_shape"] is not None:
-        kwargs["image_shape"] = tuple(kwargs["image_shape"])
-    return _TYPES[config["type"]](**kwargs)
+    return _TYPES[config["type"]].from_config(config)

@@ -4,7 +4,7 @@ Shapes: images ``(B, 1, N, N)``, sinograms ``(B, 1, A, D)`` (A angles, D detecto
 pixel is the unit of length (pixel side 1, detector bin width 1), angles in radians. ``op(x)`` is the
 line integral of the image (ASTRA's ``linear`` projector by default); ``op.adjoint`` its exact
 adjoint for plain inner products; ``op.fbp`` the filtered backprojection, scaled so that
-``op.fbp(op(x)) ~ x``. See docs/conventions.md for the layout, centre and scaling conventions.
+``op.fbp(op(x)) ~ x`` (``op.pinv`` is FBP with the default filter, the name every operator shares). See docs/conventions.md for the layout, centre and scaling conventions.
 """
 
 from __future__ import annotations
@@ -144,6 +144,33 @@ class RadonTransform(LinearOperator):
         self._check_device(y)
         filtered = filter_sinogram(y, filter, frequency_scaling)
         return self.adjoint(filtered) * self.fbp_scale
+
+    def pinv(self, y: torch.Tensor, filter: str = "ram-lak", frequency_scaling: float = 1.0) -> torch.Tensor:
+        """The operator's inverse in the shared vocabulary: :meth:`fbp` (default filter ``"ram-lak"``)."""
+        return self.fbp(y, filter=filter, frequency_scaling=frequency_scaling)
+
+    def to_config(self) -> dict:
+        """``{"type": "RadonTransform", "geometry": ..., "backend": ..., "projector": ...}`` (JSON-able)."""
+        return {"type": "RadonTransform", "geometry": self.geometry.to_dict(), "backend": self.backend,
+                "projector": self.projector}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "RadonTransform":
+        """Rebuild from :meth:`to_config` output (the projector applies to the ``astra`` backend only)."""
+        geometry = ParallelBeam2D.from_dict(config["geometry"])
+        backend = config.get("backend") or "auto"
+        kwargs = {"projector": config["projector"]} if backend == "astra" and config.get("projector") else {}
+        return cls(geometry, backend=backend, **kwargs)
+
+    @classmethod
+    def shapes_from_config(cls, config: dict):
+        if not isinstance(config.get("geometry"), dict):
+            return None
+        try:
+            g = ParallelBeam2D.from_dict(config["geometry"])
+        except (TypeError, ValueError):
+            return None
+        return (1, *g.image_shape), (1, *g.sinogram_shape)
 
     def extra_repr(self) -> str:
         return f"geometry={self.geometry!r}, backend={self.backend!r}"

@@ -244,7 +244,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
     if missing or unexpected:
         raise CtrobustError(f"checkpoint {path} does not fit its model config: missing {missing[:5]}, "
                             f"unexpected {list(unexpected)[:5]}")
-    if getattr(model, "operator", None) is not op:
+    if getattr(model, "operator", None) is not op:  # models built without an operator (e.g. LinearReconstruction)
         if isinstance(op, torch.nn.Module) and any(True for _ in op.buffers()):
             model.operator = op  # registered: .to() moves its buffers
         else:
