@@ -24,7 +24,6 @@ Config keys (``experiments/<name>/config.json``): ``dataset`` ("digits", "faces"
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
@@ -33,12 +32,12 @@ from torch.utils.data import TensorDataset
 
 from ctrobust.data.images import load_image_set
 from ctrobust.errors import CtrobustError
-from ctrobust.files import write_bytes
 from ctrobust.models import CSResidualNet
 from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT
 from ctrobust.report import plot_robustness_curves
 from ctrobust.robustness import robustness_curve
 from ctrobust.training import fit, make_objective
+from ctrobust.training.checkpoint import save_model
 from experiments import _common as C
 
 __all__ = ["run_cs", "build_operator", "load_images"]
@@ -140,7 +139,8 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
     for name in cfg["objectives"]:
         t0 = time.perf_counter()
         model = CSResidualNet(op, channels=cfg["channels"], depth=cfg["depth"], init=cfg["init"], seed=cfg["train_seed"])
-        res = fit(model, op, _objective(name, cfg), train_set, val_set, max_steps=cfg["steps"],
+        objective = _objective(name, cfg)
+        res = fit(model, op, objective, train_set, val_set, max_steps=cfg["steps"],
                   batch_size=cfg["batch_size"], lr=cfg["lr"], scheduler=cfg["scheduler"], seed=cfg["train_seed"],
                   device="cpu", val_every=max(1, cfg["steps"] // 4), log_every=max(1, cfg["steps"] // 50),
                   progress=args.progress)
@@ -154,10 +154,8 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         summaries[name] = curve.summary
         table += _summary_rows(name, curve.summary)
         examples[name] = curve.examples.get(max(cfg["eps_grid"]), {}).get("attack")
-        buf = io.BytesIO()
-        torch.save({"model_config": model.config(), "operator": op.to_dict(), "objective": name,
-                    "state_dict": model.state_dict()}, buf)
-        write_bytes(models_dir / f"{name}.pt", buf.getvalue())
+        # the trainer's checkpoint format: ctrobust.training.load_checkpoint(models/<name>.pt) rebuilds the model
+        save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.config()})
     # the pseudo-inverse, the linear reference every network starts from (init="pinv")
     curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], **attack_kw)
     summaries["pinv"] = curve.summary

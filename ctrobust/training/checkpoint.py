@@ -32,7 +32,7 @@ from ctrobust import __version__
 from ctrobust.errors import CtrobustError
 from ctrobust.files import atomic_write
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator", "check_operator",
+__all__ = ["save_checkpoint", "save_model", "model_payload", "read_checkpoint", "load_checkpoint", "operator_config", "build_operator", "check_operator",
            "model_state", "rng_state", "set_rng_state", "FORMAT", "VERSION"]
 
 FORMAT = "ctrobust-checkpoint"
@@ -113,6 +113,23 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """
     data = {"format": FORMAT, "version": VERSION, "ctrobust_version": __version__, **payload}
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+
+def model_payload(model: torch.nn.Module, operator) -> dict:
+    """The part of a checkpoint that rebuilds a model: ``model`` (config + state), ``operator``, ``geometry``."""
+    geometry = getattr(operator, "geometry", None)  # ParallelBeam2D of a RadonTransform; CS operators have none
+    return {"model": {"config": model.config(), "state": model_state(model)}, "operator": operator_config(operator),
+            "geometry": geometry.to_dict() if geometry is not None else None}
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, operator=None, **extra) -> Path:
+    """A checkpoint holding a trained model only (no optimiser or RNG state), readable by :func:`load_checkpoint`.
+
+    ``operator`` defaults to ``model.operator``; ``extra`` entries (JSON-able values, tensors) are stored beside it,
+    e.g. ``objective={"config": objective.config()}``.
+    """
+    op = operator if operator is not None else model.operator
+    return save_checkpoint(path, {**model_payload(model, op), **extra})
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
