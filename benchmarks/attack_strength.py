@@ -41,7 +41,7 @@ EPS_GRID = (0.005, 0.01, 0.02, 0.04)
 
 def train_models(workdir: Path, objectives, steps: int, size: int, angles: int, channels: int, depth: int,
                  seed: int) -> list[Path]:
-    from ctrobust.training.trainer import TrainConfig, train
+    from ctrobust.app import TrainSpec, run_train
 
     paths = []
     for objective in objectives:
@@ -49,7 +49,7 @@ def train_models(workdir: Path, objectives, steps: int, size: int, angles: int, 
         best = out / "best.pt"
         if not best.exists():
             print(f"training {objective} ({steps} steps) into {out}", file=sys.stderr)
-            train(TrainConfig(angles=angles, size=size, objective=objective, max_steps=steps, channels=channels,
+            run_train(TrainSpec(angles=angles, size=size, objective=objective, max_steps=steps, channels=channels,
                               depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu"))
         paths.append(best)
     return paths

@@ -25,7 +25,7 @@ import torch
 from ctrobust.data import load_split
 from ctrobust.methods import load_model
 from ctrobust.robustness import robustness_curve
-from ctrobust.training.trainer import TrainConfig, train
+from ctrobust.app import TrainSpec, run_train
 
 EPS_GRID = (0.0, 0.005, 0.01, 0.02, 0.04)
 
@@ -34,7 +34,7 @@ def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, ang
             pgd_steps: int, n_test: int) -> dict:
     out = workdir / f"{objective}-seed{seed}-{steps}steps-{size}px"
     if not (out / "best.pt").exists() or not (out / "steps.csv").exists():
-        train(TrainConfig(angles=angles, size=size, objective=objective, max_steps=steps, channels=channels,
+        run_train(TrainSpec(angles=angles, size=size, objective=objective, max_steps=steps, channels=channels,
                           depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu",
                           pgd_steps=pgd_steps, eps=0.01))
     with open(out / "steps.csv") as fh:

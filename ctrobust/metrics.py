@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["mse", "relative_error", "psnr", "ssim", "all_metrics"]
+__all__ = ["mse", "relative_error", "psnr", "ssim", "all_metrics", "mean_std"]
 
 
 def _pair(estimate: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +57,15 @@ def all_metrics(estimate: torch.Tensor, truth: torch.Tensor, data_range: float =
         out["psnr"] = psnr(estimate, truth, data_range)
         out["ssim"] = ssim(estimate, truth, data_range)
     return out
+
+
+def mean_std(name: str, values, *, ignore_nan: bool = False) -> dict:
+    """``{"<name>_mean", "<name>_std"}``: the mean and the population std (``ddof=0``) of ``values`` in float64.
+
+    The one mean/std summary of every table (robustness curves, evaluate, features, experiments);
+    ``ignore_nan`` skips NaN entries (``np.nanmean`` / ``np.nanstd``).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if ignore_nan:
+        return {f"{name}_mean": float(np.nanmean(arr)), f"{name}_std": float(np.nanstd(arr))}
+    return {f"{name}_mean": float(arr.mean()), f"{name}_std": float(arr.std())}

@@ -214,12 +214,12 @@ def test_attack_differentiates_through_fbp(radon):
 @pytest.fixture(scope="module")
 def trained_fbpconvnet(tmp_path_factory):
     """A tiny FBPConvNet (32 px, 20 views, 4 channels, depth 2) trained for 40 steps on phantoms."""
-    from ctrobust.training import TrainConfig, train
+    from ctrobust.app import TrainSpec, run_train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
-    config = TrainConfig(angles=20, size=32, n_train=32, n_val=4, max_steps=40, batch_size=8, channels=4, depth=2,
+    config = TrainSpec(angles=20, size=32, n_train=32, n_val=4, max_steps=40, batch_size=8, channels=4, depth=2,
                          lr=3e-3, out=str(out), progress=False, device="cpu")
-    return train(config).model.eval()
+    return run_train(config).model.eval()
 
 
 def test_pga_beats_random_noise_on_trained_fbpconvnet(trained_fbpconvnet):

@@ -14,11 +14,11 @@ SMALL = ["--n-samples", "2", "--batch-size", "2"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """best.pt of a tiny FBPConvNet (24 px, 10 views) trained for 2 steps by ctrobust.training.train."""
-    from ctrobust.training import TrainConfig, train
+    """best.pt of a tiny FBPConvNet (24 px, 10 views) trained for 2 steps by ctrobust.app.run_train."""
+    from ctrobust.app import TrainSpec, run_train
 
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    result = train(TrainConfig(angles=10, size=24, n_train=4, n_val=2, max_steps=2, batch_size=2, channels=4,
+    result = run_train(TrainSpec(angles=10, size=24, n_train=4, n_val=2, max_steps=2, batch_size=2, channels=4,
                                depth=2, out=str(out), progress=False, device="cpu"))
     return result.best_checkpoint
 

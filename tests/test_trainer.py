@@ -12,7 +12,8 @@ from ctrobust.geometry import ParallelBeam2D
 from ctrobust.models import FBPConvNet, LinearReconstruction
 from ctrobust.operators.cs import GaussianCS
 from ctrobust.operators.radon import RadonTransform
-from ctrobust.training import NonFiniteLossError, TrainConfig, fit, load_checkpoint, read_checkpoint, train
+from ctrobust.app import TrainSpec, run_train
+from ctrobust.training import NonFiniteLossError, fit, load_checkpoint, read_checkpoint
 from ctrobust.training.objectives import Jitter, MinMax
 
 TINY = ["--angles", "12", "--size", "32", "--channels", "4", "--depth", "2", "--n-train", "8", "--n-val", "2",
@@ -196,13 +197,13 @@ def test_train_on_a_prepared_file(tmp_path):
 
     h5 = tmp_path / "ph.h5"
     make_phantoms(h5, n=10, size=24, seed=0, val_fraction=0.2, test_fraction=0.1, progress=False)
-    config = TrainConfig(angles=10, data=str(h5), channels=4, depth=1, batch_size=3, max_steps=2,
+    config = TrainSpec(angles=10, data=str(h5), channels=4, depth=1, batch_size=3, max_steps=2,
                          out=str(tmp_path / "run"), progress=False)
-    result = train(config)
+    result = run_train(config)
     assert result.steps == 2 and result.metrics["val_psnr"] > 0
     assert read_checkpoint(result.last_checkpoint)["geometry"]["image_size"] == 24
     with pytest.raises(CtrobustError, match="differs from the data's image size"):
-        train(TrainConfig(angles=10, data=str(h5), size=32, out=str(tmp_path / "run2"), progress=False))
+        run_train(TrainSpec(angles=10, data=str(h5), size=32, out=str(tmp_path / "run2"), progress=False))
 
 
 def test_train_on_a_file_without_validation_patients(tmp_path):

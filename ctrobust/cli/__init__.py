@@ -1,7 +1,9 @@
-"""The ``ctrobust`` command line: one module per subcommand, each a thin layer over the library.
+"""The ``ctrobust`` command line: a thin adapter from the specs of :mod:`ctrobust.app` to argparse.
 
-Each subcommand module defines ``add_parser(subparsers)`` (which registers its parser and sets
-``func=run``) and ``run(args) -> int``. ``main(argv=None)`` is callable from tests.
+Each subcommand module defines ``add_parser(subparsers)``, which registers the options of its spec through
+:func:`ctrobust.cli.adapter.add_spec_parser`, and ``run(args) -> int``, which builds the spec, calls its
+``ctrobust.app.run_*`` function and prints the result. No subcommand module imports another one.
+``main(argv=None)`` is callable from tests.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctrobust",
         description="Robust deep-learning CT reconstruction: prepare data, train, attack, evaluate, report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        
     )
     parser.add_argument("--version", action="version", version=f"ctrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

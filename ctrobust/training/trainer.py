@@ -1,4 +1,5 @@
-"""The trainer: :func:`fit` (any model, operator, objective and dataset) and :func:`train` (``ctrobust train``).
+"""The trainer: :func:`fit` trains any model, operator, objective and dataset (``ctrobust train`` builds them in
+:func:`ctrobust.app.run_train`).
 
 See docs/training.md. In short: images ``x`` come from the dataset, the trainer measures ``y = A x``
 (no noise), the objective returns the loss, Adam takes a step, and the learning rate follows a
@@ -29,7 +30,7 @@ from ctrobust.training.checkpoint import (model_state, operator_config, read_che
 from ctrobust.training.logs import RunLog, data_fingerprint
 from ctrobust.training.objectives import OBJECTIVES, Objective, make_objective
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "train", "NonFiniteLossError", "SCHEDULERS", "RUN_FILES"]
+__all__ = ["TrainResult", "fit", "NonFiniteLossError", "SCHEDULERS", "RUN_FILES"]
 
 SCHEDULERS = ("cosine", "step", "constant")
 #: Files the trainer writes into ``out`` (``--force`` removes exactly these before a fresh run).
@@ -259,7 +260,7 @@ def fit(
     callbacks : sequence of callables
         ``cb(step, logs)`` after every step (after any checkpoint of that step), e.g. to stop early.
     extra : dict, optional
-        JSON-able entries stored in the checkpoint's ``run`` record (``train`` stores its TrainConfig).
+        JSON-able entries stored in the checkpoint's ``run`` record (``run_train`` stores its TrainSpec).
 
     Returns
     -------
@@ -525,102 +526,3 @@ def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size
     if problems:
         raise CtrobustError(f"cannot resume from {path}: it belongs to a different run: " + "; ".join(problems)
                             + ". Use the original options, or start afresh with --force or another --out.")
-
-
-# ------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TrainConfig:
-    """Options of ``ctrobust train`` (each documented in docs/cli/train.md); :func:`train` runs them.
-
-    Units: ``size`` pixels, ``angles`` views on [0, pi); ``eps`` relative to ``||y||_2`` per sample
-    (absolute when ``relative=False``); ``lr``/``g_lr`` Adam learning rates; ``batch_size`` per process.
-    """
-
-    angles: int = 143
-    size: int | None = None
-    data: str | None = None
-    n_train: int | None = None
-    n_val: int | None = None
-    data_seed: int = 0
-    objective: str = "plain"
-    eps: float = 0.01
-    lam: float = 1.0
-    relative: bool = True
-    adversary_mode: str = "shared"
-    u_step: float = 0.25
-    g_lr: float = 1e-3
-    g_steps: int = 1
-    pgd_steps: int = 5
-    mu: float = 1e-4
-    beta: float = 3e-4
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int = 8
-    lr: float = 1e-3
-    scheduler: str = "cosine"
-    channels: int = 64
-    depth: int = 4
-    norm: str = "batch"
-    filter: str = "ram-lak"
-    backend: str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/train"
-    resume: bool = False
-    force: bool = False
-    num_workers: int = 0
-    val_every: int | None = None
-    save_every: int | None = None
-    log_every: int = 1
-    progress: bool = True
-
-    #: phantom image size when neither ``size`` nor ``data`` is given
-    DEFAULT_SIZE = 128
-
-
-def train(config: TrainConfig, *, callbacks: Sequence[Callable[[int, dict], None]] = ()) -> TrainResult:
-    """Train FBPConvNet on phantoms (``data=None``) or a prepared HDF5 file, as ``ctrobust train`` does."""
-    from ctrobust.data import load_split
-    from ctrobust.geometry import ParallelBeam2D
-    from ctrobust.models import FBPConvNet
-    from ctrobust.operators.radon import RadonTransform
-
-    if config.objective not in OBJECTIVES:
-        raise CtrobustError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if config.epochs is not None and config.max_steps is not None:
-        raise CtrobustError("give --epochs or --max-steps, not both")
-    size = config.size if config.size is not None else TrainConfig.DEFAULT_SIZE
-    try:
-        train_set = load_split(config.data, "train", size=size, n_phantoms=config.n_train, seed=config.data_seed)
-        # A small prepared file may have no validation patients: train without validation then.
-        val_set = load_split(config.data, "val", size=size, n_phantoms=config.n_val, seed=config.data_seed,
-                             allow_empty=True)
-    except (OSError, KeyError, ValueError) as exc:
-        if isinstance(exc, CtrobustError):
-            raise
-        raise CtrobustError(f"cannot load the training data {config.data or '(phantoms)'}: {exc}") from exc
-    if config.data is not None:
-        if config.size is not None and config.size != train_set.image_size:
-            raise CtrobustError(f"--size {config.size} differs from the data's image size {train_set.image_size}; "
-                                "omit --size to use the data's")
-        size = int(train_set.image_size)
-    if len(val_set) == 0:
-        val_set = None
-    try:
-        geometry = ParallelBeam2D(size, config.angles)
-        operator = RadonTransform(geometry, backend=config.backend)
-        model = FBPConvNet(operator, config.channels, config.depth, config.filter, norm=config.norm, seed=config.seed)
-        objective = make_objective(config.objective, eps=config.eps, lam=config.lam, relative=config.relative,
-                                   mu=config.mu, beta=config.beta, g_lr=config.g_lr, g_steps=config.g_steps,
-                                   pgd_steps=config.pgd_steps, mode=config.adversary_mode, u_step=config.u_step,
-                                   seed=config.seed)
-    except ValueError as exc:
-        raise CtrobustError(str(exc)) from exc
-    cfg = dataclasses.asdict(config)
-    cfg["size"] = size
-    return fit(model, operator, objective, train_set, val_set, epochs=config.epochs, max_steps=config.max_steps,
-               batch_size=config.batch_size, lr=config.lr, scheduler=config.scheduler, seed=config.seed,
-               device=config.device, out=config.out, resume=config.resume, force=config.force,
-               num_workers=config.num_workers, val_every=config.val_every, save_every=config.save_every,
-               log_every=config.log_every, progress=config.progress, callbacks=callbacks,
-               extra={"train_config": cfg})

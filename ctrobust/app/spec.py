@@ -1,0 +1,175 @@
+"""Spec fields: each option of a command is one dataclass field carrying its help, unit, choices and default.
+
+A *spec* is a frozen dataclass (a subclass of :class:`Spec`) whose fields are made with :func:`option`.
+The field holds the ONE default of the option; its metadata holds what a user needs to know about it:
+
+- ``help``: what it does (plain text, ``%`` written as is);
+- ``unit``: the unit of a number (``"pixels"``, ``"views on [0, pi)"``, ``"fraction of ||y||_2"``);
+- ``choices``: the allowed values (checked when the spec is built, and by the command line at parse time);
+- ``parse``: a function text -> value that also validates (e.g. :func:`positive_int`); the command line
+  uses it as ``type=``, the spec's ``__post_init__`` applies it to non-text values by their ``str``;
+- ``library_default``: for options whose default ``None`` means "the library's default", a function
+  returning that default (shown in ``--help``);
+- ``default_text``: how to describe a ``None`` default in ``--help``;
+- command-line details: ``flag`` (when not ``--field-name``), ``aliases`` (older spellings, accepted but
+  not shown), ``metavar``, ``group`` (the ``--help`` section), ``positional``, ``repeat`` (the flag may be
+  given several times; the field is a tuple), ``exclusive`` (a name shared by options that exclude each
+  other), ``required``, ``cli=False`` (not on the command line).
+
+Building a spec validates it (:meth:`Spec.__post_init__`), so a bad choice is refused before a command
+does anything, whether it comes from the command line or from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any, Callable
+
+from ctrobust.errors import CtrobustError
+
+__all__ = ["option", "Spec", "positive_int", "nonneg_int", "image_size", "nonneg_float", "positive_float",
+           "fraction", "eps_list", "device_name", "MIN_IMAGE_SIZE"]
+
+#: Smallest image side in pixels the commands accept (validation SSIM uses a 7 x 7 window).
+MIN_IMAGE_SIZE = 8
+
+
+def option(default: Any = None, help: str = "", *, unit: str | None = None, choices=None,
+           parse: Callable[[str], Any] | None = None, library_default: Callable[[], Any] | None = None,
+           default_text: str | None = None, flag: str | None = None, aliases: tuple = (), metavar=None,
+           group: str | None = None, positional: bool = False, repeat: bool = False, exclusive: str | None = None,
+           required: bool = False, cli: bool = True):
+    """A spec field (see the module docstring); lists are stored as tuples so specs stay hashable."""
+    if isinstance(default, list):
+        default = tuple(default)
+    meta = {"help": help, "unit": unit, "choices": tuple(choices) if choices is not None else None, "parse": parse,
+            "library_default": library_default, "default_text": default_text, "flag": flag,
+            "aliases": tuple(aliases), "metavar": metavar, "group": group, "positional": positional,
+            "repeat": repeat, "exclusive": exclusive, "required": required, "cli": cli}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Base of the command specs: validation on construction, conversion to a JSON-able dict."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            meta = f.metadata
+            if not meta:
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, value := tuple(value))
+            if value is None or value == ():
+                if meta.get("required"):
+                    raise CtrobustError(f"{self.flag(f.name)} is required")
+                continue
+            values = value if meta.get("repeat") or isinstance(value, tuple) else (value,)
+            choices = meta.get("choices")
+            for v in values:
+                if choices is not None and v not in choices:
+                    raise CtrobustError(f"{self.flag(f.name)} {v!r}: choose one of {', '.join(map(str, choices))}")
+            parse = meta.get("parse")
+            for v in values if parse is not None else ():
+                try:
+                    parse(str(v))
+                except argparse.ArgumentTypeError as exc:
+                    raise CtrobustError(f"{self.flag(f.name)}: {exc}") from None
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields (a subclass overrides it); raise :class:`CtrobustError`."""
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The command-line flag of field ``name`` (``--field-name`` unless the field says otherwise)."""
+        meta = {f.name: f.metadata for f in dataclasses.fields(cls)}.get(name) or {}
+        if meta.get("positional"):
+            return name.upper()
+        return meta.get("flag") or "--" + name.replace("_", "-")
+
+    def given(self, name: str) -> bool:
+        """Whether field ``name`` differs from its default (for options that only apply with another)."""
+        f = {f.name: f for f in dataclasses.fields(self)}[name]
+        return getattr(self, name) != f.default
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# -- value parsers (argparse ``type=`` callables, also used to validate specs) ---------------------------
+def _number(text: str, kind, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """An image side in pixels, at least :data:`MIN_IMAGE_SIZE`."""
+    value = _number(text, int, f"an image size in pixels (an integer >= {MIN_IMAGE_SIZE})")
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image size of at least {MIN_IMAGE_SIZE} pixels "
+                                         f"(SSIM uses a 7 x 7 window), got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _number(text, float, "a number >= 0")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1)."""
+    v = nonneg_float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return v
+
+
+def eps_list(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers >= 0, e.g. ``0,0.005,0.01``."""
+    parts = [p for p in text.replace(" ", "").strip("()[]").split(",") if p]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers such as 0,0.005,0.01")
+    return tuple(nonneg_float(p) for p in parts)
+
+
+def device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA is there is checked when the command runs)."""
+    name = str(text).strip()
+    head, _, index = name.partition(":")
+    if name in ("auto", "cpu", "cuda", "mps") or (head == "cuda" and index.isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")

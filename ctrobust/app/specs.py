@@ -1,0 +1,512 @@
+"""The specs of the commands: every option of ``ctrobust train``, ``attack``, ``evaluate``, ``prepare-dicom``,
+``make-phantoms``, ``demo`` and ``report``, with its help, unit, choices and its one default.
+
+The command line is generated from these classes (:mod:`ctrobust.cli.adapter`); Python callers build them
+directly, e.g. ``run_train(TrainSpec(angles=60, size=64, max_steps=100, out="runs/a"))``. One name per
+concept across commands: ``size`` (image side in pixels), ``angles`` (views on [0, pi)), ``eps`` (one
+radius), ``eps_grid`` (several radii), ``absolute`` (radii in sinogram units instead of relative to
+``||y||_2``), ``n_samples``, ``seed``, ``device``, ``out``, ``force``, ``progress``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from ctrobust.app.spec import (Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int, option,
+                               positive_float, positive_int)
+from ctrobust.attacks import DEFAULT_STEPS
+from ctrobust.errors import CtrobustError
+from ctrobust.models.adversary import MODES
+from ctrobust.models.unet import NORMS
+from ctrobust.operators.filters import FILTERS
+from ctrobust.operators.radon import BACKENDS
+from ctrobust.robustness import DEFAULT_EPS_GRID, robustness_curve
+from ctrobust.shift import SHIFT_KINDS, make_shift
+from ctrobust.training.objectives import OBJECTIVES
+from ctrobust.training.trainer import SCHEDULERS
+
+__all__ = ["TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
+           "ReportSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
+           "signature_default"]
+
+#: image side in pixels of the built-in phantoms when neither a size nor data is given
+DEFAULT_SIZE = 128
+#: views on [0, pi) (the paper's geometry)
+DEFAULT_ANGLES = 143
+SPLITS = ("train", "val", "test")
+
+
+def signature_default(func, name: str):
+    """The default of parameter ``name`` of ``func``: library defaults come from the library's signatures."""
+    return inspect.signature(func).parameters[name].default
+
+
+def _lib(func_path: str, name: str):
+    """A ``library_default`` callable: the default of parameter ``name`` of ``module:function``."""
+
+    def get():
+        import importlib
+
+        module, func = func_path.split(":")
+        value = signature_default(getattr(importlib.import_module(module), func), name)
+        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+
+    return get
+
+
+# -- shared options ----------------------------------------------------------------------------------
+def _device(group: str | None = None):
+    return option("auto", "torch device: auto (CUDA when available), cpu, cuda or cuda:N", parse=device_name,
+                  metavar="DEVICE", group=group)
+
+
+def _progress():
+    return option(True, "progress bars (only on a terminal)")
+
+
+def _force(what: str = "a non-empty --out, overwriting its files"):
+    return option(False, f"write into {what}")
+
+
+# ======================================================================================================
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(Spec):
+    """``ctrobust train``: FBPConvNet on phantoms or a prepared file, with a robustness objective (docs/cli/train.md)."""
+
+    angles: int = option(DEFAULT_ANGLES, "number of parallel-beam views, uniformly on [0, pi) radians (the paper: 143)",
+                         parse=positive_int, group="geometry and data")
+    size: int | None = option(None, "image side N", unit="pixels", parse=image_size, group="geometry and data",
+                              default_text=f"the data's size, or {DEFAULT_SIZE} for phantoms")
+    data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its "
+                              "train split, validates on its val split", metavar="DATASET.h5", group="geometry and data",
+                              default_text="built-in random-ellipse phantoms")
+    n_train: int | None = option(None, "number of training phantoms without --data", parse=positive_int,
+                                 group="geometry and data", default_text="the built-in 256")
+    n_val: int | None = option(None, "number of validation phantoms without --data", parse=nonneg_int,
+                               group="geometry and data", default_text="the built-in 32")
+    data_seed: int = option(0, "seed of the built-in phantoms (>= 0)", parse=nonneg_int, group="geometry and data")
+    filter: str = option("ram-lak", "FBP filter inside FBPConvNet", choices=FILTERS, group="geometry and data")
+    backend: str = option("auto", "Radon transform backend", choices=BACKENDS, group="geometry and data")
+
+    objective: str = option("plain", "training objective (docs/training.md)", choices=tuple(OBJECTIVES),
+                            group="objective")
+    eps: float = option(0.01, "perturbation radius for minmax/pgd/universal/jitter: a fraction of ||y||_2 per sample "
+                        "(0.01 = 1 %), or in sinogram units with --absolute", parse=nonneg_float, group="objective")
+    absolute: bool = option(False, "--eps is an absolute l2 radius in sinogram units instead of relative to ||y||_2",
+                            group="objective")
+    lam: float = option(1.0, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
+                        parse=nonneg_float, group="objective")
+    adversary_mode: str = option(
+        "shared", "minmax: the adversary G. shared: one learned direction u at the full radius, moved by normalised "
+        "ascent with the gradient of f's own backward pass (no extra pass); conditioned: normalize(u + h(y)) with a "
+        "CNN h (the paper's y-dependent G); project / sphere / penalty: a CNN alone with its own Adam ascent passes "
+        "(kept for comparison: weak in CT, docs/training.md)", choices=MODES, group="objective")
+    u_step: float = option(0.25, "minmax shared/conditioned: normalised ascent step of the unit direction u per f step",
+                           unit="dimensionless, a fraction of ||u|| = 1", parse=positive_float, group="objective")
+    g_lr: float = option(1e-3, "minmax: Adam learning rate of G's network (h in conditioned mode, the CNN in "
+                         "project/sphere/penalty)", parse=positive_float, group="objective")
+    g_steps: int = option(1, "minmax project/sphere/penalty and universal: ascent passes on the adversary per f step",
+                          parse=positive_int, group="objective")
+    pgd_steps: int = option(5, "pgd: projected gradient ascent steps per sample per f step", parse=positive_int,
+                            group="objective")
+    mu: float = option(1e-4, "weight-decay: weight mu of sum ||theta||^2 added to the per-pixel MSE",
+                       parse=nonneg_float, group="objective")
+    beta: float = option(3e-4, "parseval: retraction strength beta (W <- (1+beta) W - beta W W^T W after each step)",
+                         parse=nonneg_float, group="objective")
+
+    epochs: int | None = option(None, "passes over the training set", parse=positive_int, group="optimisation",
+                                exclusive="length", default_text="10 when --max-steps is not given")
+    max_steps: int | None = option(None, "stop after this many optimiser steps in total, counting steps before a "
+                                   "--resume", parse=nonneg_int, group="optimisation", exclusive="length",
+                                   default_text="--epochs")
+    batch_size: int = option(8, "images per step per process (global batch = this x number of processes)",
+                             parse=positive_int, group="optimisation")
+    lr: float = option(1e-3, "Adam learning rate of the network", parse=positive_float, group="optimisation")
+    scheduler: str = option("cosine", "learning-rate schedule over all steps: cosine to 0, step (x0.1 at 50 % and "
+                            "75 %), constant", choices=SCHEDULERS, group="optimisation")
+    channels: int = option(64, "U-Net channels of the first level (Jin et al.: 64; 8 trains fast on a laptop)",
+                           parse=positive_int, group="optimisation")
+    depth: int = option(4, "U-Net poolings (Jin et al.: 4)", parse=nonneg_int, group="optimisation")
+    norm: str = option("batch", "U-Net normalisation layers", choices=NORMS, group="optimisation")
+    seed: int = option(0, "seed of the weights, the adversary and the data order", parse=nonneg_int,
+                       group="optimisation")
+    device: str = _device("optimisation")
+    num_workers: int = option(0, "DataLoader worker processes", parse=nonneg_int, group="optimisation")
+
+    out: str = option("runs/train", "run directory for logs, config.json, last.pt and best.pt", metavar="DIR",
+                      group="output")
+    resume: bool = option(False, "continue the run in --out from its last.pt (Ctrl-C or SIGTERM let the step in "
+                          "progress finish and save last.pt first)", group="output")
+    force: bool = option(False, "overwrite the run files in a non-empty --out", group="output")
+    val_every: int | None = option(None, "validate and checkpoint every this many steps", parse=positive_int,
+                                   group="output", default_text="at every epoch end")
+    save_every: int | None = option(None, "also save last.pt every this many steps", parse=positive_int,
+                                    group="output", default_text="only when validating")
+    log_every: int = option(1, "write a step log row every this many steps", parse=positive_int, group="output")
+    progress: bool = option(True, "progress bar (only on a terminal)", group="output")
+
+    def check(self) -> None:
+        if self.epochs is not None and self.max_steps is not None:
+            raise CtrobustError("give --epochs or --max-steps, not both")
+        if self.resume and self.force:
+            raise CtrobustError("--resume and --force contradict each other: choose one")
+
+
+# ======================================================================================================
+#: dedicated flags for the main options of each method: (method, option, parse, help). The defaults shown
+#: in --help are read from the library signatures (ctrobust.methods.method_options).
+METHOD_FLAGS = (
+    ("tv", "tau", nonneg_float,
+     "TV weight tau in min_x 1/2 ||A x - y||_2^2 + tau TV(x) (x >= 0). Unit: that of the data term "
+     "1/2 ||A x - y||^2 (squared sinogram units: a bin is a line integral summing ~N pixels of [0, 1] intensity) "
+     "per unit of TV(x) (sum over pixels of the gradient magnitude, [0, 1] intensity, unit pixel spacing); "
+     "so it grows with the image size and the number of views (0.3 was best at 64 px, 60 views, 1 % noise)"),
+    ("tv", "iterations", positive_int,
+     "Chambolle-Pock iterations; all are unrolled, and PGA differentiates through them (cost per attack step "
+     "proportional)"),
+    ("dip", "iterations", positive_int,
+     "maximum Adam steps of the deep image prior fit, per sample (the attack differentiates through all steps run)"),
+    ("dip", "channels", positive_int, "width (channels) of the first level of the un-trained U-Net"),
+    ("dip", "depth", nonneg_int, "poolings of the un-trained U-Net"),
+    ("dip", "lr", positive_float, "Adam learning rate of the DIP fit"),
+    ("dip", "patience", positive_int,
+     "early stopping: Adam steps without a new best error on the held-out measurement bins (dip.holdout, a "
+     "fraction) before the fit stops"),
+)
+
+
+def _method_default(method: str, name: str):
+    def get():
+        from ctrobust.methods import method_options
+
+        return method_options(method)[name]
+
+    return get
+
+
+def _method_option_help() -> str:
+    return ("any keyword option of a method, repeatable, typed like its default, e.g. tv.nonneg=false, dip.seed=1, "
+            "dip.holdout=0.1, fbp.filter=hann; see ctrobust.methods.method_options(NAME) for each method's options "
+            "and library defaults")
+
+
+_M = "method options"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs(Spec):
+    """What ``attack`` and ``evaluate`` share: the models (checkpoints and methods), the data, the device."""
+
+    checkpoint: tuple[str, ...] = option((), "checkpoint written by 'ctrobust train' (e.g. runs/NAME/best.pt); repeat "
+                                         "to compare several", repeat=True, metavar="PATH")
+    method: tuple[str, ...] = option((), "a reconstruction method to evaluate as a model, repeatable: fbp, tv or dip "
+                                     "(options below); a checkpoint path (.pt) here is loaded as with --checkpoint",
+                                     repeat=True, metavar="NAME")
+    data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms)",
+                              metavar="DATASET.h5", default_text="built-in random phantoms")
+    split: str = option("test", "which split of the data to use", choices=SPLITS)
+    n_samples: int | None = option(signature_default(robustness_curve, "max_samples"),
+                                   "use only the first N samples of the split", parse=positive_int, metavar="N",
+                                   default_text="all")
+    batch_size: int = option(signature_default(robustness_curve, "batch_size"), "samples per batch",
+                             parse=positive_int)
+    size: int | None = option(None, "image side N of the phantoms and of the geometry, only when no checkpoint gives "
+                              "one", unit="pixels", parse=positive_int, aliases=("--image-size",),
+                              default_text=f"the data's size, {DEFAULT_SIZE} for phantoms")
+    angles: int = option(DEFAULT_ANGLES, "views on [0, pi) of the parallel-beam geometry, only when no checkpoint "
+                         "gives one", parse=positive_int, aliases=("--n-angles",))
+    device: str = _device()
+    fbp: bool = option(True, "add FBP as a reference (for CT operators)")
+    out: str = option("results", "output folder (refused if not empty, unless --force)", metavar="DIR")
+    force: bool = _force()
+    progress: bool = _progress()
+    tv_tau: float | None = option(None, METHOD_FLAGS[0][3], parse=nonneg_float, metavar="TAU", group=_M,
+                                  library_default=_method_default("tv", "tau"))
+    tv_iterations: int | None = option(None, METHOD_FLAGS[1][3], parse=positive_int, metavar="ITERATIONS", group=_M,
+                                       library_default=_method_default("tv", "iterations"))
+    dip_iterations: int | None = option(None, METHOD_FLAGS[2][3], parse=positive_int, metavar="ITERATIONS", group=_M,
+                                        library_default=_method_default("dip", "iterations"))
+    dip_channels: int | None = option(None, METHOD_FLAGS[3][3], parse=positive_int, metavar="CHANNELS", group=_M,
+                                      library_default=_method_default("dip", "channels"))
+    dip_depth: int | None = option(None, METHOD_FLAGS[4][3], parse=nonneg_int, metavar="DEPTH", group=_M,
+                                   library_default=_method_default("dip", "depth"))
+    dip_lr: float | None = option(None, METHOD_FLAGS[5][3], parse=positive_float, metavar="LR", group=_M,
+                                  library_default=_method_default("dip", "lr"))
+    dip_patience: int | None = option(None, METHOD_FLAGS[6][3], parse=positive_int, metavar="PATIENCE", group=_M,
+                                      library_default=_method_default("dip", "patience"))
+    method_option: tuple[str, ...] = option((), _method_option_help(), repeat=True, metavar="NAME.KEY=VALUE", group=_M)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec(ModelInputs):
+    """``ctrobust attack``: worst-case robustness curves of checkpoints and methods (docs/cli/attack.md)."""
+
+    out: str = option("results/attack", "output folder (refused if not empty, unless --force)", metavar="DIR")
+    eps: float | None = option(None, "perturbation size shown in the gallery and added to the grid: a fraction of each "
+                               "sample's ||y||_2 (0.01 = 1 %), or absolute with --absolute", parse=nonneg_float,
+                               default_text="0.01 without --eps-grid, else the grid's largest")
+    eps_grid: tuple[float, ...] | None = option(
+        None, "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
+        f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
+    attack: str = option(signature_default(robustness_curve, "attack"),
+                         "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020), reaches "
+                         "the worst case (docs/robustness.md); pga = fixed step 2.5 r / steps (Madry et al.), as many "
+                         "papers use: it stalls at 80-89 % of the worst case, so use it only to compare with such "
+                         "papers", choices=("apgd", "pga"))
+    steps: int = option(signature_default(robustness_curve, "steps"),
+                        "gradient steps per restart and eps (each one forward and one backward pass of the model; "
+                        f"library default {DEFAULT_STEPS})", parse=nonneg_int)
+    restarts: int = option(signature_default(robustness_curve, "restarts"),
+                           "runs per eps: the first starts from the previous eps's worst perturbation (warm start), "
+                           "the others at random points; the worst iterate over all is kept", parse=positive_int)
+    step_size: float | None = option(None, "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
+                                     parse=positive_float, default_text="2 for apgd, 2.5 / steps for pga")
+    warm_start: bool = option(True, "start each eps from the previous eps's worst perturbation (--no-warm-start: at "
+                              "random points)")
+    linearization: bool = option(True, "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
+                                 "worst case per sample (by Lanczos for checkpoints and FBP, about 30-300 extra "
+                                 "backward passes per batch; --no-linearization skips them)")
+    verify: int = option(0, "also attack the first N samples with a much stronger budget (--verify-steps x "
+                         "--verify-restarts) and report default / strong per eps (1.0 = the default found the worst "
+                         "case); 0: off", parse=nonneg_int, metavar="N")
+    verify_steps: int = option(300, "steps per restart of the --verify attack", parse=positive_int)
+    verify_restarts: int = option(5, "random restarts of the --verify attack", parse=positive_int)
+    absolute: bool = option(False, "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    target: str = option(signature_default(robustness_curve, "target"),
+                         "maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)",
+                         choices=("truth", "clean"))
+    seed: int = option(signature_default(robustness_curve, "seed"),
+                       "seed of the random starts and of the random-noise reference (>= 0)", parse=nonneg_int)
+
+    def eps_settings(self) -> tuple[list[float], float]:
+        """``(grid, gallery_eps)`` from ``eps`` / ``eps_grid``."""
+        if self.eps_grid is None:
+            eps = 0.01 if self.eps is None else self.eps
+            return sorted({0.0, eps}), eps
+        grid = sorted(set(self.eps_grid) | ({self.eps} if self.eps is not None else set()))
+        return grid, self.eps if self.eps is not None else max(grid)
+
+
+_S = "distribution shift"
+_F = "small features"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSpec(ModelInputs):
+    """``ctrobust evaluate``: clean metrics, distribution shift with test-time training, small features."""
+
+    out: str = option("results/evaluate", "output folder (refused if not empty, unless --force)", metavar="DIR")
+    seed: int = option(signature_default(make_shift, "seed"),
+                       "seed of the shift's measurement noise, of TTT's held-out bins, of the feature positions and "
+                       "of the attack's random starts", parse=nonneg_int)
+    shift: str | None = option(None, "data: test on other images (--shift-data); views: test on a geometry with "
+                               "--shift-angles views (same weights; FBP/TV rebuilt on it); noise: add Gaussian noise "
+                               "of relative level --shift-noise to y", choices=SHIFT_KINDS, group=_S,
+                               default_text="no shift")
+    shift_data: str | None = option(None, "--shift data: prepared-slice HDF5 file of the other images (same image "
+                                    "size as the model), or 'phantoms' for the built-in random phantoms (required "
+                                    "with --shift data)", metavar="OTHER.h5", group=_S, default_text="none")
+    shift_split: str | None = option(None, "--shift data: split of --shift-data", choices=SPLITS, group=_S,
+                                     default_text="test")
+    shift_angles: int | None = option(None, "--shift views: number of views on [0, pi) of the shifted geometry, same "
+                                      "image size and detectors (e.g. trained at 143, tested at 60; required with "
+                                      "--shift views)", parse=positive_int, metavar="N", group=_S, default_text="none")
+    shift_noise: float | None = option(None, "--shift noise: relative Gaussian noise level of the shifted "
+                                       "measurements, sigma = LEVEL * ||y||_2 / sqrt(size(y)) per sample, i.e. "
+                                       "relative to the RMS of y (0.02 = 2 %; required with --shift noise)",
+                                       parse=positive_float, metavar="LEVEL", group=_S, default_text="none")
+    shift_base_noise: float | None = option(None, "relative noise level (same unit as --shift-noise) of every "
+                                            "in-distribution measurement, and of the shifted ones for data/views "
+                                            "shifts", parse=nonneg_float, metavar="LEVEL", group=_S,
+                                            library_default=_lib("ctrobust.shift:make_shift", "base_noise"))
+    ttt: bool = option(False, "also run test-time training on the shifted measurements: each trained network is "
+                       "fine-tuned per sample on ||y - A f(y)||_1 / ||y||_1 with held-out bins for early stopping "
+                       "(methods without weights are skipped)", group=_S)
+    ttt_steps: int | None = option(None, "maximum Adam steps of test-time training per sample", parse=positive_int,
+                                   metavar="N", group=_S, library_default=_lib("ctrobust.ttt:test_time_train", "steps"))
+    ttt_lr: float | None = option(None, "Adam learning rate of test-time training", parse=positive_float, metavar="LR",
+                                  group=_S, library_default=_lib("ctrobust.ttt:test_time_train", "lr"))
+    ttt_patience: int | None = option(None, "steps without a new best held-out error before test-time training stops",
+                                      parse=positive_int, metavar="N", group=_S,
+                                      library_default=_lib("ctrobust.ttt:test_time_train", "patience"))
+    ttt_holdout: float | None = option(None, "fraction of measurement bins held out for self-validation, in (0, 1)",
+                                       parse=fraction, metavar="FRACTION", group=_S,
+                                       library_default=_lib("ctrobust.ttt:test_time_train", "holdout"))
+    small_features: bool = option(False, "run the small-feature evaluation", group=_F)
+    n_features: int | None = option(None, "disks per image (non-overlapping, inside the body)", parse=positive_int,
+                                    metavar="K", group=_F,
+                                    library_default=_lib("ctrobust.features:evaluate_features", "n_features"))
+    feature_radius: float | None = option(None, "disk radius", unit="pixels", parse=positive_float, metavar="PIXELS",
+                                          group=_F, library_default=_lib("ctrobust.features:evaluate_features", "radius"))
+    feature_contrast: float | None = option(None, "intensity added inside each disk, in the images' [0, 1] units "
+                                            "(negative: a dark feature)", parse=float, metavar="C", group=_F,
+                                            library_default=_lib("ctrobust.features:evaluate_features", "contrast"))
+    eps_grid: tuple[float, ...] | None = option(
+        None, "attack sizes of the small-feature evaluation, relative to each sample's ||y||_2 (0.01 = 1 %); 0 (clean) "
+        "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
+        library_default=_lib("ctrobust.features:evaluate_features", "eps"))
+    feature_attack_steps: int | None = option(None, "PGA steps per eps", parse=positive_int, metavar="N", group=_F,
+                                              library_default=_lib("ctrobust.features:evaluate_features", "attack_steps"))
+    attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
+                                       "only inside the disks (an attack trying to erase the features)",
+                                       choices=("image", "features"), group=_F,
+                                       library_default=_lib("ctrobust.features:evaluate_features", "attack_region"))
+    detection_threshold: float | None = option(None, "a feature counts as recovered when recovered contrast / true "
+                                               "contrast >= this", parse=float, metavar="RATIO", group=_F,
+                                               library_default=_lib("ctrobust.features:evaluate_features", "threshold"))
+
+    def check(self) -> None:
+        """Refuse options that do nothing in this combination, and missing required ones."""
+        only = {"shift_data": "data", "shift_split": "data", "shift_angles": "views", "shift_noise": "noise"}
+        for name, kind in only.items():
+            if getattr(self, name) is not None and self.shift != kind:
+                raise CtrobustError(f"{self.flag(name)} only applies to --shift {kind}"
+                                    + ("" if self.shift else " (no --shift given)"))
+        if self.shift is None and self.shift_base_noise is not None:
+            raise CtrobustError("--shift-base-noise only applies with --shift")
+        if self.shift == "data" and self.shift_data is None:
+            raise CtrobustError("--shift data needs --shift-data OTHER.h5 (the other images, prepared at the model's "
+                                "image size) or --shift-data phantoms")
+        if self.shift == "views" and self.shift_angles is None:
+            raise CtrobustError("--shift views needs --shift-angles N (the views of the shifted geometry, e.g. 60)")
+        if self.shift == "noise":
+            if self.shift_noise is None:
+                raise CtrobustError("--shift noise needs --shift-noise LEVEL (relative to the RMS of y, e.g. 0.02)")
+            if self.shift_noise <= (self.shift_base_noise or 0.0):
+                raise CtrobustError(f"--shift-noise {self.shift_noise} must exceed --shift-base-noise "
+                                    f"{self.shift_base_noise or 0.0} to be a shift")
+        if self.ttt and self.shift is None:
+            raise CtrobustError("--ttt needs --shift (test-time training is evaluated under a distribution shift)")
+        given = [self.flag(k) for k in ("ttt_steps", "ttt_lr", "ttt_patience", "ttt_holdout") if getattr(self, k) is not None]
+        if given and not self.ttt:
+            raise CtrobustError(f"{', '.join(given)} only apply with --ttt")
+        given = [self.flag(k) for k in FEATURE_OPTIONS if getattr(self, k) is not None]
+        if given and not self.small_features:
+            raise CtrobustError(f"{', '.join(given)} only apply with --small-features")
+
+
+#: evaluate's small-feature fields -> keyword of ctrobust.features.evaluate_features
+FEATURE_OPTIONS = {"n_features": "n_features", "feature_radius": "radius", "feature_contrast": "contrast",
+                   "eps_grid": "eps", "feature_attack_steps": "attack_steps", "attack_region": "attack_region",
+                   "detection_threshold": "threshold"}
+
+
+# ======================================================================================================
+def _window(text: str) -> str:
+    import argparse
+
+    from ctrobust.data.dicom import parse_window
+
+    try:
+        parse_window(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _window_help() -> str:
+    from ctrobust.data.dicom import WINDOWS
+
+    presets = ", ".join(f"{k} ({lv:g},{w:g})" for k, (lv, w) in WINDOWS.items())
+    return (f"HU window mapped to [0, 1]: a preset, {presets}, or LEVEL,WIDTH in HU (write --window=-600,1500 when "
+            "LEVEL is negative)")
+
+
+def _prepare_default(name: str):
+    from ctrobust.data.prepare import prepare_dicom
+
+    return signature_default(prepare_dicom, name)
+
+
+def _phantoms_default(name: str):
+    from ctrobust.data.make import make_phantoms
+
+    return signature_default(make_phantoms, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareDicomSpec(Spec):
+    """``ctrobust prepare-dicom``: DICOM folders -> a de-identified prepared-slice HDF5 file (docs/cli/prepare-dicom.md)."""
+
+    inputs: tuple[str, ...] = option((), "DICOM files or folders (searched recursively)", positional=True,
+                                     repeat=True, metavar="INPUT", required=True)
+    out: str | None = option(None, "output HDF5 file (the log goes to DATASET.log.json)", metavar="DATASET.h5",
+                             required=True)
+    size: int = option(_prepare_default("size"), "output image side (square slices, at least 8)", unit="pixels",
+                       parse=image_size)
+    window: str = option(_prepare_default("window"), _window_help(), parse=_window)
+    fov: float | None = option(_prepare_default("fov"), "output field of view, the same for every slice, centred",
+                               unit="mm", parse=positive_float, default_text="each slice's own longer side")
+    val_fraction: float = option(_prepare_default("val_fraction"), "fraction of patients in the val split",
+                                 parse=nonneg_float)
+    test_fraction: float = option(_prepare_default("test_fraction"), "fraction of patients in the test split",
+                                  parse=nonneg_float)
+    seed: int = option(_prepare_default("seed"), "seed of the patient split, >= 0 (deterministic for a seed)",
+                       parse=nonneg_int)
+    salt_file: str | None = option(_prepare_default("salt_file"), "secret file whose bytes salt the pseudonyms "
+                                   "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
+    workers: int = option(_prepare_default("workers"), "processes reading DICOM files in parallel", parse=positive_int)
+    force: bool = _force("an existing output file (overwrite it)")
+    progress: bool = _progress()
+
+
+@dataclasses.dataclass(frozen=True)
+class MakePhantomsSpec(Spec):
+    """``ctrobust make-phantoms``: random CT-like phantoms as a prepared-slice HDF5 file (docs/cli/make-phantoms.md)."""
+
+    out: str | None = option(None, "output HDF5 file", metavar="DATASET.h5", required=True)
+    n: int = option(_phantoms_default("n"), "number of random phantoms over all splits", parse=positive_int)
+    size: int = option(_phantoms_default("size"), "image side", unit="pixels", parse=image_size)
+    seed: int = option(_phantoms_default("seed"), "base seed (each split derives its own)", parse=nonneg_int)
+    val_fraction: float = option(_phantoms_default("val_fraction"), "fraction of phantoms in val", parse=nonneg_float)
+    test_fraction: float = option(_phantoms_default("test_fraction"), "fraction of phantoms in test",
+                                  parse=nonneg_float)
+    shepp_logan: bool = option(_phantoms_default("shepp_logan"), "append the Shepp-Logan phantom as the last test slice")
+    force: bool = _force("an existing output file (overwrite it)")
+    progress: bool = _progress()
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSpec(Spec):
+    """``ctrobust demo``: the main job end to end on built-in phantoms (docs/cli/demo.md)."""
+
+    out: str = option("runs/demo", "output folder (refused if it exists and is not empty, unless --force)",
+                      metavar="DIR")
+    size: int = option(64, "image side N of the N x N phantoms", unit="pixels", parse=image_size)
+    angles: int = option(DEFAULT_ANGLES, "number of parallel-beam views on [0, pi)", parse=positive_int)
+    max_steps: int = option(150, "optimiser steps per training run", parse=positive_int, aliases=("--steps",))
+    channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
+    depth: int = option(3, "U-Net poolings", parse=positive_int)
+    eps: float = option(0.01, "min-max training radius, relative to ||y||_2 per sample (0.01 = 1 % of the sinogram "
+                        "norm)", parse=nonneg_float)
+    eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
+                                         parse=eps_list, metavar="E1,E2,...")
+    attack_steps: int = option(DEFAULT_STEPS, "steps of the attack (APGD) per eps, each one forward and one backward "
+                               "pass of the model", parse=positive_int)
+    n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
+    seed: int = option(0, "seed (>= 0) of model initialisation, data order and attacks", parse=nonneg_int)
+    device: str = _device()
+    quick: bool = option(False, "a seconds-long smoke run (32 px, 30 views, 4 steps, tiny U-Net) overriding the sizes "
+                         "above")
+    force: bool = option(False, "write into a non-empty --out, replacing earlier demo results")
+    progress: bool = _progress()
+
+    #: what --quick sets
+    QUICK = {"size": 32, "angles": 30, "max_steps": 4, "channels": 4, "depth": 2, "n_samples": 2, "attack_steps": 3,
+             "eps_grid": (0.0, 0.01)}
+
+    def settings(self) -> "DemoSpec":
+        """This spec with the --quick sizes applied (when ``quick``)."""
+        return self.replace(**self.QUICK, quick=False) if self.quick else self
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec(Spec):
+    """``ctrobust report``: one Markdown or HTML report of several result folders (docs/cli/report.md)."""
+
+    results: tuple[str, ...] = option((), "result folders (each with a summary.json)", positional=True, repeat=True,
+                                      metavar="RESULTS_DIR", required=True)
+    out: str = option("report.md", "report file; the suffix picks the format (.md Markdown, .html self-contained HTML)",
+                      metavar="REPORT.md|REPORT.html")
+    force: bool = option(False, "overwrite an existing report file")
