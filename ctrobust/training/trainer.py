@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ctrobust.errors import CtrobustError
 from ctrobust.files import check_output_dir, resolve_device
 from ctrobust.training import distributed as D
-from ctrobust.training.checkpoint import (model_state, operator_config, read_checkpoint, rng_state,
+from ctrobust.training.checkpoint import (model_payload, operator_config, read_checkpoint, rng_state,
                                           save_checkpoint, set_rng_state)
 from ctrobust.training.logs import RunLog, data_fingerprint
 from ctrobust.training.objectives import OBJECTIVES, Objective, make_objective
@@ -153,7 +153,7 @@ def _validate(module, operator, val_set, batch_size, device, dtype) -> dict:
 
     was_training = module.training
     module.eval()
-    image_shape = tuple(getattr(operator, "image_shape", None) or operator.domain_shape[-2:])
+    image_shape = tuple(operator.image_shape)
     sums: dict[str, float] = {}
     count = 0
     loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0))
@@ -190,6 +190,319 @@ def _objective_validation(objective, module, operator, val_set, batch_size, devi
               "validation batch (g_efficiency < 0.5): f is trained against a weak inner maximisation "
               "(see docs/training.md)", file=sys.stderr)
     return out
+
+
+class _Trainer:
+    """One :func:`fit` run, in named parts; its state lives on the instance.
+
+    - :meth:`setup`: options checked, processes and device, model / operator / objective moved there,
+      data order, optimiser and schedule; then :meth:`resume` (continue from ``out/last.pt``) or
+      :meth:`open_log` on a fresh run folder;
+    - :meth:`train_step`: measure ``y = A x``, the objective's loss, one optimiser step;
+    - :meth:`validate`: validation metrics plus the objective's own numbers (min-max: ``g_efficiency``);
+    - the checkpoint policy: :meth:`after_step` decides when to validate and save (epoch ends, every
+      ``val_every`` / ``save_every`` steps), :meth:`save` writes ``last.pt`` and, when the criterion
+      improves, ``best.pt``; :meth:`finish` saves the last step, :meth:`interrupted` the state at Ctrl-C;
+    - :meth:`run`: the loop, with Ctrl-C / SIGTERM held until a step is complete.
+    """
+
+    def __init__(self, model, operator, objective, train_set, val_set, *, epochs, max_steps, batch_size, lr,
+                 scheduler, seed, device, out, resume, force, num_workers, val_every, save_every, log_every,
+                 progress, callbacks, extra):
+        self.model, self.operator, self.objective = model, operator, objective
+        self.train_set, self.val_set = train_set, val_set
+        self.epochs, self.max_steps, self.batch_size, self.lr = epochs, max_steps, batch_size, lr
+        self.scheduler, self.seed, self.requested_device, self.out = scheduler, seed, device, out
+        self.resume_requested, self.force, self.num_workers = resume, force, num_workers
+        self.val_every, self.save_every, self.log_every = val_every, save_every, log_every
+        self.progress, self.callbacks, self.extra = progress, callbacks, extra
+
+    # -- setup / resume ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Check the options, place everything on the device, build the optimiser; resume or start a run folder."""
+        if isinstance(self.objective, str):
+            if self.objective not in OBJECTIVES:
+                raise CtrobustError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+            self.objective = make_objective(self.objective, seed=self.seed)
+        if self.scheduler not in SCHEDULERS:
+            raise CtrobustError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise CtrobustError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.batch_size < 1:
+            raise CtrobustError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.out = Path(self.out) if self.out is not None else None
+        info = D.init_distributed(resolve_device(self.requested_device))
+        self.device, self.main, self.world = info.device, info.is_main, info.world_size
+        _check_out(self.out, self.resume_requested, self.force)
+        D.barrier()  # every process checked ``out`` before process 0 writes into it
+
+        module = self.model.to(self.device)
+        if isinstance(self.operator, nn.Module) and any(True for _ in self.operator.buffers()):
+            self.operator.to(self.device)  # CS operators keep their matrix as a buffer
+        if self.world > 1 and self.device.type == "cuda":
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module.train()
+        self.module = module
+        self.dtype = next(module.parameters()).dtype
+        self.objective.setup(module, self.operator, device=self.device)
+
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=info.rank, shuffle=True,
+                                          seed=self.seed, drop_last=True)
+        self.per_epoch = len(self.sampler) // self.batch_size
+        if self.per_epoch == 0:
+            raise CtrobustError(f"the training set has {len(self.train_set)} samples, fewer than one global batch "
+                                f"({self.batch_size} x {self.world} processes); lower --batch-size or add data")
+        if self.max_steps is None and self.epochs is None:
+            self.epochs = 10
+        self.total = int(self.max_steps) if self.max_steps is not None else int(self.epochs) * self.per_epoch
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.scheduler, self.total))
+        self.fingerprint = data_fingerprint(self.train_set)
+        self.run_record = {"batch_size": self.batch_size, "lr": self.lr, "scheduler": self.scheduler,
+                           "seed": self.seed, "world_size": self.world, "total_steps": self.total,
+                           **(self.extra or {})}
+
+        self.step, self.epoch, self.in_epoch = 0, 0, 0
+        self.metrics: dict = {}
+        self.best = {"step": None, "val_mse": None,
+                     "criterion": "val_mse" if self.val_set is not None else "train_loss"}
+        self.last_path = self.out / "last.pt" if self.out is not None else None
+        self.best_path = self.out / "best.pt" if self.out is not None else None
+        self.resumed = self.resume()
+        self.log = self.open_log()
+        self.ddp = module
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda"
+                                               else None, broadcast_buffers=False)
+
+    def resume(self) -> bool:
+        """With ``resume=True``: restore model, optimiser, schedule, objective, RNGs and progress from ``last.pt``."""
+        if self.resume_requested and self.last_path.exists():
+            ckpt = read_checkpoint(self.last_path)
+            _check_compatible(ckpt, self.module, self.operator, self.objective, self.fingerprint, self.batch_size,
+                              self.world, self.seed, self.last_path)
+            self.module.load_state_dict(ckpt["model"]["state"], strict=False)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.objective.load_state_dict(ckpt["objective"]["state"])
+            set_rng_state(ckpt["rng"])
+            self.step, self.epoch, self.in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"])
+            self.metrics, self.best = dict(ckpt.get("metrics") or {}), dict(ckpt.get("best") or self.best)
+            return True
+        if self.resume_requested and self.main:
+            print(f"ctrobust: nothing to resume in {self.out} (no last.pt); starting a new run", file=sys.stderr)
+        return False
+
+    def open_log(self) -> RunLog | None:
+        """Process 0's run log in ``out``: truncated to the resumed step, or a fresh folder with ``config.json``."""
+        if self.out is None or not self.main:
+            return None
+        out = self.out
+        out.mkdir(parents=True, exist_ok=True)
+        if not self.resumed:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        log = RunLog(out)
+        if self.resumed:
+            log.truncate(self.step)
+        else:
+            module = self.module
+            log.write_json("config.json", {"model": module.config() if hasattr(module, "config") else None,
+                                           "operator": operator_config(self.operator),
+                                           "objective": self.objective.config(), "data": self.fingerprint,
+                                           "run": self.run_record})
+        return log
+
+    # -- one step -------------------------------------------------------------------------------------------
+    def epoch_loader(self) -> DataLoader:
+        """The rest of the current epoch's batches (all of them unless resumed mid-epoch)."""
+        self.sampler.set_epoch(self.epoch)
+        indices = list(self.sampler)
+        bs = self.batch_size
+        batches = [indices[i * bs:(i + 1) * bs] for i in range(self.in_epoch, self.per_epoch)]
+        # an explicit generator: the loader's worker base seed must not come from the global RNG
+        return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+
+    def train_step(self, batch) -> tuple[dict, dict]:
+        """Measure ``y = A x``, take the objective's loss and one optimiser step; returns ``(logs, row)``."""
+        t0 = time.perf_counter()
+        device, operator, module = self.device, self.operator, self.module
+        x = _images_of(batch).to(device=device, dtype=self.dtype)
+        x = x.reshape(x.shape[0], *operator.domain_shape)
+        with torch.no_grad():
+            y = operator(x)
+        loss, logs = self.objective.loss(self.ddp, x, y, module)
+        if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
+            where = (f"{self.last_path} (step {self.saved_at})" if self.out is not None and self.saved_at >= 0
+                     else "none was saved yet")
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); "
+                f"training stopped. Last good checkpoint: {where}. Try a lower --lr, check the data, "
+                "then continue with --resume.")
+        if self.world > 1:  # log the global-batch means, not process 0's share
+            keys = sorted(logs)
+            mean = D.average_tensor(torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=device))
+            logs = dict(zip(keys, mean.tolist()))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.sched.step()
+        self.objective.after_step(module)
+        self.step += 1
+        self.in_epoch += 1
+        self.last_loss = float(logs.get("loss", float(loss.detach())))
+        self.running = self.last_loss if self.running is None else 0.9 * self.running + 0.1 * self.last_loss
+        self.since_save.append(self.last_loss)
+        self.epoch_losses.append(self.last_loss)
+        row = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **logs,
+               "seconds": time.perf_counter() - t0}
+        return logs, row
+
+    def record(self, logs: dict, row: dict) -> None:
+        """Log the step row (every ``log_every`` steps and the last) and update the progress bar."""
+        if self.step % max(self.log_every, 1) == 0 or self.step == self.total:
+            self.history.append(row)
+            if self.log:
+                self.log.append("steps", row)
+        self.bar.update(1)
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "clean", "perturbed")}
+                             | {"avg": f"{self.running:.4g}"}
+                             | ({"g_eff": f"{self.metrics['g_efficiency']:.2f}"} if "g_efficiency" in self.metrics
+                                else {}))
+
+    # -- validation -----------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Validation metrics (process 0, with a validation set) into ``metrics``, the rows and the log."""
+        if self.val_set is not None and self.main:
+            args = (self.module, self.operator, self.val_set, self.batch_size, self.device, self.dtype)
+            self.metrics = _validate(*args)
+            self.metrics.update(_objective_validation(self.objective, *args))
+            row = {"step": self.step, "epochs_done": self.epoch, **self.metrics}
+            self.validation.append(row)
+            if self.log:
+                self.log.append("validation", row)
+
+    # -- checkpoint policy ----------------------------------------------------------------------------------
+    def payload(self) -> dict:
+        """Everything ``last.pt`` holds (docs in :mod:`ctrobust.training.checkpoint`)."""
+        return {
+            **model_payload(self.module, self.operator),
+            "objective": {"config": self.objective.config(), "state": self.objective.state_dict()},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.in_epoch, "data": self.fingerprint,
+            "metrics": self.metrics, "best": self.best, "run": self.run_record,
+        }
+
+    def save(self, validated: bool, train_loss: float | None) -> None:
+        """Write ``last.pt``; also ``best.pt`` when the criterion (validation MSE, else the training loss since
+        the last save) is at least as good as the best so far."""
+        if self.out is None or not self.main:
+            return
+        data = self.payload()
+        save_checkpoint(self.last_path, data)
+        if validated and "val_mse" in self.metrics:
+            score = self.metrics["val_mse"]
+        elif self.val_set is None and train_loss is not None:
+            score = train_loss
+        else:
+            return
+        if self.best["val_mse"] is None or score <= self.best["val_mse"] or not self.best_path.exists():
+            self.best = {"step": self.step, "val_mse": float(score), "criterion": self.best["criterion"]}
+            data["best"] = self.best
+            save_checkpoint(self.best_path, data)
+
+    def after_step(self) -> None:
+        """Epoch bookkeeping, then validate / save as the policy says (epoch ends, ``val_every``, ``save_every``)."""
+        end_of_epoch = self.in_epoch == self.per_epoch
+        if end_of_epoch:
+            epoch_row = {"epoch": self.epoch, "step": self.step, "train_loss": float(np.mean(self.epoch_losses))}
+            self.epoch += 1
+            self.in_epoch = 0
+            self.epoch_losses = []
+            if self.val_every is None:
+                self.validate()
+                epoch_row.update(self.metrics)
+            if self.log:
+                self.log.append("epochs", epoch_row)
+        val_every = self.val_every
+        validated = (val_every is None and end_of_epoch) or (val_every is not None and self.step % val_every == 0)
+        if validated and val_every is not None:
+            self.validate()
+        if validated or (self.save_every and self.step % self.save_every == 0) or end_of_epoch:
+            self.save(validated, float(np.mean(self.since_save)))
+            self.since_save, self.saved_at = [], self.step
+
+    def finish(self) -> None:
+        """Stopped by ``max_steps`` between checkpoints: validate (unless done) and save the last step."""
+        if self.saved_at != self.step:
+            if not (self.validation and self.validation[-1]["step"] == self.step):
+                self.validate()
+            self.save(True, float(np.mean(self.since_save)) if self.since_save else None)
+            self.saved_at = self.step
+
+    def interrupted(self, held: "_HeldSignals") -> None:
+        """Ctrl-C / SIGTERM: save the exact state between steps for ``--resume``, say what is on disk."""
+        if self.consistent and self.saved_at != self.step:
+            self.save(False, None)
+            self.saved_at = self.step
+        self.bar.close()
+        if self.main:
+            print(_interrupt_note(self.out, self.last_path, self.saved_at, self.step, self.total, self.consistent),
+                  file=sys.stderr)
+        if held.pending is not None:
+            held.deliver(held.pending)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Set up, train ``total`` steps (or until a callback or signal stops it), return the result."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        self.bar = tqdm(total=self.total, initial=min(self.step, self.total), desc=f"train {self.objective.name}",
+                        unit="step", disable=not (self.progress and self.main and sys.stderr.isatty()),
+                        dynamic_ncols=True)
+        self.history: list = []
+        self.validation: list = []
+        self.running: float | None = None
+        self.since_save: list = []
+        self.epoch_losses: list = []
+        self.last_loss = float("nan")
+        self.saved_at = self.step if self.resumed else -1
+        self.consistent = True
+        held = _HeldSignals()  # Ctrl-C / SIGTERM act between steps, after last.pt is saved
+        try:
+            while self.step < self.total:
+                for batch in self.epoch_loader():
+                    self.consistent = False
+                    logs, row = self.train_step(batch)
+                    self.record(logs, row)
+                    self.after_step()
+                    self.consistent = True
+                    for cb in self.callbacks:
+                        cb(self.step, logs)
+                    if held.pending is not None:
+                        raise KeyboardInterrupt
+                    if self.step >= self.total:
+                        break
+            self.finish()
+            if held.pending is not None:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.interrupted(held)
+            raise
+        finally:
+            held.restore()
+            self.bar.close()
+        D.barrier()
+        self.module.eval()
+        out = self.out
+        return TrainResult(model=self.module, steps=self.step, epoch=self.epoch, final_loss=self.last_loss,
+                           history=self.history, validation=self.validation, metrics=self.metrics, best=self.best,
+                           out=out, last_checkpoint=self.last_path if out is not None else None,
+                           best_checkpoint=self.best_path if out is not None and self.best_path.exists() else None)
 
 
 def fit(
@@ -273,236 +586,11 @@ def fit(
     CtrobustError
         For a non-empty ``out`` without resume/force, an incompatible checkpoint, too little data.
     """
-    if isinstance(objective, str):
-        if objective not in OBJECTIVES:
-            raise CtrobustError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        objective = make_objective(objective, seed=seed)
-    if scheduler not in SCHEDULERS:
-        raise CtrobustError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    if max_steps is not None and max_steps < 0:
-        raise CtrobustError(f"max_steps must be >= 0, got {max_steps}")
-    if batch_size < 1:
-        raise CtrobustError(f"batch_size must be >= 1, got {batch_size}")
-    out = Path(out) if out is not None else None
-    info = D.init_distributed(resolve_device(device))
-    device, main = info.device, info.is_main
-    _check_out(out, resume, force)
-    D.barrier()  # every process checked ``out`` before process 0 writes into it
-
-    module = model.to(device)
-    if isinstance(operator, nn.Module) and any(True for _ in operator.buffers()):
-        operator.to(device)  # CS operators keep their matrix as a buffer
-    if info.world_size > 1 and device.type == "cuda":
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    module.train()
-    dtype = next(module.parameters()).dtype
-    objective.setup(module, operator, device=device)
-
-    world = info.world_size
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
-    per_epoch = len(sampler) // batch_size
-    if per_epoch == 0:
-        raise CtrobustError(f"the training set has {len(train_set)} samples, fewer than one global batch "
-                            f"({batch_size} x {world} processes); lower --batch-size or add data")
-    if max_steps is None and epochs is None:
-        epochs = 10
-    total = int(max_steps) if max_steps is not None else int(epochs) * per_epoch
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(scheduler, total))
-    fingerprint = data_fingerprint(train_set)
-    run_record = {"batch_size": batch_size, "lr": lr, "scheduler": scheduler, "seed": seed, "world_size": world,
-                  "total_steps": total, **(extra or {})}
-
-    step, epoch, in_epoch = 0, 0, 0
-    metrics: dict = {}
-    best = {"step": None, "val_mse": None, "criterion": "val_mse" if val_set is not None else "train_loss"}
-    last_path = out / "last.pt" if out is not None else None
-    best_path = out / "best.pt" if out is not None else None
-    resumed = False
-    if resume and last_path.exists():
-        ckpt = read_checkpoint(last_path)
-        _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, last_path)
-        module.load_state_dict(ckpt["model"]["state"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        objective.load_state_dict(ckpt["objective"]["state"])
-        set_rng_state(ckpt["rng"])
-        step, epoch, in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"])
-        metrics, best = dict(ckpt.get("metrics") or {}), dict(ckpt.get("best") or best)
-        resumed = True
-    elif resume and main:
-        print(f"ctrobust: nothing to resume in {out} (no last.pt); starting a new run", file=sys.stderr)
-
-    log = None
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resumed:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        log = RunLog(out)
-        if resumed:
-            log.truncate(step)
-        else:
-            log.write_json("config.json", {"model": module.config() if hasattr(module, "config") else None,
-                                           "operator": operator_config(operator), "objective": objective.config(),
-                                           "data": fingerprint, "run": run_record})
-
-    ddp = module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=False)
-
-    def payload() -> dict:
-        geometry = getattr(operator, "geometry", None)
-        return {
-            "model": {"config": module.config(), "state": model_state(module)},
-            "operator": operator_config(operator),
-            "geometry": geometry.to_dict() if geometry is not None else None,
-            "objective": {"config": objective.config(), "state": objective.state_dict()},
-            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
-            "step": step, "epoch": epoch, "batch_in_epoch": in_epoch, "data": fingerprint,
-            "metrics": metrics, "best": best, "run": run_record,
-        }
-
-    def save(validated: bool, train_loss: float | None) -> None:
-        nonlocal best
-        if out is None or not main:
-            return
-        data = payload()
-        save_checkpoint(last_path, data)
-        if validated and "val_mse" in metrics:
-            score = metrics["val_mse"]
-        elif val_set is None and train_loss is not None:
-            score = train_loss
-        else:
-            return
-        if best["val_mse"] is None or score <= best["val_mse"] or not best_path.exists():
-            best = {"step": step, "val_mse": float(score), "criterion": best["criterion"]}
-            data["best"] = best
-            save_checkpoint(best_path, data)
-
-    def validate() -> None:
-        nonlocal metrics
-        if val_set is not None and main:
-            metrics = _validate(module, operator, val_set, batch_size, device, dtype)
-            metrics.update(_objective_validation(objective, module, operator, val_set, batch_size, device, dtype))
-            row = {"step": step, "epochs_done": epoch, **metrics}
-            validation.append(row)
-            if log:
-                log.append("validation", row)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=min(step, total), desc=f"train {objective.name}", unit="step",
-               disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
-    history: list = []
-    validation: list = []
-    running: float | None = None
-    since_save: list = []
-    epoch_losses: list = []
-    last_loss = float("nan")
-    saved_at = step if resumed else -1
-    consistent = True
-    held = _HeldSignals()  # Ctrl-C / SIGTERM act between steps, after last.pt is saved
-    try:
-        while step < total:
-            sampler.set_epoch(epoch)
-            indices = list(sampler)
-            batches = [indices[i * batch_size:(i + 1) * batch_size] for i in range(in_epoch, per_epoch)]
-            # an explicit generator: the loader's worker base seed must not come from the global RNG
-            loader = DataLoader(train_set, batch_sampler=batches, num_workers=num_workers,
-                                generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-            for batch in loader:
-                consistent = False
-                t0 = time.perf_counter()
-                x = _images_of(batch).to(device=device, dtype=dtype)
-                x = x.reshape(x.shape[0], *operator.domain_shape)
-                with torch.no_grad():
-                    y = operator(x)
-                loss, logs = objective.loss(ddp, x, y, module)
-                if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
-                    where = f"{last_path} (step {saved_at})" if out is not None and saved_at >= 0 else "none was saved yet"
-                    raise NonFiniteLossError(
-                        f"the training loss became {float(loss.detach())} at step {step + 1} (epoch {epoch}); "
-                        f"training stopped. Last good checkpoint: {where}. Try a lower --lr, check the data, "
-                        "then continue with --resume.")
-                if world > 1:  # log the global-batch means, not process 0's share
-                    keys = sorted(logs)
-                    mean = D.average_tensor(torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=device))
-                    logs = dict(zip(keys, mean.tolist()))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sched.step()
-                objective.after_step(module)
-                step += 1
-                in_epoch += 1
-                last_loss = float(logs.get("loss", float(loss.detach())))
-                running = last_loss if running is None else 0.9 * running + 0.1 * last_loss
-                since_save.append(last_loss)
-                epoch_losses.append(last_loss)
-                row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs,
-                       "seconds": time.perf_counter() - t0}
-                if step % max(log_every, 1) == 0 or step == total:
-                    history.append(row)
-                    if log:
-                        log.append("steps", row)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "clean", "perturbed")}
-                                | {"avg": f"{running:.4g}"}
-                                | ({"g_eff": f"{metrics['g_efficiency']:.2f}"} if "g_efficiency" in metrics else {}))
-                end_of_epoch = in_epoch == per_epoch
-                if end_of_epoch:
-                    epoch_row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses))}
-                    epoch += 1
-                    in_epoch = 0
-                    epoch_losses = []
-                    if val_every is None:
-                        validate()
-                        epoch_row.update(metrics)
-                    if log:
-                        log.append("epochs", epoch_row)
-                validated = (val_every is None and end_of_epoch) or (val_every is not None and step % val_every == 0)
-                if validated and val_every is not None:
-                    validate()
-                if validated or (save_every and step % save_every == 0) or end_of_epoch:
-                    save(validated, float(np.mean(since_save)))
-                    since_save, saved_at = [], step
-                consistent = True
-                for cb in callbacks:
-                    cb(step, logs)
-                if held.pending is not None:
-                    raise KeyboardInterrupt
-                if step >= total:
-                    break
-        if saved_at != step:  # stopped by max_steps between checkpoints
-            if not (validation and validation[-1]["step"] == step):
-                validate()
-            save(True, float(np.mean(since_save)) if since_save else None)
-            saved_at = step
-        if held.pending is not None:
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if consistent and saved_at != step:
-            save(False, None)  # an interrupt between steps: keep the exact state for --resume
-            saved_at = step
-        bar.close()
-        if main:
-            print(_interrupt_note(out, last_path, saved_at, step, total, consistent), file=sys.stderr)
-        if held.pending is not None:
-            held.deliver(held.pending)
-        raise
-    finally:
-        held.restore()
-        bar.close()
-    D.barrier()
-    module.eval()
-    return TrainResult(model=module, steps=step, epoch=epoch, final_loss=last_loss, history=history,
-                       validation=validation, metrics=metrics, best=best, out=out,
-                       last_checkpoint=last_path if out is not None else None,
-                       best_checkpoint=best_path if out is not None and best_path.exists() else None)
+    return _Trainer(model, operator, objective, train_set, val_set, epochs=epochs, max_steps=max_steps,
+                    batch_size=batch_size, lr=lr, scheduler=scheduler, seed=seed, device=device, out=out,
+                    resume=resume, force=force, num_workers=num_workers, val_every=val_every,
+                    save_every=save_every, log_every=log_every, progress=progress, callbacks=callbacks,
+                    extra=extra).run()
 
 
 def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, path) -> None:
