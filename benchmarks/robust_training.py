@@ -24,6 +24,7 @@ import torch
 
 from ctrobust.data import load_split
 from ctrobust.methods import load_model
+from ctrobust.metrics import mean_std
 from ctrobust.robustness import robustness_curve
 from ctrobust.app import TrainSpec, run_train
 
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     print(f"{'objective':<14} " + " ".join(f"{c:>17}" for c in ["clean" if c == "eps 0" else c for c in cols]) + f" {'s/step':>8}")
     for objective in args.objectives.split(","):
         sel = [r for r in rows if r["objective"] == objective]
-        cells = [f"{np.mean([r[c] for r in sel]):.4f} +- {np.std([r[c] for r in sel]):.4f}" for c in cols]
+        stats = [mean_std("e", [r[c] for r in sel]) for c in cols]
+        cells = [f"{st['e_mean']:.4f} +- {st['e_std']:.4f}" for st in stats]
         print(f"{objective:<14} " + " ".join(f"{c:>17}" for c in cells) + f" {np.median([r['seconds_per_step'] for r in sel]):8.3f}")
     return 0
 

@@ -115,11 +115,9 @@ def summarize(rows: Iterable[dict], keys: Sequence[str] = ("eps", "condition")) 
         for name in METRICS:
             values = [m[name] for m in members if name in m and m[name] is not None]
             if values:
-                arr = np.asarray(values, dtype=np.float64)
-                row[f"{name}_mean"] = float(arr.mean())
-                row[f"{name}_std"] = float(arr.std())
+                row.update(_metrics.mean_std(name, values))
                 if name == "attack_over_exact":  # the worst sample matters for a reviewer
-                    row[f"{name}_min"] = float(arr.min())
+                    row[f"{name}_min"] = float(np.min(np.asarray(values, dtype=np.float64)))
         out.append(row)
     return out
 

@@ -100,6 +100,29 @@ class Spec:
         """The fields as a JSON-able dict (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def argv(self, always: tuple = ()) -> list[str]:
+        """The command-line arguments that give this spec: every field that differs from its default (and
+        the fields named in ``always``), e.g. ``["--angles", "60", "--no-progress"]``."""
+        tokens: list[str] = []
+        for f in dataclasses.fields(self):
+            meta = f.metadata
+            value = getattr(self, f.name)
+            if not meta or not meta.get("cli", True) or (value == f.default and f.name not in always):
+                continue
+            flag = self.flag(f.name)
+            if meta.get("positional"):
+                tokens += [str(v) for v in value]
+            elif isinstance(f.default, bool):
+                tokens.append(flag if value else "--no-" + flag[2:])
+            elif meta.get("repeat"):
+                for v in value:
+                    tokens += [flag, str(v)]
+            elif isinstance(value, tuple):
+                tokens += [flag, ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)]
+            elif value is not None:
+                tokens += [flag, str(value)]
+        return tokens
+
     def replace(self, **changes):
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)

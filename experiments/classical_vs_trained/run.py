@@ -25,14 +25,13 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from ctrobust.attacks import pga_attack
 from ctrobust.classical import DIPReconstruction, TVReconstruction
 from ctrobust.data import load_split
 from ctrobust.geometry import ParallelBeam2D
-from ctrobust.metrics import all_metrics
+from ctrobust.metrics import all_metrics, mean_std
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
 from ctrobust.shift import add_noise, stack_images
@@ -148,7 +147,7 @@ def body(cfg: dict, out, args) -> dict:
             sel = [r for r in rows if r["method"] == name and r["eps"] == float(eps)]
             s = {"method": name, "eps": float(eps), "n": len(sel)}
             for k in ("mse", "relative_error", "psnr", "ssim"):
-                s[f"{k}_mean"] = float(np.mean([r[k] for r in sel]))
+                s.update(mean_std(k, [r[k] for r in sel]))
             summary.append(s)
     C.write_csv(out / "samples.csv", rows)
     C.write_csv(out / "summary.csv", summary)

@@ -2,13 +2,17 @@
 
 ``python -m experiments.ct_143views.run [--quick] [--data DATASET.h5] [--out DIR] [--force]`` (see README.md).
 
-One command from data to report, through the ``ctrobust`` command line (``ctrobust.cli.main``):
+One command from data to report, through the application layer (the specs and ``run_*`` functions of
+:mod:`ctrobust.app`, exactly what the ``ctrobust`` commands run; ``OUT/commands.txt`` lists the equivalent
+command lines):
 
 1. data: ``--data`` (a file written by ``ctrobust prepare-dicom``, e.g. the paper's 884 / 221 slices) or,
-   without it, ``ctrobust make-phantoms`` writes built-in phantoms to ``OUT/data/phantoms.h5``;
-2. ``ctrobust train`` once per objective into ``OUT/runs/<objective>/`` (143 views on [0, pi));
-3. ``ctrobust attack`` on the test split with every ``best.pt`` (FBP as the reference) into ``OUT/attack/``;
-4. ``ctrobust report OUT/attack`` into ``OUT/report.md``;
+   without it, ``run_make_phantoms`` (``ctrobust make-phantoms``) writes built-in phantoms to
+   ``OUT/data/phantoms.h5``;
+2. ``run_train`` (``ctrobust train``) once per objective into ``OUT/runs/<objective>/`` (143 views on [0, pi));
+3. ``run_attack`` (``ctrobust attack``) on the test split with every ``best.pt`` (FBP as the reference) into
+   ``OUT/attack/``;
+4. ``run_report`` (``ctrobust report OUT/attack``) into ``OUT/report.md``;
 5. ``OUT/figure.png`` (error / PSNR vs eps, one line per objective) and ``OUT/table.csv`` + ``table.json``
    (one row per model, eps and condition), built from ``OUT/attack/summary.json``.
 """
@@ -19,8 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-from ctrobust.cli import main as ctrobust_main
+from ctrobust import app
+from ctrobust.app.specs import AttackSpec, MakePhantomsSpec, ReportSpec, TrainSpec
 from ctrobust.errors import CtrobustError
+from ctrobust.files import write_text
 from ctrobust.report import plot_robustness_curves
 from experiments import _common as C
 
@@ -28,41 +34,41 @@ NAME = "ct_143views"
 METRICS = ("relative_error", "mse", "psnr", "ssim", "sq_error")
 
 
-def _cli(argv: list[str]) -> None:
-    """Run one ``ctrobust`` command; a non-zero exit becomes a CtrobustError naming the command."""
-    print("+ ctrobust " + " ".join(argv), file=sys.stderr, flush=True)
-    code = ctrobust_main(argv)
-    if code != 0:
-        raise CtrobustError(f"'ctrobust {' '.join(argv)}' failed with exit status {code} (its message is above)")
+#: the application-layer function of each command
+RUNNERS = {"make-phantoms": "run_make_phantoms", "train": "run_train", "attack": "run_attack", "report": "run_report"}
 
 
-def commands(cfg: dict, out: Path, data: str | None, force: bool, progress: bool) -> list[list[str]]:
-    """The ``ctrobust`` command lines this experiment runs, in order (also written to ``commands.txt``)."""
-    quiet = [] if progress else ["--no-progress"]
-    again = ["--force"] if force else []
-    cmds = []
+def stages(cfg: dict, out: Path, data: str | None, force: bool, progress: bool) -> list[tuple[str, object]]:
+    """``(command, spec)`` of every stage this experiment runs, in order."""
+    stages = []
     if data is None:
         data = str(out / "data" / "phantoms.h5")
-        cmds.append(["make-phantoms", "--out", data, "--n", str(cfg["n_phantoms"]), "--size", str(cfg["size"]),
-                     "--seed", str(cfg["phantom_seed"]), *quiet, *again])
+        stages.append(("make-phantoms", MakePhantomsSpec(out=data, n=cfg["n_phantoms"], size=cfg["size"],
+                                                         seed=cfg["phantom_seed"], progress=progress, force=force)))
     for obj in cfg["objectives"]:
-        cmds.append(["train", "--angles", str(cfg["angles"]), "--data", data, "--objective", obj,
-                     "--eps", str(cfg["eps_train"]), "--lam", str(cfg["lam"]), "--g-lr", str(cfg["g_lr"]),
-                     "--g-steps", str(cfg["g_steps"]), "--mu", str(cfg["mu"]), "--beta", str(cfg["beta"]),
-                     "--max-steps", str(cfg["max_steps"]), "--batch-size", str(cfg["batch_size"]),
-                     "--lr", str(cfg["lr"]), "--channels", str(cfg["channels"]), "--depth", str(cfg["depth"]),
-                     "--seed", str(cfg["seed"]), "--device", cfg["device"], "--out", str(out / "runs" / obj),
-                     *quiet, *again])
-    attack = ["attack"]
-    for obj in cfg["objectives"]:
-        attack += ["--checkpoint", str(out / "runs" / obj / "best.pt")]
-    attack += ["--data", data, "--split", "test", "--n-samples", str(cfg["attack_samples"]),
-               "--eps-grid", ",".join(f"{e:g}" for e in cfg["eps_grid"]), "--steps", str(cfg["attack_steps"]),
-               "--restarts", str(cfg["attack_restarts"]), "--device", cfg["device"], "--out", str(out / "attack"),
-               *quiet, *again]
-    cmds.append(attack)
-    cmds.append(["report", str(out / "attack"), "--out", str(out / "report.md"), *again])
-    return cmds
+        stages.append(("train", TrainSpec(angles=cfg["angles"], data=data, objective=obj, eps=cfg["eps_train"],
+                                          lam=cfg["lam"], g_lr=cfg["g_lr"], g_steps=cfg["g_steps"], mu=cfg["mu"],
+                                          beta=cfg["beta"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
+                                          lr=cfg["lr"], channels=cfg["channels"], depth=cfg["depth"], seed=cfg["seed"],
+                                          device=cfg["device"], out=str(out / "runs" / obj), progress=progress,
+                                          force=force)))
+    stages.append(("attack", AttackSpec(checkpoint=tuple(str(out / "runs" / o / "best.pt") for o in cfg["objectives"]),
+                                        data=data, split="test", n_samples=cfg["attack_samples"],
+                                        eps_grid=tuple(cfg["eps_grid"]), steps=cfg["attack_steps"],
+                                        restarts=cfg["attack_restarts"], device=cfg["device"], out=str(out / "attack"),
+                                        progress=progress, force=force)))
+    stages.append(("report", ReportSpec(results=(str(out / "attack"),), out=str(out / "report.md"), force=force)))
+    return stages
+
+
+def command_line(command: str, spec) -> str:
+    """The ``ctrobust`` command line equivalent to running ``spec`` (``--angles`` always written)."""
+    return " ".join(["ctrobust", command, *spec.argv(always=("angles",) if command == "train" else ())])
+
+
+def _run(command: str, spec) -> None:
+    print("+ " + command_line(command, spec), file=sys.stderr, flush=True)
+    getattr(app, RUNNERS[command])(spec)
 
 
 def summarize(out: Path) -> tuple[list[dict], dict]:
@@ -85,12 +91,12 @@ def body(cfg: dict, out: Path, args) -> dict:
     data = args.data
     if data is not None and not Path(data).is_file():
         raise CtrobustError(f"--data {data} is not a file; write one with 'ctrobust prepare-dicom DICOM_DIR --out ct.h5'")
-    cmds = commands(cfg, out, data, args.force, args.progress)
+    plan = stages(cfg, out, data, args.force, args.progress)
     if data is None:
         (out / "data").mkdir(exist_ok=True)
-    write_text(out / "commands.txt", "\n".join("ctrobust " + " ".join(c) for c in cmds) + "\n")
-    for c in cmds:
-        _cli(c)
+    write_text(out / "commands.txt", "\n".join(command_line(c, spec) for c, spec in plan) + "\n")
+    for command, spec in plan:
+        _run(command, spec)
     table, per_model = summarize(out)
     C.write_csv(out / "table.csv", table)
     C.write_json(out / "table.json", table)
