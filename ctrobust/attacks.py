@@ -1,6 +1,6 @@
 """Adversarial perturbations of the measurements: projected gradient ascent (PGA) and references.
 
-The robustness metric (``docs/robustness.md``, notes/method.md section 4) is, per sample,
+The robustness metric (``docs/robustness.md``, docs/method.md section 4) is, per sample,
 
 ``Delta(x, eps) = max_{||delta||_2 <= r} ||f(y + delta) - ref||_2^2``,  ``y = A x``,
 

@@ -21,6 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 import torch
 
+from ctrobust.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator, check_batch
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "divergence",
     "deep_image_prior",
     "DIPInfo",
-    "holdout_mask",
     "operator_norm",
     "TVReconstruction",
     "DIPReconstruction",
@@ -251,25 +251,6 @@ def tv_reconstruction(
     if return_history:
         return x, torch.stack(history)
     return x
-
-
-# ---------------------------------------------------------------------------------------------------
-# held-out measurement bins (shared with test-time training)
-# ---------------------------------------------------------------------------------------------------
-def holdout_mask(shape, fraction: float, generator: torch.Generator, *, device=None) -> torch.Tensor:
-    """Boolean mask of ``shape`` with ``round(fraction * size)`` (at least 1) ``True`` entries at random.
-
-    ``shape`` is one measurement's shape, e.g. ``(1, 1, A, D)``; entries are chosen uniformly without
-    replacement with ``generator`` (CPU), so the global RNG is untouched.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
-    size = math.prod(shape)
-    k = min(size - 1, max(1, round(fraction * size)))
-    idx = torch.randperm(size, generator=generator)[:k]
-    mask = torch.zeros(size, dtype=torch.bool)
-    mask[idx] = True
-    return mask.reshape(tuple(shape)).to(device or "cpu")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The linear case of min-max training in closed form (``notes/method.md`` section 5; docs/theory.md).
+"""The linear case of min-max training in closed form (docs/method.md section 5; docs/theory.md).
 
 Setting: whitened data (``E x = 0``, ``E x x^T = I``), noiseless measurements ``y = A x`` with
 ``A`` of shape ``(m, n)``, a linear reconstruction ``f(y) = B y`` with ``B`` of shape ``(n, m)``, and
@@ -36,7 +36,6 @@ __all__ = [
     "minmax_objective",
     "minmax_matrix_objective",
     "minmax_linear_operator",
-    "pseudo_inverse_filter",
     "singular_value_filter",
     "clean_error",
     "worst_case_deviation",
@@ -209,11 +208,6 @@ def minmax_linear_operator(A: Any, eps: float, lam: float, *, rcond: float | Non
     u, s, vh = _thin_svd(M, rcond)
     q, _ = minmax_linear_solution(s, eps, lam)
     return torch.from_numpy((vh.T * q) @ u.T)
-
-
-def pseudo_inverse_filter(singular_values: Any) -> np.ndarray:
-    """``q_i = 1/s_i`` (0 where ``s_i = 0``): the filter of the pseudo-inverse."""
-    return minmax_linear_solution(singular_values, 0.0, 0.0)[0]
 
 
 def singular_value_filter(B: Any, A: Any) -> tuple[np.ndarray, float]:

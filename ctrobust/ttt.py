@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctrobust.classical import holdout_mask
+from ctrobust.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator, check_batch
 
 __all__ = ["test_time_train", "TTTInfo", "copy_model", "fill_heldout", "data_consistency"]

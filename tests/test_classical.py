@@ -11,12 +11,12 @@ from ctrobust.classical import (
     deep_image_prior,
     divergence,
     gradient,
-    holdout_mask,
     operator_norm,
     total_variation,
     tv_objective,
     tv_reconstruction,
 )
+from ctrobust.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator
 
 warnings.filterwarnings("ignore", message="Sparse")

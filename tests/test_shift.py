@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ctrobust import shift
+from ctrobust.ttt import copy_model
 
 warnings.filterwarnings("ignore", message="Sparse")
 
@@ -36,21 +37,31 @@ def test_add_noise_level_and_seed(global_rng_untouched):
 
 
 def test_gap_closed_formula():
+    # hand-computed: (0.85 - 0.8) / (0.9 - 0.8) = 0.5, (0.92 - 0.8) / 0.1 = 1.2, (0.7 - 0.8) / 0.1 = -1
     assert shift.gap_closed(0.9, 0.8, 0.85) == pytest.approx(0.5)
+    assert shift.gap_closed(0.9, 0.8, 0.7) == pytest.approx(-1.0)
     assert shift.gap_closed(0.9, 0.8, 0.92) == pytest.approx(1.2)
     assert math.isnan(shift.gap_closed(0.9, 0.9, 0.95))
 
 
 def test_views_shift_rebuilds_with_same_weights(setup):
-    f, op, x = setup
+    f0, op, x = setup
+    f = copy_model(f0)  # shares the operator
+    with torch.no_grad():  # a non-zero U-Net head: the rebuilt network's U-Net term must be there and be f's
+        gen = torch.Generator().manual_seed(3)
+        for p in (f.unet.head.weight, f.unet.head.bias):
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen))
     in_dist, shifted, g = shift.make_shift("views", f, x, n_angles=6)
     assert shifted.operator.range_shape == (1, 6, op.geometry.n_detectors)
     assert g.operator is shifted.operator and f.operator is op
     assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), g.state_dict().values()))
     y = shifted.measurements()
     with torch.no_grad():
-        expected = shifted.operator.fbp(y) + f.unet(shifted.operator.fbp(y))
-        assert torch.allclose(g(y), expected, atol=1e-6)
+        x0 = shifted.operator.fbp(y)
+        u = f.unet(x0)
+        assert float(u.abs().max()) > 1e-2
+        torch.testing.assert_close(g(y), x0 + u, rtol=0, atol=1e-6)
+        assert float((g(y) - x0).abs().max()) > 1e-2
     with pytest.raises(ValueError, match="n_angles"):
         shift.make_shift("views", f, x)
     with pytest.raises(ValueError, match="unknown shift"):
@@ -67,7 +78,10 @@ def test_distribution_shift_reports_gap_for_noise_shift(setup):
     # heavy noise lowers SSIM; the summary's gap and gap-closed follow from the per-sample metrics
     assert s["ssim_shifted"] < s["ssim_in_dist"]
     assert s["ssim_gap"] == pytest.approx(np.mean(res.in_dist["ssim"]) - np.mean(res.shifted["ssim"]))
-    assert s["gap_closed"] == pytest.approx(shift.gap_closed(s["ssim_in_dist"], s["ssim_shifted"], s["ssim_ttt"]))
+    ssim_in, ssim_shifted, ssim_ttt = (np.mean(res.in_dist["ssim"]), np.mean(res.shifted["ssim"]),
+                                       np.mean(res.ttt["ssim"]))
+    assert s["ssim_ttt"] == pytest.approx(ssim_ttt)
+    assert s["gap_closed"] == pytest.approx((ssim_ttt - ssim_shifted) / (ssim_in - ssim_shifted))
     assert len(res.ttt["consistency_after"]) == 2
     d = res.to_dict()
     assert set(d) == {"summary", "options", "in_dist", "shifted", "ttt"} and len(d["shifted"]["ssim"]) == 2

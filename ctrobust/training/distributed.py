@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "is_distributed", "rank", "world_size", "barrier",
-           "average_gradients", "all_true", "broadcast_object"]
+           "average_gradients", "all_true"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +102,3 @@ def all_true(flag: bool, device="cpu") -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
-
-
-def broadcast_object(obj, src: int = 0):
-    """Rank ``src``'s ``obj`` in every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

@@ -1,4 +1,4 @@
-"""Training objectives (docs/training.md, notes/method.md section 3).
+"""Training objectives (docs/training.md; the formulas: docs/method.md section 3).
 
 Every loss term is a **per-pixel mean squared error** over the batch,
 ``mse(a, x) = mean_{b, pixels} (a - x)^2``, so losses do not grow with the image size or the batch.
