@@ -44,7 +44,7 @@ def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, ang
     data = load_split(None, "test", size=size, n_phantoms=n_test, seed=0)
     res = robustness_curve(model, data, model.operator, EPS_GRID, progress=False, batch_size=n_test, n_examples=0)
     errors = {e: m for e, m in zip(*res.curve("relative_error", "attack")[:2])}
-    return {"objective": objective, "seed": seed, "seconds_per_step": float(np.median(seconds)),
+    return {"objective": name, "seed": seed, "seconds_per_step": float(np.median(seconds)),
             **{f"eps {e:g}": float(errors[e]) for e in EPS_GRID}}
 
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
           f"{args.steps} steps, {size} px, {angles} views, {args.n_test} test phantoms")
     cols = [f"eps {e:g}" for e in EPS_GRID]
     print(f"{'objective':<14} " + " ".join(f"{c:>17}" for c in ["clean" if c == "eps 0" else c for c in cols]) + f" {'s/step':>8}")
-    for objective in args.objectives.split(","):
+    for objective in dict.fromkeys(r["objective"] for r in rows):
         sel = [r for r in rows if r["objective"] == objective]
         stats = [mean_std("e", [r[c] for r in sel]) for c in cols]
         cells = [f"{st['e_mean']:.4f} +- {st['e_std']:.4f}" for st in stats]

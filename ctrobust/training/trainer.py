@@ -185,10 +185,14 @@ def _objective_validation(objective, module, operator, val_set, batch_size, devi
         y = operator(x)
     out = objective.validation_metrics(module, x, y)
     eff = out.get("g_efficiency")
-    if eff is not None and eff < 0.5:
+    low = eff is not None and eff < 0.5
+    # warn once per run, when the efficiency stays below 0.5 at two validations in a row
+    if low and getattr(objective, "_low_efficiency", False) and not getattr(objective, "_efficiency_warned", False):
+        objective._efficiency_warned = True
         print(f"ctrobust: warning: the adversary reaches only {eff:.2f} of a per-sample attack's loss gain on the "
-              "validation batch (g_efficiency < 0.5): f is trained against a weak inner maximisation "
-              "(see docs/training.md)", file=sys.stderr)
+              "validation batch (g_efficiency < 0.5 at two validations in a row): f is trained against a weak inner "
+              "maximisation; see g_efficiency in validation.csv and docs/training.md", file=sys.stderr)
+    objective._low_efficiency = low
     return out
 
 
