@@ -182,6 +182,19 @@ def _metric_rows(rec, x_img, clean, radius, delta, operator) -> list[dict]:
     return rows
 
 
+def _keep_candidate(f, y, reference, res, candidate) -> None:
+    """Evaluate ``f(y + candidate)`` (forward only) and keep it per sample where it beats the attack."""
+    with torch.no_grad(), eval_mode(f):
+        out = f(y + candidate)
+    err = squared_error(out.double(), reference.double().reshape(out.shape)).to(res.error.device)
+    better = err > res.error
+    if bool(better.any()):
+        res.delta = torch.where(better.reshape(-1, *([1] * (candidate.dim() - 1))), candidate.to(res.delta.dtype), res.delta)
+        res.reconstruction = torch.where(better.reshape(-1, *([1] * (out.dim() - 1))), out.to(res.reconstruction.dtype),
+                                         res.reconstruction)
+        res.error = torch.where(better, err, res.error)
+
+
 def _keep_previous_if_worse(res, prev) -> None:
     """Where a smaller eps's worst perturbation (inside the larger ball too) beat this attack, keep it."""
     worse = prev.error > res.error
@@ -315,17 +328,20 @@ def robustness_curve(
                                                 generator=torch.Generator().manual_seed(_seed(seed, 1, e_index, b_index)))
                     with torch.no_grad(), eval_mode(f):
                         noisy = f(y + noise)
-                    init = None
-                    if warm_start and previous is not None:
+                    scaled = None  # the previous eps's worst perturbation, rescaled to this radius
+                    if previous is not None:
                         prev_res = previous[1]
                         scale = perturbation_radius(y, eps, relative) / prev_res.radius.to(y.dtype).clamp_min(
                             torch.finfo(y.dtype).tiny)
-                        init = prev_res.delta * scale.reshape(-1, *([1] * (y.dim() - 1)))
+                        scaled = prev_res.delta * scale.reshape(-1, *([1] * (y.dim() - 1)))
                     res = pga_attack(f, y, x.reshape(clean.shape), eps, relative=relative, steps=steps,
-                                     step_size=step_size, restarts=restarts, target=target, attack=attack, init=init,
+                                     step_size=step_size, restarts=restarts, target=target, attack=attack,
+                                     init=scaled if warm_start else None,
                                      generator=torch.Generator().manual_seed(_seed(seed, 2, e_index, b_index)),
                                      progress=progress)
                     if previous is not None:
+                        if not warm_start:  # still try the rescaled worst case of the previous eps: one forward pass
+                            _keep_candidate(f, y, clean if target == "clean" else x.reshape(clean.shape), res, scaled)
                         _keep_previous_if_worse(res, previous[1])
                     previous = (eps, res)
                     results = {"random": (noisy, res.radius, noise), "attack": (res.reconstruction, res.radius, res.delta)}
