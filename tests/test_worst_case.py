@@ -182,15 +182,16 @@ def test_restarts_and_warm_starts_never_lower_the_result():
             assert 0.9 <= r["attack_over_exact"] <= 1.0 and r["exact_sq_error"] >= r["sq_error"]
 
 
-def test_warm_started_curve_is_cheaper_and_not_weaker(fbp16):
+def test_warm_start_on_a_linear_map_is_not_weaker(fbp16):
+    """On a linear f the worst direction barely changes with eps: a warm-started curve is at least as strong."""
     op, f = fbp16
     data = [x_ for x_ in torch.rand(4, 1, 16, 16, generator=gen(17), dtype=D64)]
     grid = [0.01, 0.02, 0.04]
-    warm = robustness_curve(f, data, op, grid, steps=15, progress=False)
-    cold = robustness_curve(f, data, op, grid, steps=15, progress=False, warm_start=False)
+    warm = robustness_curve(f, data, op, grid, steps=15, progress=False, warm_start=True)
+    cold = robustness_curve(f, data, op, grid, steps=15, progress=False)
     w = [r["sq_error"] for r in warm.rows if r["condition"] == "attack"]
     c = [r["sq_error"] for r in cold.rows if r["condition"] == "attack"]
-    assert sum(w) >= sum(c)
+    assert sum(w) >= sum(c) * (1 - 1e-9)
     assert warm.config["warm_start"] and not cold.config["warm_start"]
 
 

@@ -4,7 +4,7 @@
    ``operator.json``);
 2. train a small FBPConvNet twice on built-in phantoms: plainly and with the min-max objective
    (``plain/``, ``minmax/``; :func:`~ctrobust.app.run_train`);
-3. attack both and FBP with the default attack (APGD, warm-started) over an eps grid (``attack/``;
+3. attack both and FBP with the default attack (APGD) over an eps grid (``attack/``;
    :func:`~ctrobust.app.run_attack`);
 4. one report with the tables and figures (``report.md``; :func:`~ctrobust.app.run_report`).
 
