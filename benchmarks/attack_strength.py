@@ -3,8 +3,8 @@
 On trained FBPConvNets (the demo's setting: 64 px phantoms, 143 views, U-Net 16/3) and FBP, for 8 test
 phantoms and eps in {0.005, 0.01, 0.02, 0.04} (relative to ||y||), target "truth", it runs in one go:
 
-- **new default**: what ``ctrobust attack`` / ``robustness_curve`` do now: APGD, 100 steps, 1 restart,
-  warm-started along the eps grid;
+- **new default**: what ``ctrobust attack`` / ``robustness_curve`` do now: APGD (first step 4 r), 100 steps, 1 restart
+  from a random start (the previous eps's rescaled worst case also tried);
 - **old default**: fixed-step PGA, step 2.5 r / steps, 50 steps, random start (``--attack pga --steps 50``);
 - **strong reference**: per sample the best of the two above, APGD 300 steps x 5 restarts from random
   starts, and for FBP the exact worst case (:mod:`ctrobust.worst_case`).
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         t_strong = time.perf_counter() - t0
         with torch.no_grad(), eval_mode(f):
             clean = squared_error(f(y), x).double().numpy()
-        for name, got, passes, secs in (("new default: APGD 100, warm starts", new, 100, t_new),
+        for name, got, passes, secs in (("new default: APGD 100 (4 r)", new, 100, t_new),
                                         ("old default: PGA 50, step 2.5r/50", old, 50, t_old),
                                         (f"strong: APGD {args.strong_steps} x {args.strong_restarts} (+exact)", strong,
                                          args.strong_steps * args.strong_restarts + 150, t_strong)):
