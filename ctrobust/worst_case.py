@@ -277,6 +277,7 @@ def exact_worst_case(f, y: torch.Tensor, x: torch.Tensor | None, radius: torch.T
         wc = linearized_worst_case(f, y, x, radius, max_iterations=max_iterations, tol=tol)
         delta = wc.delta[0]
         with torch.no_grad():
+            out = f(y + delta)
             ref = f(y) if x is None else x
-            err = squared_error(f(y + delta).double(), ref.double().reshape(-1, *f(y).shape[1:]))
+            err = squared_error(out.double(), ref.double().reshape(out.shape))
     return delta, err.cpu()
