@@ -51,9 +51,14 @@ __all__ = [
     "METRICS",
     "DEFAULT_EPS_GRID",
     "verify_attack",
+    "measure",
+    "NOISE_CONDITION",
 ]
 
 CONDITIONS = ("clean", "random", "attack")
+#: with a noise model: ``dose`` is ``f`` on the noisy measurement (the error the noise itself causes)
+NOISE_CONDITION = "dose"
+_ORDER = ("clean", NOISE_CONDITION, "random", "attack")
 #: per-sample quantities in every row (psnr/ssim only when reconstructions are images)
 METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius",
            "converged", "jacobian_norm", "first_order_sq_error", "first_order_relative_error", "exact_sq_error",
@@ -208,6 +213,21 @@ def _keep_previous_if_worse(res, prev) -> None:
             res.converged = torch.where(worse.cpu(), prev.converged, res.converged)
 
 
+def measure(operator, x: torch.Tensor, idx: Sequence[int], noise=None, seed: int = 0):
+    """``(A x, y)``: the noise-free and the measured sinograms of a batch (``y = A x`` without ``noise``).
+
+    The noise of sample ``s`` (its dataset index in ``idx``) comes from its own CPU generator seeded
+    from ``(seed, s)``, so the measured data do not depend on the batch size or ``max_samples``.
+    """
+    with torch.no_grad():
+        y = operator(x)
+    if noise is None:
+        return y, y
+    noisy = torch.cat([noise(y[i:i + 1], generator=torch.Generator().manual_seed(_seed(seed, 4, int(s))))
+                       for i, s in enumerate(idx)])
+    return y, noisy.detach()
+
+
 def robustness_curve(
     f: Callable[[torch.Tensor], torch.Tensor],
     dataset,
@@ -229,6 +249,7 @@ def robustness_curve(
     warm_start: bool = False,
     linearization: bool = False,
     linearization_iterations: int | None = None,
+    noise=None,
 ) -> RobustnessResult:
     """Clean, random-noise and PGA-attacked metrics of ``f`` on ``dataset`` for each eps.
 
@@ -270,6 +291,12 @@ def robustness_curve(
         per Lanczos iteration and batch, once for the whole grid.
     linearization_iterations : int, optional
         Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
+    noise : callable, optional
+        A measurement noise model ``noise(y, generator)`` (e.g. :class:`ctrobust.noise.LogPoissonNoise`):
+        the measured data are ``y = noise(A x)`` (seeded per sample, :func:`measure`), the attack and the
+        random reference perturb them (radii relative to the noisy ``||y||_2``, deviations from
+        ``f(y)``), ``clean`` stays ``f(A x)`` and a fourth condition ``dose`` holds ``f(y)`` with
+        ``perturbation_norm = ||y - A x||_2`` (the noise as a perturbation, comparable with eps).
 
     Returns
     -------
@@ -289,7 +316,9 @@ def robustness_curve(
     config = {"attack": attack, "steps": int(steps), "restarts": int(restarts), "relative": bool(relative),
               "target": target, "seed": int(seed), "n_samples": n, "batch_size": int(batch_size),
               "step_size": step_size, "warm_start": bool(warm_start), "eps_grid": eps_grid,
-              "linearization": bool(linearization)}
+              "linearization": bool(linearization),
+              "noise": noise.to_dict() if hasattr(noise, "to_dict") else (None if noise is None else repr(noise))}
+    noise_model = noise  # (``noise`` is the random reference's draw below)
     linear = is_linear(f)
     lin_iters = linearization_iterations or (300 if linear else 30)
     order = sorted(range(len(eps_grid)), key=lambda i: eps_grid[i])  # attack small eps first (warm starts)
@@ -297,13 +326,19 @@ def robustness_curve(
     try:
         for b_index, (idx, x) in enumerate(_batches(dataset, n, batch_size)):
             x = _to_domain(x.to(dev), operator)
-            with torch.no_grad():
-                y = operator(x)
+            y_free, y = measure(operator, x, idx, noise_model, seed)
             with torch.no_grad(), eval_mode(f):
                 clean = f(y)
             x_img = _image_view(x, operator)
             zero_r = torch.zeros(len(idx), dtype=torch.float64)
             clean_rows = _metric_rows(clean, x_img, clean, zero_r, None, operator)
+            dose_rows = None
+            if noise_model is not None:  # clean = f(A x); dose = f(noisy y), the noise as the perturbation
+                with torch.no_grad(), eval_mode(f):
+                    free = f(y_free)
+                n_norm = (y - y_free).flatten(1).double().norm(dim=1).cpu()
+                dose_rows = _metric_rows(clean, x_img, free, n_norm, y - y_free, operator)
+                clean_rows = _metric_rows(free, x_img, free, zero_r, None, operator)
             keep = [i for i, s in enumerate(idx) if s < n_examples]
             if keep:
                 for name, t in (("x", x_img), ("y", y), ("clean", _image_view(clean, operator))):
@@ -349,6 +384,8 @@ def robustness_curve(
                     results = {"random": (noisy, res.radius, noise), "attack": (res.reconstruction, res.radius, res.delta)}
                     ex_delta, ex_random, ex_attack = res.delta, noisy, res.reconstruction
                 per_condition = {"clean": clean_rows}
+                if dose_rows is not None:
+                    per_condition[NOISE_CONDITION] = dose_rows
                 for cond, (rec, radius, delta) in results.items():
                     per_condition[cond] = _metric_rows(rec, x_img, clean, radius, delta, operator)
                 for i, row in enumerate(per_condition["attack"]):
@@ -365,7 +402,7 @@ def robustness_curve(
                             row["exact_sq_error"] = exact
                             row["exact_relative_error"] = math.sqrt(max(exact, 0.0)) / xn
                             row["attack_over_exact"] = row["sq_error"] / exact if exact > 0 else 1.0
-                for cond in CONDITIONS:
+                for cond in (c for c in _ORDER if c in per_condition):
                     for s, row in zip(idx, per_condition[cond]):
                         rows.append({"eps": eps, "sample": int(s), "condition": cond, **row})
                 if keep:
@@ -377,7 +414,7 @@ def robustness_curve(
             bar.update(len(idx))
     finally:
         bar.close()
-    rows.sort(key=lambda r: (r["eps"], CONDITIONS.index(r["condition"]), r["sample"]))
+    rows.sort(key=lambda r: (r["eps"], _ORDER.index(r["condition"]), r["sample"]))
     return RobustnessResult(eps_grid, rows, summarize(rows), config, examples)
 
 
@@ -390,17 +427,22 @@ def clean_metrics(
     max_samples: int | None = None,
     progress: bool = True,
     device=None,
+    noise=None,
+    seed: int = 0,
 ) -> tuple[list[dict], dict]:
     """Metrics of ``f(A x)`` on a dataset: ``(rows per sample, summary)``.
 
     The summary holds ``n`` and ``<metric>_mean`` / ``<metric>_std`` for MSE, relative error, PSNR,
-    SSIM and ``sq_error``. Same conventions as :func:`robustness_curve` (clean condition only).
+    SSIM and ``sq_error``. Same conventions as :func:`robustness_curve` (clean condition only). With a
+    ``noise`` model the metrics are those of ``f`` on the noisy measurement (the ``dose`` condition,
+    noise seeded by ``seed`` as in :func:`robustness_curve`).
     """
     result = robustness_curve(f, dataset, operator, [0.0], batch_size=batch_size, progress=progress,
-                              max_samples=max_samples, device=device, n_examples=0)
+                              max_samples=max_samples, device=device, n_examples=0, noise=noise, seed=seed)
+    cond = "clean" if noise is None else NOISE_CONDITION
     rows = [{"sample": r["sample"], **{k: r[k] for k in CLEAN_METRICS if k in r}}
-            for r in result.rows if r["condition"] == "clean"]
-    full = next(s for s in result.summary if s["condition"] == "clean")
+            for r in result.rows if r["condition"] == cond]
+    full = next(s for s in result.summary if s["condition"] == cond)
     summary = {"n": full["n"]}
     for name in CLEAN_METRICS:
         for stat in ("mean", "std"):
@@ -421,6 +463,7 @@ def verify_attack(
     seed: int = 1,
     progress: bool = False,
     device=None,
+    noise=None,
 ) -> list[dict]:
     """Check that an attack converged: a much stronger budget on the first ``n_samples`` samples.
 
@@ -438,8 +481,7 @@ def verify_attack(
     dev = _device_of(f, device)
     idx, x = next(_batches(dataset, n, n))
     x = _to_domain(x.to(dev), operator)
-    with torch.no_grad():
-        y = operator(x)
+    _, y = measure(operator, x, idx, noise, cfg["seed"])  # the curve's measured data (same noise)
     x_norm2 = x.flatten(1).double().pow(2).sum(1).cpu().numpy()
     rows = []
     for eps in sorted(e for e in result.eps_grid if e > 0):

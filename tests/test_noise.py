@@ -83,3 +83,54 @@ def test_same_numbers_on_cuda():
     cpu = noise(y, generator=torch.Generator().manual_seed(3))
     gpu = noise(y.cuda(), generator=torch.Generator().manual_seed(3))
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu)
+
+
+# -- the dose condition of the robustness curve, and the attack on noisy data --------------------------
+@pytest.fixture(scope="module")
+def small_ct():
+    from ctrobust.data.phantoms import PhantomDataset
+    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.radon import RadonTransform
+
+    return RadonTransform(ParallelBeam2D(24, 12)), PhantomDataset(4, 24, seed=3)
+
+
+def test_robustness_curve_with_noise_has_a_dose_line(small_ct):
+    from ctrobust.methods import FBPReconstruction
+    from ctrobust.robustness import robustness_curve
+
+    op, phantoms = small_ct
+    noise = LogPoissonNoise(2000, image_size=24)
+    kw = dict(steps=6, batch_size=2, progress=False, max_samples=3, seed=1, noise=noise)
+    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0, 0.02], **kw)
+    assert res.config["noise"]["photons"] == 2000
+    by = {(r["eps"], r["condition"], r["sample"]): r for r in res.rows}
+    assert {c for _, c, _ in by} == {"clean", "dose", "random", "attack"}
+    for s in range(3):
+        dose, clean = by[(0.0, "dose", s)], by[(0.0, "clean", s)]
+        assert dose["perturbation_norm"] > 0 and clean["perturbation_norm"] == 0
+        assert dose["sq_error"] > clean["sq_error"]  # the noise itself costs accuracy
+        assert by[(0.0, "attack", s)]["sq_error"] == dose["sq_error"]  # eps 0: the measured data
+        assert by[(0.02, "attack", s)]["sq_error"] > dose["sq_error"]  # the attack perturbs the noisy y
+        assert by[(0.02, "dose", s)]["sq_error"] == dose["sq_error"]
+    # the noise per sample does not depend on the batch size
+    again = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], **{**kw, "batch_size": 3})
+    assert [r["sq_error"] for r in again.rows if r["condition"] == "dose"] == pytest.approx(
+        [by[(0.0, "dose", s)]["sq_error"] for s in range(3)], rel=1e-5)
+
+
+def test_attack_gradients_flow_on_noisy_data(small_ct):
+    from ctrobust.attacks import pga_attack
+    from ctrobust.methods import FBPReconstruction
+
+    op, phantoms = small_ct
+    x = torch.stack([phantoms[i] for i in range(2)])
+    y = LogPoissonNoise(1000, image_size=24)(op(x), generator=torch.Generator().manual_seed(0))
+    f = FBPReconstruction(op)
+    d = torch.zeros_like(y, requires_grad=True)
+    loss = (f(y + d) - x).pow(2).sum()
+    (g,) = torch.autograd.grad(loss, d)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    res = pga_attack(f, y, x, 0.02, steps=5, generator=torch.Generator().manual_seed(0))
+    base = (f(y) - x).pow(2).flatten(1).sum(1)
+    assert bool((res.error.to(base.dtype) > base).all())
