@@ -187,6 +187,10 @@ def plot_robustness_curves(
 ) -> Path:
     """Error vs eps, one line per model: attacked (solid) and random noise of the same norm (dashed).
 
+    With a ``dose`` condition (measurement noise, :func:`ctrobust.robustness.robustness_curve` with
+    ``noise``) a dotted horizontal line marks the error the noise itself causes and a star puts it at
+    the noise's relative size ``||y - A x|| / ||A x||`` on the eps axis.
+
     Parameters
     ----------
     summaries : mapping label -> summary rows
@@ -217,6 +221,13 @@ def plot_robustness_curves(
             eps, mean, _ = _curve(summary, metric, "random")
             if len(eps):
                 ax.plot(eps, mean, "--", color=color, lw=1, label=f"{label} (random)")
+            dose = [r for r in summary if r.get("condition") == "dose" and f"{metric}_mean" in r]
+            if dose:  # the measurement noise itself: its error, placed at its size on the eps axis
+                value = float(dose[0][f"{metric}_mean"])
+                ax.axhline(value, color=color, ls=":", lw=1)
+                if relative and "noise_level_mean" in dose[0]:
+                    ax.plot([float(dose[0]["noise_level_mean"])], [value], "*", color=color, ms=10,
+                            label=f"{label} (dose noise)")
     for ax, metric in zip(axes[0], metrics):
         ax.set_xlabel("eps (fraction of ||y||_2)" if relative else "eps (absolute l2 radius)")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -291,6 +302,8 @@ def attack_table(summary: Sequence[Mapping]) -> tuple[list[dict], list[str]]:
         for metric, short in (("relative_error", "rel.err"), ("psnr", "PSNR"), ("ssim", "SSIM")):
             if f"{metric}_mean" in r:
                 row[f"{short} {cond}"] = r[f"{metric}_mean"]
+        if cond == "dose" and "noise_level_mean" in r:  # the measurement noise's size, relative to ||A x||
+            row["noise level"] = r["noise_level_mean"]
         if cond == "attack":  # the attack's diagnostics and the worst cases it is compared with
             for metric, short in (("exact_relative_error", "rel.err exact"), ("attack_over_exact", "attack/exact"),
                                   ("first_order_relative_error", "rel.err 1st-order"), ("jacobian_norm", "||J||"),

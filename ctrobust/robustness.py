@@ -62,7 +62,7 @@ _ORDER = ("clean", NOISE_CONDITION, "random", "attack")
 #: per-sample quantities in every row (psnr/ssim only when reconstructions are images)
 METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius",
            "converged", "jacobian_norm", "first_order_sq_error", "first_order_relative_error", "exact_sq_error",
-           "exact_relative_error", "attack_over_exact")
+           "exact_relative_error", "attack_over_exact", "noise_level")
 CLEAN_METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error")
 DEFAULT_EPS_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
 
@@ -338,6 +338,9 @@ def robustness_curve(
                     free = f(y_free)
                 n_norm = (y - y_free).flatten(1).double().norm(dim=1).cpu()
                 dose_rows = _metric_rows(clean, x_img, free, n_norm, y - y_free, operator)
+                levels = n_norm / y_free.flatten(1).double().norm(dim=1).cpu().clamp_min(1e-300)
+                for row, level in zip(dose_rows, levels.tolist()):
+                    row["noise_level"] = level  # ||y - A x|| / ||A x||: the noise on the eps axis
                 clean_rows = _metric_rows(free, x_img, free, zero_r, None, operator)
             keep = [i for i, s in enumerate(idx) if s < n_examples]
             if keep:
