@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ParallelBeam2D": "ctrobust.geometry",
+    "FanBeam2D": "ctrobust.geometry",
     "LinearOperator": "ctrobust.operators.base",
     "RadonTransform": "ctrobust.operators.radon",
     "GaussianCS": "ctrobust.operators.cs",

@@ -281,14 +281,14 @@ def make_shift(kind: str, f, images: torch.Tensor, *, shifted_images: torch.Tens
                              f"got {tuple(shifted_images.shape[1:])}; prepare them at the same size")
         return in_dist, Condition("other_data", shifted_images, op, base_noise, seed), f
     if kind == "views":
-        from ctrobust.geometry import ParallelBeam2D
+        import dataclasses
+
         from ctrobust.operators.radon import RadonTransform
 
         if not n_angles or n_angles < 1:
             raise ValueError("shift 'views' needs n_angles >= 1 (the views of the shifted geometry)")
-        geo = op.geometry
-        new_op = RadonTransform(ParallelBeam2D(geo.image_size, int(n_angles), geo.n_detectors, geo.angle_range),
-                                backend=op.backend)
+        # same geometry (parallel or fan, same detector and distances), other number of views
+        new_op = RadonTransform(dataclasses.replace(op.geometry, n_angles=int(n_angles)), backend=op.backend)
         rebuilt = (rebuild or rebuild_on_operator)(f, new_op)
         return in_dist, Condition(f"views_{n_angles}", images, new_op, base_noise, seed), rebuilt
     if kind == "noise":

@@ -9,6 +9,7 @@ _EXPORTS = {
     "ComposedOperator": "ctrobust.operators.base",
     "AdjointOperator": "ctrobust.operators.base",
     "RadonTransform": "ctrobust.operators.radon",
+    "FanBackprojection": "ctrobust.operators.fanbeam",
     "GaussianCS": "ctrobust.operators.cs",
     "PartialDCT": "ctrobust.operators.cs",
     "DCTSubmatrix": "ctrobust.operators.cs",

@@ -1,7 +1,8 @@
 """ASTRA backend: ASTRA's 2D system matrix, applied by torch as a sparse matrix (CPU and CUDA).
 
-ASTRA builds the system matrix of its CPU projector (default ``linear``; also ``line``, ``strip``) once
-per geometry. ctrobust keeps it as two torch sparse CSR matrices with int32 indices, ``A`` (shape
+ASTRA builds the system matrix of its CPU projector once per geometry: parallel beam ``linear`` (default),
+``line``, ``strip``; fan beam (ASTRA ``fanflat``) ``line_fanflat`` (default) or ``strip_fanflat``, the
+only CPU projectors ASTRA 2.x has for ``fanflat``. ctrobust keeps it as two torch sparse CSR matrices with int32 indices, ``A`` (shape
 ``(A*D, N*N)``) and, stored separately, ``A^T`` (shape ``(N*N, A*D)``), and applies them to the whole
 batch in one sparse-dense product. ``A^T`` is the exact transpose, so the backprojection is the exact
 adjoint for plain inner products.
@@ -12,7 +13,8 @@ angle ``i``, detector bin ``j`` at ``t = j - D/2 + 1/2`` with ``t = x cos(theta)
 
 Caches
 ------
-* On disk: ``<cache_dir>/radon/radon-<geometry.key()>-<projector>-astra<version>-v1.npz``
+* On disk: ``<cache_dir>/radon/radon-<geometry.key()>-<projector>-astra<version>-v1.npz`` (fan beam:
+  ``radon-fanflat-...``; the key hashes the geometry type and all its parameters)
   (:func:`ctrobust.cache.cache_dir`), written atomically; a file that cannot be read or does not match
   is rebuilt (with a warning), never trusted.
 * In memory: one ``(A, A^T)`` pair per (geometry, projector, device, dtype). float64 matrices share the
@@ -34,10 +36,13 @@ import torch
 
 from ctrobust.cache import cache_dir
 from ctrobust.files import atomic_write
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.geometry import FanBeam2D, ParallelBeam2D
 
 __all__ = [
     "PROJECTORS",
+    "FAN_PROJECTORS",
+    "projectors_for",
+    "default_projector",
     "AstraSparseBackend",
     "astra_geometries",
     "build_system_matrix",
@@ -49,6 +54,8 @@ __all__ = [
 
 #: ASTRA 2D CPU projector types for parallel beam that ctrobust can use.
 PROJECTORS = ("linear", "line", "strip")
+#: ASTRA 2D CPU projector types for fan beam (``fanflat``); ASTRA 2.x has no other CPU fan-beam projector.
+FAN_PROJECTORS = ("line_fanflat", "strip_fanflat")
 _FORMAT = 1
 
 _lock = threading.RLock()
@@ -68,27 +75,44 @@ def _astra():
     return astra
 
 
-def astra_geometries(geometry: ParallelBeam2D) -> tuple[dict, dict]:
+def astra_geometries(geometry: ParallelBeam2D | FanBeam2D) -> tuple[dict, dict]:
     """ASTRA volume and projection geometries equal to ``geometry``.
 
     The volume is ``N x N`` unit pixels on ``[-N/2, N/2]^2`` (``astra.create_vol_geom(N, N)``); the
     projection geometry is ``parallel`` with detector spacing 1, D bins and the angles
-    ``geometry.angles`` (radians).
+    ``geometry.angles`` (radians), or for :class:`FanBeam2D` ``fanflat`` with its detector spacing, D
+    bins, the angles and the source-origin / origin-detector distances (all in pixels).
     """
     astra = _astra()
     n = geometry.image_size
     vol_geom = astra.create_vol_geom(n, n)
-    proj_geom = astra.create_proj_geom("parallel", 1.0, geometry.n_detectors, geometry.angles)
+    if isinstance(geometry, FanBeam2D):
+        proj_geom = astra.create_proj_geom("fanflat", geometry.detector_spacing, geometry.n_detectors,
+                                           geometry.angles, geometry.source_origin, geometry.origin_detector)
+    else:
+        proj_geom = astra.create_proj_geom("parallel", 1.0, geometry.n_detectors, geometry.angles)
     return vol_geom, proj_geom
 
 
-def _check_projector(projector: str) -> str:
-    if projector not in PROJECTORS:
-        raise ValueError(f"unknown ASTRA projector {projector!r}; choose one of {', '.join(PROJECTORS)}")
+def projectors_for(geometry) -> tuple[str, ...]:
+    """The ASTRA CPU projector types that serve ``geometry`` (parallel: :data:`PROJECTORS`, fan: :data:`FAN_PROJECTORS`)."""
+    return FAN_PROJECTORS if isinstance(geometry, FanBeam2D) else PROJECTORS
+
+
+def default_projector(geometry) -> str:
+    """``linear`` for parallel beam, ``line_fanflat`` for fan beam."""
+    return projectors_for(geometry)[0]
+
+
+def _check_projector(projector: str, geometry=None) -> str:
+    valid = PROJECTORS if geometry is None else projectors_for(geometry)
+    if projector not in valid:
+        kind = "fan" if isinstance(geometry, FanBeam2D) else "parallel"
+        raise ValueError(f"unknown ASTRA projector {projector!r} for {kind} beam; choose one of {', '.join(valid)}")
     return projector
 
 
-def build_system_matrix(geometry: ParallelBeam2D, projector: str = "linear") -> sp.csr_matrix:
+def build_system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None) -> sp.csr_matrix:
     """Build ASTRA's system matrix (no cache).
 
     Returns
@@ -98,7 +122,7 @@ def build_system_matrix(geometry: ParallelBeam2D, projector: str = "linear") -> 
         column ``r*N + c`` is pixel (row r, column c). ASTRA objects are freed before returning.
     """
     astra = _astra()
-    _check_projector(projector)
+    projector = _check_projector(projector or default_projector(geometry), geometry)
     vol_geom, proj_geom = astra_geometries(geometry)
     pid = astra.create_projector(projector, proj_geom, vol_geom)
     mid = None
@@ -119,11 +143,13 @@ def build_system_matrix(geometry: ParallelBeam2D, projector: str = "linear") -> 
     return out
 
 
-def cache_file(geometry: ParallelBeam2D, projector: str = "linear") -> Path:
-    """Disk-cache file of a system matrix (keyed by geometry, projector and ASTRA version)."""
+def cache_file(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None) -> Path:
+    """Disk-cache file of a system matrix (keyed by geometry type and parameters, projector and ASTRA version)."""
     astra = _astra()
+    projector = projector or default_projector(geometry)
     version = str(astra.__version__).replace("/", "_")
-    return cache_dir("radon") / f"radon-{geometry.key()}-{projector}-astra{version}-v{_FORMAT}.npz"
+    kind = "fanflat-" if isinstance(geometry, FanBeam2D) else ""
+    return cache_dir("radon") / f"radon-{kind}{geometry.key()}-{projector}-astra{version}-v{_FORMAT}.npz"
 
 
 def _meta(geometry: ParallelBeam2D, projector: str) -> dict:
@@ -171,13 +197,14 @@ def _load(path: Path, meta: dict, shape: tuple[int, int]) -> sp.csr_matrix:
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
-def system_matrix(geometry: ParallelBeam2D, projector: str = "linear", *, use_disk: bool = True) -> sp.csr_matrix:
+def system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None, *,
+                  use_disk: bool = True) -> sp.csr_matrix:
     """The system matrix from the disk cache, or built by ASTRA (and then cached on disk).
 
     A cache file that is unreadable, truncated or describes something else is rebuilt with a
     ``RuntimeWarning``. ``use_disk=False`` always builds and writes nothing.
     """
-    _check_projector(projector)
+    projector = _check_projector(projector or default_projector(geometry), geometry)
     shape = (geometry.n_angles * geometry.n_detectors, geometry.image_size**2)
     if not use_disk:
         return build_system_matrix(geometry, projector)
@@ -225,8 +252,8 @@ def _host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tens
 
 
 def torch_matrices(
-    geometry: ParallelBeam2D,
-    projector: str = "linear",
+    geometry: ParallelBeam2D | FanBeam2D,
+    projector: str | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,6 +262,7 @@ def torch_matrices(
     Built once per (geometry, projector) and kept in memory per (device, dtype); float64 copies are
     made lazily and share the index tensors of the float32 ones on the same device.
     """
+    projector = projector or default_projector(geometry)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -254,7 +282,7 @@ def torch_matrices(
         return pair
 
 
-def clear_memory_cache(geometry: ParallelBeam2D | None = None) -> None:
+def clear_memory_cache(geometry: ParallelBeam2D | FanBeam2D | None = None) -> None:
     """Drop the system matrices held in memory, of one ``geometry`` or all (the disk cache stays)."""
     with _lock:
         if geometry is None:
@@ -279,10 +307,11 @@ class AstraSparseBackend:
 
     Parameters
     ----------
-    geometry : ParallelBeam2D
-    projector : {"linear", "line", "strip"}
-        ASTRA 2D projector whose system matrix is used (``linear``: Joseph-type linear
-        interpolation, the default).
+    geometry : ParallelBeam2D or FanBeam2D
+    projector : str, optional
+        ASTRA 2D projector whose system matrix is used: parallel beam ``linear`` (Joseph-type linear
+        interpolation, the default), ``line``, ``strip``; fan beam ``line_fanflat`` (default) or
+        ``strip_fanflat`` (area-integrating).
 
     Notes
     -----
@@ -292,9 +321,9 @@ class AstraSparseBackend:
 
     name = "astra"
 
-    def __init__(self, geometry: ParallelBeam2D, projector: str = "linear"):
+    def __init__(self, geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None):
         self.geometry = geometry
-        self.projector = _check_projector(projector)
+        self.projector = _check_projector(projector or default_projector(geometry), geometry)
 
     def check_device(self, t: torch.Tensor) -> None:
         if t.device.type not in ("cpu", "cuda"):

@@ -197,6 +197,7 @@ class LinearOperator(nn.Module):
 #: Operator type name -> class, or ``"module:Class"`` imported on first use (keeps imports cheap).
 OPERATOR_TYPES: dict[str, Any] = {
     "RadonTransform": "ctrobust.operators.radon:RadonTransform",
+    "FanBackprojection": "ctrobust.operators.fanbeam:FanBackprojection",
     "GaussianCS": "ctrobust.operators.cs:GaussianCS",
     "PartialDCT": "ctrobust.operators.cs:PartialDCT",
     "DCTSubmatrix": "ctrobust.operators.cs:DCTSubmatrix",
