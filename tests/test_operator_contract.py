@@ -39,6 +39,27 @@ def radon(*geometry, backend="astra", g=None, **kw):
     return make
 
 
+def fan(*geometry, backend="astra", g=None, **kw):
+    def make():
+        from ctrobust import FanBeam2D, RadonTransform
+
+        if backend == "odl":
+            pytest.importorskip("odl")
+        return RadonTransform(FanBeam2D(*geometry, **(g or {})), backend=backend, **kw)
+
+    return make
+
+
+def fan_backprojection(*geometry, **kw):
+    def make():
+        from ctrobust import FanBeam2D
+        from ctrobust.operators.fanbeam import FanBackprojection
+
+        return FanBackprojection(FanBeam2D(*geometry), **kw)
+
+    return make
+
+
 def cs(name, *args, **kwargs):
     return lambda: getattr(cs_module, name)(*args, **kwargs)
 
@@ -59,6 +80,13 @@ FACTORIES = {
     "radon-odl": Case(radon(11, 7, backend="odl"), dot64=1e-5, exact64=False, cuda=False),
     "radon-astra.T": Case(adjoint_of(radon(9, 5))),
     "radon-normal": Case(composed(adjoint_of(radon(9, 5)), radon(9, 5))),
+    # fan beam (ASTRA fanflat): odd sizes, a short scan with the strip kernel, the ODL route, FBP's backprojection
+    "fan-astra-odd": Case(fan(11, 7)),
+    "fan-astra-strip-short": Case(fan(12, 9, g={"n_detectors": 19, "angle_range": 4.0, "source_origin": 30.0,
+                                              "origin_detector": 20.0, "detector_spacing": 1.25},
+                                      projector="strip_fanflat")),
+    "fan-odl": Case(fan(11, 7, backend="odl"), dot64=1e-5, exact64=False, cuda=False),
+    "fan-backprojection": Case(fan_backprojection(9, 5)),
     "cs-gaussian": Case(cs("GaussianCS", 30, (6, 7), seed=0)),
     "cs-partial-dct": Case(cs("PartialDCT", 20, (6, 5), seed=1)),
     "cs-dct-submatrix": Case(cs("DCTSubmatrix", 15, 24, seed=2)),
