@@ -59,6 +59,10 @@ class Condition:
         Relative Gaussian noise level (see :func:`add_noise`); 0 for noise-free measurements.
     seed : int
         Seed of the noise.
+    noise_model : callable, optional
+        Measurement noise ``noise_model(y, generator)`` applied first (e.g. low-dose CT's
+        :class:`ctrobust.noise.LogPoissonNoise`, seeded per sample as in
+        :func:`ctrobust.robustness.measure`); the relative Gaussian ``noise`` comes on top.
     """
 
     name: str
@@ -66,10 +70,17 @@ class Condition:
     operator: object
     noise: float = 0.0
     seed: int = 0
+    noise_model: object = None
 
     def measurements(self) -> torch.Tensor:
         """``y = A x (+ noise)``, ``(B, *operator.range_shape)``."""
-        return measure(self.operator, self.images, noise=self.noise, seed=self.seed)
+        if self.noise_model is None:
+            return measure(self.operator, self.images, noise=self.noise, seed=self.seed)
+        from ctrobust.robustness import measure as measure_noisy
+
+        x = self.images.reshape(self.images.shape[0], *self.operator.domain_shape)
+        _, y = measure_noisy(self.operator, x, range(x.shape[0]), self.noise_model, self.seed)
+        return add_noise(y, self.noise, seed=self.seed)
 
 
 def add_noise(y: torch.Tensor, level: float, *, generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:

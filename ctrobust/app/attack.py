@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, progress_enabled
+from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.errors import CtrobustError
@@ -66,19 +66,21 @@ def run_attack(spec: AttackSpec) -> AttackResult:
     for rec in recs:
         print(f"attacking {rec.label} ({rec.source}) on {min(len(dataset), spec.n_samples or len(dataset))} samples, "
               f"eps grid {grid}, {spec.attack.upper()} {spec.steps} steps x {spec.restarts}", file=sys.stderr)
+        noise = noise_model(spec, rec.operator)
         linearization = spec.linearization and not (rec.kind == "method" and rec.info.get("method") in ("tv", "dip"))
         try:
             result = robustness_curve(rec.f, dataset, rec.operator, grid, steps=spec.steps, restarts=spec.restarts,
                                       batch_size=spec.batch_size, relative=not spec.absolute, target=spec.target,
                                       seed=spec.seed, progress=progress, max_samples=spec.n_samples,
                                       step_size=spec.step_size, n_examples=1, device=device, attack=spec.attack,
-                                      warm_start=spec.warm_start, linearization=linearization)
+                                      warm_start=spec.warm_start, linearization=linearization, noise=noise)
         except (ValueError, FloatingPointError) as exc:
             raise CtrobustError(f"attacking {rec.label}: {exc}") from None
         _report_convergence(rec.label, result, spec)
         if spec.verify:
             rows = verify_attack(rec.f, dataset, rec.operator, result, spec.verify, steps=spec.verify_steps,
-                                 restarts=spec.verify_restarts, seed=spec.seed + 1, progress=progress, device=device)
+                                 restarts=spec.verify_restarts, seed=spec.seed + 1, progress=progress, device=device,
+                                 noise=noise)
             verify_rows += [{"model": rec.label, **r} for r in rows]
         sample_rows += [{"model": rec.label, **r} for r in result.rows]
         summary_rows += [{"model": rec.label, **r} for r in result.summary]
@@ -98,7 +100,7 @@ def run_attack(spec: AttackSpec) -> AttackResult:
               "attack": spec.attack, "steps": spec.steps, "restarts": spec.restarts, "step_size": spec.step_size,
               "warm_start": spec.warm_start, "linearization": spec.linearization, "seed": spec.seed,
               "data": spec.data or "built-in phantoms", "split": spec.split, "n_samples": result.config["n_samples"],
-              "method_options": method_options_record(recs)}
+              "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
     models = models_record(recs)
@@ -110,7 +112,8 @@ def run_attack(spec: AttackSpec) -> AttackResult:
     folder.write_summary("attack", config, models, summary_rows, **tables)
     rp.plot_robustness_curves(summaries, folder.figure("robustness_curve.png"), relative=not spec.absolute,
                               title=f"{spec.attack.upper()} ({spec.steps} steps, {spec.restarts} restart(s)) vs random "
-                              f"noise, target: {spec.target}")
+                              f"noise, target: {spec.target}"
+                              + (f"; I0 = {spec.photons:g} photons (dotted: the dose noise itself)" if spec.photons else ""))
     rp.plot_gallery(gallery, folder.figure("gallery.png"),
                     title=f"sample 0, eps = {gallery_eps:g}{'' if spec.absolute else ' (relative)'}")
     return AttackResult(out=folder.path, config=config, models=models, summary=summary_rows,

@@ -90,12 +90,13 @@ def demo_stages(spec: DemoSpec) -> tuple[TrainSpec, TrainSpec, AttackSpec, Repor
     s = spec.settings()
     out = Path(s.out)
     common = dict(angles=s.angles, size=s.size, max_steps=s.max_steps, channels=s.channels, depth=s.depth,
-                  seed=s.seed, device=s.device, force=s.force, progress=s.progress)
+                  seed=s.seed, device=s.device, force=s.force, progress=s.progress, photons=s.photons)
     plain = TrainSpec(objective="plain", out=str(out / "plain"), **common)
     minmax = TrainSpec(objective="minmax", eps=s.eps, out=str(out / "minmax"), **common)
     attack = AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")),
                         eps_grid=tuple(s.eps_grid), eps=s.eps, steps=s.attack_steps, n_samples=s.n_samples,
-                        seed=s.seed, device=s.device, out=str(out / "attack"), force=s.force, progress=s.progress)
+                        seed=s.seed, device=s.device, out=str(out / "attack"), force=s.force, progress=s.progress,
+                        photons=s.photons)
     report = ReportSpec(results=(str(out / "attack"),), out=str(out / "report.md"), force=s.force)
     return plain, minmax, attack, report
 

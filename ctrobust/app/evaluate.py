@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, progress_enabled
+from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import FEATURE_OPTIONS, EvaluateSpec, signature_default
 from ctrobust.errors import CtrobustError
@@ -89,6 +89,13 @@ def evaluate_clean(spec: EvaluateSpec, recs, dataset, device) -> tuple[list[dict
                                       max_samples=spec.n_samples, progress=progress_enabled(spec), device=device)
         sample_rows += [{"model": rec.label, "condition": "clean", **r} for r in rows]
         summary_rows.append({"model": rec.label, "condition": "clean", **summary})
+        noise = noise_model(spec, rec.operator)
+        if noise is not None:  # the same models on the low-dose measurement
+            rows, summary = clean_metrics(rec.f, dataset, rec.operator, batch_size=spec.batch_size,
+                                          max_samples=spec.n_samples, progress=progress_enabled(spec), device=device,
+                                          noise=noise, seed=spec.seed)
+            sample_rows += [{"model": rec.label, "condition": "dose", **r} for r in rows]
+            summary_rows.append({"model": rec.label, "condition": "dose", **summary})
     return sample_rows, summary_rows
 
 
@@ -166,6 +173,8 @@ def prepare_shift(spec: EvaluateSpec, recs, dataset, device) -> list[tuple]:
             raise CtrobustError(f"--shift {spec.shift} for {rec.label}: {exc}") from None
         except AttributeError as exc:  # e.g. a views shift of a non-CT operator
             raise CtrobustError(f"--shift {spec.shift} does not apply to {rec.label}: {exc}") from None
+        in_dist.noise_model = noise_model(spec, rec.operator)
+        shifted.noise_model = noise_model(spec, shifted.operator)
         plans.append((rec, in_dist, shifted, g))
     return plans
 
@@ -288,7 +297,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
     else:
         sample_rows, summary_rows = evaluate_clean(spec, recs, dataset, device)
         shift_rows = None
-    config = {"data": spec.data or "built-in phantoms", "split": spec.split,
+    config = {"data": spec.data or "built-in phantoms", "split": spec.split, "photons": spec.photons,
               "n_samples": summary_rows[0]["n"] if summary_rows else 0,
               "method_options": method_options_record(recs)}
     if spec.shift:

@@ -8,7 +8,7 @@ import sys
 from ctrobust.app.specs import DEFAULT_SIZE, METHOD_FLAGS, ModelInputs
 from ctrobust.errors import CtrobustError
 
-__all__ = ["load_inputs", "method_options", "image_shape", "progress_enabled"]
+__all__ = ["load_inputs", "method_options", "image_shape", "progress_enabled", "noise_model"]
 
 
 def method_options(spec: ModelInputs, methods) -> dict[str, dict]:
@@ -45,6 +45,19 @@ def image_shape(operator) -> tuple:
         dom = tuple(operator.domain_shape)
         shape = dom[1:] if len(dom) == 3 else dom
     return tuple(int(s) for s in shape)
+
+
+def noise_model(spec, operator):
+    """The measurement noise of ``spec.photons`` for ``operator`` (None: noise-free)."""
+    photons = getattr(spec, "photons", None)
+    if photons is None:
+        return None
+    from ctrobust.noise import LogPoissonNoise
+
+    try:
+        return LogPoissonNoise.for_operator(photons, operator)
+    except ValueError as exc:
+        raise CtrobustError(f"--photons: {exc}") from None
 
 
 def progress_enabled(spec) -> bool:

@@ -65,6 +65,13 @@ def _progress():
     return option(True, "progress bars (only on a terminal)")
 
 
+def _photons(group: str | None = None, extra: str = ""):
+    return option(None, "low-dose CT noise: photons I0 per detector bin of the unattenuated beam. Measurements become "
+                  "-log(max(N, 1) / I0) / mu with N ~ Poisson(I0 exp(-mu A x)), mu = 21.153 / N per pixel (LoDoPaB's "
+                  "attenuation scale, docs/conventions.md); LoDoPaB's low dose is 4096" + extra, unit="photons",
+                  parse=positive_float, metavar="I0", group=group, default_text="noise-free y = A x")
+
+
 def _force(what: str = "a non-empty --out, overwriting its files"):
     return option(False, f"write into {what}")
 
@@ -88,6 +95,8 @@ class TrainSpec(Spec):
     data_seed: int = option(0, "seed of the built-in phantoms (>= 0)", parse=nonneg_int, group="geometry and data")
     filter: str = option("ram-lak", "FBP filter inside FBPConvNet", choices=FILTERS, group="geometry and data")
     backend: str = option("auto", "Radon transform backend", choices=BACKENDS, group="geometry and data")
+    photons: float | None = _photons("geometry and data", ": every step trains on freshly drawn noise, validation "
+                                     "uses fixed noise")
 
     objective: str = option("plain", "training objective (docs/training.md)", choices=tuple(OBJECTIVES),
                             group="objective")
@@ -218,6 +227,7 @@ class ModelInputs(Spec):
                          "gives one", parse=positive_int, aliases=("--n-angles",))
     device: str = _device()
     fbp: bool = option(True, "add FBP as a reference (for CT operators)")
+    photons: float | None = _photons(None, ": the models see the noisy measurement (seeded per sample by --seed)")
     out: str = option("results", "output folder (refused if not empty, unless --force)", metavar="DIR")
     force: bool = _force()
     progress: bool = _progress()
@@ -487,6 +497,8 @@ class DemoSpec(Spec):
     attack_steps: int = option(DEFAULT_STEPS, "steps of the attack (APGD) per eps, each one forward and one backward "
                                "pass of the model", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
+    photons: float | None = _photons(None, ": both networks train on noisy data and the attack perturbs the noisy "
+                                     "measurement; the figure adds the error of the noise itself (the dose line)")
     seed: int = option(0, "seed (>= 0) of model initialisation, data order and attacks", parse=nonneg_int)
     device: str = _device()
     quick: bool = option(False, "a seconds-long smoke run (32 px, 30 views, 4 steps, tiny U-Net) overriding the sizes "

@@ -53,6 +53,11 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
                                    seed=spec.seed)
     except ValueError as exc:
         raise CtrobustError(str(exc)) from exc
+    noise = None
+    if spec.photons is not None:
+        from ctrobust.noise import LogPoissonNoise
+
+        noise = LogPoissonNoise.for_operator(spec.photons, operator)
     record = spec.to_dict()
     record["size"] = size
     return fit(model, operator, objective, train_set, val_set, epochs=spec.epochs, max_steps=spec.max_steps,
@@ -60,4 +65,4 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
                device=spec.device, out=spec.out, resume=spec.resume, force=spec.force,
                num_workers=spec.num_workers, val_every=spec.val_every, save_every=spec.save_every,
                log_every=spec.log_every, progress=spec.progress, callbacks=callbacks,
-               extra={"train_config": record})
+               extra={"train_config": record}, noise=noise)

@@ -2,7 +2,8 @@
 :func:`ctrobust.app.run_train`).
 
 See docs/training.md. In short: images ``x`` come from the dataset, the trainer measures ``y = A x``
-(no noise), the objective returns the loss, Adam takes a step, and the learning rate follows a
+(no noise, or ``noise(A x)`` with a measurement noise model such as low-dose CT's
+:class:`ctrobust.noise.LogPoissonNoise`), the objective returns the loss, Adam takes a step, and the learning rate follows a
 per-step schedule. Files in ``out``: ``config.json``, ``steps.{csv,jsonl}`` (every ``log_every``
 steps), ``epochs.{csv,jsonl}``, ``validation.{csv,jsonl}``, ``last.pt`` and ``best.pt``.
 """
@@ -148,7 +149,16 @@ def _check_out(out: Path | None, resume: bool, force: bool) -> None:
 
 
 @torch.no_grad()
-def _validate(module, operator, val_set, batch_size, device, dtype) -> dict:
+def _measure_noisy(operator, x, noise, seed: int):
+    """``A x``, or ``noise(A x)`` drawn from a CPU generator seeded ``seed`` (no gradient)."""
+    with torch.no_grad():
+        y = operator(x)
+        if noise is not None:
+            y = noise(y, generator=torch.Generator().manual_seed(int(seed))).detach()
+    return y
+
+
+def _validate(module, operator, val_set, batch_size, device, dtype, noise=None) -> dict:
     from ctrobust import metrics as M
 
     was_training = module.training
@@ -157,10 +167,10 @@ def _validate(module, operator, val_set, batch_size, device, dtype) -> dict:
     sums: dict[str, float] = {}
     count = 0
     loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0))
-    for batch in loader:
+    for b, batch in enumerate(loader):
         x = _images_of(batch).to(device=device, dtype=dtype)
         x = x.reshape(x.shape[0], *operator.domain_shape)
-        f = module(operator(x))
+        f = module(_measure_noisy(operator, x, noise, 7_000_003 + b))  # the same validation noise every time
         values = {"mse": M.mse(f, x), "relative_error": M.relative_error(f, x)}
         if len(image_shape) == 2 and math.prod(image_shape) == x[0].numel():
             img_f = f.reshape(f.shape[0], 1, *image_shape)
@@ -212,7 +222,7 @@ class _Trainer:
 
     def __init__(self, model, operator, objective, train_set, val_set, *, epochs, max_steps, batch_size, lr,
                  scheduler, seed, device, out, resume, force, num_workers, val_every, save_every, log_every,
-                 progress, callbacks, extra):
+                 progress, callbacks, extra, noise=None):
         self.model, self.operator, self.objective = model, operator, objective
         self.train_set, self.val_set = train_set, val_set
         self.epochs, self.max_steps, self.batch_size, self.lr = epochs, max_steps, batch_size, lr
@@ -220,6 +230,7 @@ class _Trainer:
         self.resume_requested, self.force, self.num_workers = resume, force, num_workers
         self.val_every, self.save_every, self.log_every = val_every, save_every, log_every
         self.progress, self.callbacks, self.extra = progress, callbacks, extra
+        self.noise = noise
 
     # -- setup / resume ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -250,6 +261,7 @@ class _Trainer:
         self.dtype = next(module.parameters()).dtype
         self.objective.setup(module, self.operator, device=self.device)
 
+        self.rank = info.rank
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=info.rank, shuffle=True,
                                           seed=self.seed, drop_last=True)
         self.per_epoch = len(self.sampler) // self.batch_size
@@ -336,8 +348,8 @@ class _Trainer:
         device, operator, module = self.device, self.operator, self.module
         x = _images_of(batch).to(device=device, dtype=self.dtype)
         x = x.reshape(x.shape[0], *operator.domain_shape)
-        with torch.no_grad():
-            y = operator(x)
+        # fresh measurement noise every step, seeded by (seed, step, process): reproducible across resumes
+        y = _measure_noisy(operator, x, self.noise, (self.seed * 1_000_003 + self.step) * 1009 + self.rank)
         loss, logs = self.objective.loss(self.ddp, x, y, module)
         if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
             where = (f"{self.last_path} (step {self.saved_at})" if self.out is not None and self.saved_at >= 0
@@ -382,7 +394,7 @@ class _Trainer:
         """Validation metrics (process 0, with a validation set) into ``metrics``, the rows and the log."""
         if self.val_set is not None and self.main:
             args = (self.module, self.operator, self.val_set, self.batch_size, self.device, self.dtype)
-            self.metrics = _validate(*args)
+            self.metrics = _validate(*args, noise=self.noise)
             self.metrics.update(_objective_validation(self.objective, *args))
             row = {"step": self.step, "epochs_done": self.epoch, **self.metrics}
             self.validation.append(row)
@@ -533,6 +545,7 @@ def fit(
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
     extra: dict | None = None,
+    noise=None,
 ) -> TrainResult:
     """Train ``model`` to reconstruct ``x`` from ``y = operator(x)`` with ``objective``.
 
@@ -578,6 +591,10 @@ def fit(
         ``cb(step, logs)`` after every step (after any checkpoint of that step), e.g. to stop early.
     extra : dict, optional
         JSON-able entries stored in the checkpoint's ``run`` record (``run_train`` stores its TrainSpec).
+    noise : callable, optional
+        Measurement noise ``noise(y, generator)`` (e.g. :class:`ctrobust.noise.LogPoissonNoise`): every
+        step trains on ``noise(A x)`` with fresh noise (seeded by seed, step and process), validation
+        measures with fixed noise. The objective's perturbations act on the noisy measurement.
 
     Returns
     -------
@@ -594,7 +611,7 @@ def fit(
                     batch_size=batch_size, lr=lr, scheduler=scheduler, seed=seed, device=device, out=out,
                     resume=resume, force=force, num_workers=num_workers, val_every=val_every,
                     save_every=save_every, log_every=log_every, progress=progress, callbacks=callbacks,
-                    extra=extra).run()
+                    extra=extra, noise=noise).run()
 
 
 def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, path) -> None:
