@@ -305,3 +305,37 @@ def test_fan_checkpoint_round_trip(fan_cache, tmp_path):
 
     with pytest.raises(CtrobustError, match="does not match"):
         load_checkpoint(tmp_path / "fan.pt", operator=RadonTransform(ParallelBeam2D(16, 12)))
+
+
+# --- the application layer and the command line ---------------------------------------------------
+def test_cli_train_fan_then_attack_loads_the_fan_operator(fan_cache, tmp_path):
+    """``ctrobust train --geometry fan`` (a tiny run through the CLI); the checkpoint's fan operator comes back
+    in ``attack``; fan lengths without ``--geometry fan`` are refused before anything is written."""
+    from ctrobust.cli import main
+    from ctrobust.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "fan"
+    argv = ["train", "--geometry", "fan", "--source-origin", "40", "--angles", "12", "--size", "16",
+            "--channels", "4", "--depth", "1", "--n-train", "4", "--n-val", "2", "--max-steps", "1",
+            "--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    model = load_checkpoint(out / "best.pt")
+    assert model.operator.geometry == FanBeam2D(16, 12, source_origin=40.0)
+    assert main(["attack", "--checkpoint", str(out / "best.pt"), "--n-samples", "2", "--steps", "1",
+                 "--no-linearization", "--out", str(tmp_path / "attack"), "--no-progress"]) == 0
+    assert main(["train", "--origin-detector", "30", "--size", "16", "--out", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_app_geometry_options():
+    from ctrobust.app import EvaluateSpec, TrainSpec
+    from ctrobust.app.geometry import build_geometry
+    from ctrobust.errors import CtrobustError
+
+    assert build_geometry(TrainSpec(), 32, 10) == ParallelBeam2D(32, 10)  # parallel stays the default
+    spec = TrainSpec(geometry="fan", detector_spacing=2.0)
+    assert build_geometry(spec, 32, 10) == FanBeam2D(32, 10, detector_spacing=2.0)
+    with pytest.raises(CtrobustError, match="--geometry fan: source_origin must exceed"):
+        build_geometry(EvaluateSpec(geometry="fan", source_origin=10.0), 32, 10)
+    with pytest.raises(CtrobustError, match="--geometry 'cone': choose one of parallel, fan"):
+        TrainSpec(geometry="cone")

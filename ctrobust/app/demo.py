@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ctrobust.app.attack import AttackResult, run_attack
+from ctrobust.app.geometry import build_geometry, geometry_fields
 from ctrobust.app.report import run_report
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec, DemoSpec, ReportSpec, TrainSpec
@@ -38,8 +39,10 @@ class DemoResult:
     report: Path
 
 
-def check_operator(size: int, angles: int, out: Path) -> dict:
-    """Project and FBP-reconstruct Shepp-Logan; write ``operator.png`` / ``operator.json``; return the numbers."""
+def check_operator(size: int, angles: int, out: Path, geometry=None) -> dict:
+    """Project and FBP-reconstruct Shepp-Logan; write ``operator.png`` / ``operator.json``; return the numbers.
+
+    ``geometry`` (a ``ParallelBeam2D`` / ``FanBeam2D``) replaces the default ``ParallelBeam2D(size, angles)``."""
     import torch
 
     from ctrobust.data.phantoms import shepp_logan
@@ -50,7 +53,7 @@ def check_operator(size: int, angles: int, out: Path) -> dict:
     from ctrobust.report import write_json
 
     start = time.perf_counter()
-    operator = RadonTransform(ParallelBeam2D(size, angles))
+    operator = RadonTransform(geometry if geometry is not None else ParallelBeam2D(size, angles))
     build_s = time.perf_counter() - start
     x = torch.from_numpy(shepp_logan(size))[None, None].float()
     with torch.no_grad():
@@ -90,7 +93,8 @@ def demo_stages(spec: DemoSpec) -> tuple[TrainSpec, TrainSpec, AttackSpec, Repor
     s = spec.settings()
     out = Path(s.out)
     common = dict(angles=s.angles, size=s.size, max_steps=s.max_steps, channels=s.channels, depth=s.depth,
-                  seed=s.seed, device=s.device, force=s.force, progress=s.progress, photons=s.photons)
+                  seed=s.seed, device=s.device, force=s.force, progress=s.progress, photons=s.photons,
+                  **geometry_fields(s))
     plain = TrainSpec(objective="plain", out=str(out / "plain"), **common)
     minmax = TrainSpec(objective="minmax", eps=s.eps, out=str(out / "minmax"), **common)
     attack = AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")),
@@ -105,10 +109,11 @@ def run_demo(spec: DemoSpec) -> DemoResult:
     """Run the four stages into ``spec.out`` (refused when not empty, unless ``force``)."""
     s = spec.settings()
     plain, minmax, attack, report = demo_stages(spec)  # built (and validated) before anything is written
+    geometry = build_geometry(s, s.size, s.angles)
     out = ResultFolder(s.out, s.force).create().path
 
-    print(f"== operator: Shepp-Logan at {s.size} px, {s.angles} views", file=sys.stderr)
-    numbers = check_operator(s.size, s.angles, out)
+    print(f"== operator: Shepp-Logan at {s.size} px, {s.angles} views, {s.geometry} beam", file=sys.stderr)
+    numbers = check_operator(s.size, s.angles, out, geometry)
     print(f"   FBP relative error {numbers['fbp_relative_error']:.4f}, PSNR {numbers['fbp_psnr_db']:.2f} dB, "
           f"adjoint dot test {numbers['adjoint_dot_test_float64']:.1e}", file=sys.stderr)
     print("\n== train plain FBPConvNet", file=sys.stderr)

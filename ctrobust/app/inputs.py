@@ -79,14 +79,14 @@ def load_inputs(spec: ModelInputs, device):
         raise CtrobustError(f"--method {', '.join(dupes)} given twice; give each method once")
 
     def default_operator():
-        from ctrobust.geometry import ParallelBeam2D
+        from ctrobust.app.geometry import build_geometry
         from ctrobust.operators.radon import RadonTransform
 
         size = spec.size
         if spec.data is not None:
             size = load_split(spec.data, spec.split).image_size
         size = size or DEFAULT_SIZE
-        return RadonTransform(ParallelBeam2D(int(size), int(spec.angles)))
+        return RadonTransform(build_geometry(spec, int(size), int(spec.angles)))
 
     if not checkpoints and not methods:
         raise CtrobustError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+from ctrobust.app.geometry import GEOMETRY_KINDS
 from ctrobust.app.spec import (Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int, option,
                                positive_float, positive_int)
 from ctrobust.attacks import DEFAULT_STEPS
@@ -72,6 +73,28 @@ def _photons(group: str | None = None, extra: str = ""):
                   parse=positive_float, metavar="I0", group=group, default_text="noise-free y = A x")
 
 
+def _geometry_options(group: str | None = None, extra: str = "") -> dict:
+    """``geometry`` and the fan-beam lengths (pixels), as field defaults: ``--geometry parallel|fan`` and its options."""
+    def length(what, default_text):
+        return option(None, f"--geometry fan: {what}{extra}", unit="pixels", parse=positive_float, metavar="PIXELS",
+                      group=group, default_text=default_text)
+
+    return {
+        "geometry": option(GEOMETRY_KINDS[0], "acquisition geometry: parallel beam (views on [0, pi)) or fan beam (a "
+                           "point source and a flat detector, ASTRA fanflat, views on [0, 2 pi), weighted FBP; "
+                           "docs/conventions.md)" + extra, choices=GEOMETRY_KINDS, group=group),
+        "source_origin": length("distance from the source to the rotation axis", "2 sqrt(2) N, twice the image diagonal"),
+        "origin_detector": length("distance from the rotation axis to the detector", "half the source distance"),
+        "detector_spacing": length("width of a detector bin, measured on the detector",
+                                   "the magnification (source + detector distance) / source distance: 1 pixel at "
+                                   "the axis"),
+    }
+
+
+_GD = _geometry_options("geometry and data")
+_GM = _geometry_options(None, "; only when no checkpoint gives one")
+
+
 def _force(what: str = "a non-empty --out, overwriting its files"):
     return option(False, f"write into {what}")
 
@@ -81,8 +104,12 @@ def _force(what: str = "a non-empty --out, overwriting its files"):
 class TrainSpec(Spec):
     """``ctrobust train``: FBPConvNet on phantoms or a prepared file, with a robustness objective (docs/cli/train.md)."""
 
-    angles: int = option(DEFAULT_ANGLES, "number of parallel-beam views, uniformly on [0, pi) radians (the paper: 143)",
-                         parse=positive_int, group="geometry and data")
+    angles: int = option(DEFAULT_ANGLES, "number of views, uniformly on [0, pi) radians for parallel beam (the paper: "
+                         "143), on [0, 2 pi) for fan beam", parse=positive_int, group="geometry and data")
+    geometry: str = _GD["geometry"]
+    source_origin: float | None = _GD["source_origin"]
+    origin_detector: float | None = _GD["origin_detector"]
+    detector_spacing: float | None = _GD["detector_spacing"]
     size: int | None = option(None, "image side N", unit="pixels", parse=image_size, group="geometry and data",
                               default_text=f"the data's size, or {DEFAULT_SIZE} for phantoms")
     data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its "
@@ -223,8 +250,12 @@ class ModelInputs(Spec):
     size: int | None = option(None, "image side N of the phantoms and of the geometry, only when no checkpoint gives "
                               "one", unit="pixels", parse=positive_int, aliases=("--image-size",),
                               default_text=f"the data's size, {DEFAULT_SIZE} for phantoms")
-    angles: int = option(DEFAULT_ANGLES, "views on [0, pi) of the parallel-beam geometry, only when no checkpoint "
-                         "gives one", parse=positive_int, aliases=("--n-angles",))
+    angles: int = option(DEFAULT_ANGLES, "views on [0, pi) (parallel beam) or [0, 2 pi) (fan beam), only when no "
+                         "checkpoint gives one", parse=positive_int, aliases=("--n-angles",))
+    geometry: str = _GM["geometry"]
+    source_origin: float | None = _GM["source_origin"]
+    origin_detector: float | None = _GM["origin_detector"]
+    detector_spacing: float | None = _GM["detector_spacing"]
     device: str = _device()
     fbp: bool = option(True, "add FBP as a reference (for CT operators)")
     photons: float | None = _photons(None, ": the models see the noisy measurement (seeded per sample by --seed)")
@@ -486,7 +517,12 @@ class DemoSpec(Spec):
     out: str = option("runs/demo", "output folder (refused if it exists and is not empty, unless --force)",
                       metavar="DIR")
     size: int = option(64, "image side N of the N x N phantoms", unit="pixels", parse=image_size)
-    angles: int = option(DEFAULT_ANGLES, "number of parallel-beam views on [0, pi)", parse=positive_int)
+    angles: int = option(DEFAULT_ANGLES, "number of views on [0, pi) (parallel beam) or [0, 2 pi) (fan beam)",
+                         parse=positive_int)
+    geometry: str = _geometry_options()["geometry"]
+    source_origin: float | None = _geometry_options()["source_origin"]
+    origin_detector: float | None = _geometry_options()["origin_detector"]
+    detector_spacing: float | None = _geometry_options()["detector_spacing"]
     max_steps: int = option(150, "optimiser steps per training run", parse=positive_int, aliases=("--steps",))
     channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
     depth: int = option(3, "U-Net poolings", parse=positive_int)

@@ -20,8 +20,8 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
 
     The checkpoint's ``run`` record holds the spec as ``train_config`` (with the image size resolved).
     """
+    from ctrobust.app.geometry import build_geometry
     from ctrobust.data import load_split
-    from ctrobust.geometry import ParallelBeam2D
     from ctrobust.models import FBPConvNet
     from ctrobust.operators.radon import RadonTransform
     from ctrobust.training.objectives import make_objective
@@ -45,7 +45,7 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
     if len(val_set) == 0:
         val_set = None
     try:
-        operator = RadonTransform(ParallelBeam2D(size, spec.angles), backend=spec.backend)
+        operator = RadonTransform(build_geometry(spec, size, spec.angles), backend=spec.backend)
         model = FBPConvNet(operator, spec.channels, spec.depth, spec.filter, norm=spec.norm, seed=spec.seed)
         objective = make_objective(spec.objective, eps=spec.eps, lam=spec.lam, relative=not spec.absolute,
                                    mu=spec.mu, beta=spec.beta, g_lr=spec.g_lr, g_steps=spec.g_steps,
