@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
 from ctrobust.app.results import ResultFolder
-from ctrobust.app.specs import FEATURE_OPTIONS, EvaluateSpec, signature_default
+from ctrobust.app.specs import FEATURE_OPTIONS, MISMATCH_OPTIONS, EvaluateSpec, signature_default
 from ctrobust.errors import CtrobustError
 from ctrobust.files import resolve_device
 from ctrobust.metrics import mean_std
@@ -56,6 +56,8 @@ class EvaluateResult:
     shift: list | None
     features: list | None
     written: list
+    mismatch: list | None = None
+    mismatch_worst: list | None = None
 
     def text(self) -> str:
         """The tables ``ctrobust evaluate`` prints."""
@@ -69,6 +71,14 @@ class EvaluateResult:
         if self.features is not None:
             parts.append(f"\nsmall features: recovered = contrast ratio >= {self.config['features']['threshold']}")
             parts.append(rp.format_table(self.features, list(FEATURE_COLUMNS)))
+        if self.mismatch is not None:
+            parts.append("\noperator mismatch: y_perturbation = ||(A' - A) x|| / ||A x|| (the unit of the attack's eps); "
+                         "sizes in degrees / pixels / gain std / views")
+            parts.append(rp.format_table(self.mismatch, list(MISMATCH_COLUMNS)))
+            parts.append("\nworst case over the grid (worst_per_sample: each sample's worst scanner; worst_mean: the "
+                         "worst single scanner)")
+            parts.append(rp.format_table(self.mismatch_worst, [c for c in WORST_COLUMNS
+                                                               if any(c in r for r in self.mismatch_worst)]))
         return "\n".join(parts)
 
 
@@ -282,6 +292,58 @@ def evaluate_small_features(spec: EvaluateSpec, recs, images) -> tuple[list[dict
     return rows, summary
 
 
+# -- operator mismatch ---------------------------------------------------------------------------
+#: columns of the printed mismatch tables
+MISMATCH_COLUMNS = ("model", "kind", "size", "y_perturbation_mean", "relative_error_mean", "psnr_mean", "ssim_mean")
+WORST_COLUMNS = ("model", "kind", "angle_offset_deg", "detector_shift", "gain_std", "missing_views",
+                 "y_perturbation_mean", "relative_error_mean", "psnr_mean", "ssim_mean")
+
+
+def mismatch_grid(spec: EvaluateSpec) -> dict:
+    """``{kind: sizes}``: the library's defaults unless given."""
+    from ctrobust.mismatch import DEFAULT_MISMATCH_GRID
+
+    grid = {}
+    for name, kind in MISMATCH_OPTIONS.items():
+        value = getattr(spec, name)
+        grid[kind] = tuple(float(v) for v in (value if value is not None else DEFAULT_MISMATCH_GRID[kind]))
+    return grid
+
+
+def prepare_mismatch(spec: EvaluateSpec, recs, dataset, device):
+    """The test images, after checking every model's operator is a CT scanner that can be perturbed."""
+    from ctrobust.shift import stack_images
+
+    for rec in recs:
+        if not hasattr(getattr(rec.operator, "geometry", None), "n_detectors"):
+            raise CtrobustError(f"--mismatch perturbs a CT scanner; {rec.label}'s operator "
+                                f"{type(rec.operator).__name__} has no CT geometry")
+    return stack_images(dataset, spec.n_samples).to(device)
+
+
+def evaluate_mismatch(spec: EvaluateSpec, recs, images):
+    """``(per-sample rows, summary per model/kind/size, worst-case rows)``."""
+    from ctrobust.mismatch import mismatch_sweep, summarize_mismatch, worst_case_grid
+
+    grid = mismatch_grid(spec)
+    rows, worst = [], []
+    for rec in recs:
+        print(f"operator mismatch: {rec.label}, {sum(len(v) for v in grid.values())} single mismatches and a "
+              "36-point worst-case grid", file=sys.stderr)
+        noise = noise_model(spec, rec.operator)
+        models = {rec.label: rec.f}
+        rows += mismatch_sweep(models, rec.operator, images, grid=grid, seed=spec.seed, noise=noise,
+                               batch_size=spec.batch_size)
+        mid = {k: sorted(v)[len(v) // 2] if v else 0.0 for k, v in grid.items()}
+        grid_rows, w = worst_case_grid(models, rec.operator, images, angle_deg=mid["angle"], shift=mid["shift"],
+                                       gain=mid["gain"], views=int(mid["views"]), seed=spec.seed, noise=noise,
+                                       batch_size=spec.batch_size)
+        rows += grid_rows
+        worst += w
+    summary = summarize_mismatch([r for r in rows if r["kind"] != "grid"])
+    return rows, summary, worst
+
+
 # -- run ------------------------------------------------------------------------------------------
 def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
     """Evaluate every model of ``spec``; every input is checked before ``spec.out`` is created."""
@@ -290,6 +352,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
     recs, dataset = load_inputs(spec, device)
     plans = prepare_shift(spec, recs, dataset, device) if spec.shift else None
     feature_images = prepare_features(spec, recs, dataset, device) if spec.small_features else None
+    mismatch_images = prepare_mismatch(spec, recs, dataset, device) if spec.mismatch else None
     folder.create()
 
     if plans is not None:
@@ -314,6 +377,19 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
                               "summary": feature_summary}
         folder.write_csv("features.csv", feature_rows)
         folder.write_csv("features_summary.csv", feature_summary)
+    mismatch_summary = mismatch_worst = None
+    if mismatch_images is not None:
+        from ctrobust.mismatch import plot_mismatch
+
+        mismatch_rows, mismatch_summary, mismatch_worst = evaluate_mismatch(spec, recs, mismatch_images)
+        config["mismatch"] = {"grid": mismatch_grid(spec), "seed": spec.seed,
+                              "n_images": int(mismatch_images.shape[0])}
+        tables["mismatch"] = {"summary": mismatch_summary, "worst": mismatch_worst}
+        folder.write_csv("mismatch.csv", mismatch_rows)
+        folder.write_csv("mismatch_summary.csv", mismatch_summary)
+        folder.write_csv("mismatch_worst.csv", mismatch_worst)
+        plot_mismatch(mismatch_summary, mismatch_worst, folder.figure("mismatch.png"),
+                      title="reconstruction error under scanner mismatch (models built for the nominal A)")
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
     models = models_record(recs)
@@ -322,4 +398,5 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
     if feature_images is not None:
         text_config["features"] = feature_settings(spec)
     return EvaluateResult(out=folder.path, config=text_config, models=models, summary=summary_rows,
-                          shift=shift_rows, features=feature_summary, written=list(folder.written))
+                          shift=shift_rows, features=feature_summary, written=list(folder.written),
+                          mismatch=mismatch_summary, mismatch_worst=mismatch_worst)

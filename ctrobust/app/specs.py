@@ -333,6 +333,13 @@ class AttackSpec(ModelInputs):
 
 _S = "distribution shift"
 _F = "small features"
+_X = "operator mismatch"
+
+
+def _mismatch_grid():
+    from ctrobust.mismatch import DEFAULT_MISMATCH_GRID
+
+    return DEFAULT_MISMATCH_GRID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +405,24 @@ class EvaluateSpec(ModelInputs):
     detection_threshold: float | None = option(None, "a feature counts as recovered when recovered contrast / true "
                                                "contrast >= this", parse=float, metavar="RATIO", group=_F,
                                                library_default=_lib("ctrobust.features:evaluate_features", "threshold"))
+    mismatch: bool = option(False, "operator mismatch: measure the test images with perturbed scanners A' (angle "
+                            "offset, detector shift, per-detector gains, missing views; MismatchedRadon) and "
+                            "reconstruct with the models built for A; reports the error against the mismatch size, "
+                            "||(A' - A) x|| / ||A x|| (the unit of the attack's eps) and the worst case over a small "
+                            "grid of combined mismatches (mismatch*.csv, mismatch.png)", group=_X)
+    mismatch_angles: tuple[float, ...] | None = option(
+        None, "angle offsets of the sweep", unit="degrees", parse=eps_list, metavar="D1,D2,...", group=_X,
+        library_default=lambda: ",".join(map(str, _mismatch_grid()["angle"])))
+    mismatch_shifts: tuple[float, ...] | None = option(
+        None, "detector (centre-of-rotation) shifts of the sweep", unit="pixels", parse=eps_list, metavar="S1,S2,...",
+        group=_X, library_default=lambda: ",".join(map(str, _mismatch_grid()["shift"])))
+    mismatch_gains: tuple[float, ...] | None = option(
+        None, "per-detector gain errors of the sweep: standard deviation of g_j - 1 (0.01 = 1 %)", parse=eps_list,
+        metavar="G1,G2,...", group=_X, library_default=lambda: ",".join(map(str, _mismatch_grid()["gain"])))
+    mismatch_views: tuple[float, ...] | None = option(
+        None, "numbers of missing views of the sweep (filled by interpolating the neighbouring views)",
+        parse=eps_list, metavar="K1,K2,...", group=_X,
+        library_default=lambda: ",".join(map(str, _mismatch_grid()["views"])))
 
     def check(self) -> None:
         """Refuse options that do nothing in this combination, and missing required ones."""
@@ -427,8 +452,16 @@ class EvaluateSpec(ModelInputs):
         given = [self.flag(k) for k in FEATURE_OPTIONS if getattr(self, k) is not None]
         if given and not self.small_features:
             raise CtrobustError(f"{', '.join(given)} only apply with --small-features")
+        given = [self.flag(k) for k in MISMATCH_OPTIONS if getattr(self, k) is not None]
+        if given and not self.mismatch:
+            raise CtrobustError(f"{', '.join(given)} only apply with --mismatch")
+        if self.mismatch_views is not None and any(v != int(v) for v in self.mismatch_views):
+            raise CtrobustError("--mismatch-views takes whole numbers of views")
 
 
+#: evaluate's mismatch fields -> kind of ctrobust.mismatch.DEFAULT_MISMATCH_GRID
+MISMATCH_OPTIONS = {"mismatch_angles": "angle", "mismatch_shifts": "shift", "mismatch_gains": "gain",
+                    "mismatch_views": "views"}
 #: evaluate's small-feature fields -> keyword of ctrobust.features.evaluate_features
 FEATURE_OPTIONS = {"n_features": "n_features", "feature_radius": "radius", "feature_contrast": "contrast",
                    "eps_grid": "eps", "feature_attack_steps": "attack_steps", "attack_region": "attack_region",
