@@ -400,11 +400,12 @@ def robustness_curve(
                         row["jacobian_norm"] = float(lin.jacobian_norm[i])
                         row["first_order_sq_error"] = pred
                         row["first_order_relative_error"] = math.sqrt(max(pred, 0.0)) / xn
-                        if linear:
-                            exact = max(pred, row["sq_error"]) if eps > 0 else row["sq_error"]
+                        if linear:  # of the attacked objective: the error (truth) or the deviation (clean)
+                            attacked = row["deviation"] if target == "clean" else row["sq_error"]
+                            exact = max(pred, attacked) if eps > 0 else attacked
                             row["exact_sq_error"] = exact
                             row["exact_relative_error"] = math.sqrt(max(exact, 0.0)) / xn
-                            row["attack_over_exact"] = row["sq_error"] / exact if exact > 0 else 1.0
+                            row["attack_over_exact"] = attacked / exact if exact > 0 else 1.0
                 for cond in (c for c in _ORDER if c in per_condition):
                     for s, row in zip(idx, per_condition[cond]):
                         rows.append({"eps": eps, "sample": int(s), "condition": cond, **row})
@@ -488,7 +489,8 @@ def verify_attack(
     x_norm2 = x.flatten(1).double().pow(2).sum(1).cpu().numpy()
     rows = []
     for eps in sorted(e for e in result.eps_grid if e > 0):
-        got = {r["sample"]: r["sq_error"] for r in result.rows
+        key = "deviation" if cfg["target"] == "clean" else "sq_error"  # the attacked objective
+        got = {r["sample"]: r[key] for r in result.rows
                if r["condition"] == "attack" and r["eps"] == eps and r["sample"] < n}
         default = np.array([got[i] for i in idx])
         with torch.no_grad(), eval_mode(f):

@@ -128,3 +128,27 @@ def test_evaluate_and_report(checkpoint, tmp_path, capsys):
     assert main(["report", str(at), "--out", str(report)]) == 1  # exists, no --force
     assert main(["report", str(at), "--out", str(tmp_path / "report.html")]) == 0
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+
+
+def test_attack_reports_convergence_exact_fbp_and_verification(checkpoint, tmp_path, capsys):
+    out = tmp_path / "conv"
+    rc = main(["attack", "--checkpoint", str(checkpoint), "--eps-grid", "0,0.02", "--attack", "pga", "--steps", "10",
+               "--step-size", "0.01", "--target", "clean", "--verify", "2", "--verify-steps", "20", "--verify-restarts", "1",
+               "--out", str(out), *SMALL])
+    assert rc == 0
+    captured = capsys.readouterr()
+    # 10 fixed steps of 0.01 r cannot converge (the deviation still grows): the command says so
+    assert "had not converged on 2/2 at eps 0.02" in captured.err and "--steps 20" in captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    attack_rows = [r for r in summary["summary"] if r["condition"] == "attack" and r["eps"] == 0.02]
+    fbp = next(r for r in attack_rows if r["model"] == "FBP")
+    net = next(r for r in attack_rows if r["model"] == "tiny")
+    assert fbp["converged_mean"] == 0.0
+    # FBP is linear: its exact worst case r^2 ||FBP||^2 is reported, and the crippled attack is far below it
+    assert fbp["exact_sq_error_mean"] > fbp["deviation_mean"] and fbp["attack_over_exact_min"] < 0.5
+    assert net["jacobian_norm_mean"] > 0 and "exact_sq_error_mean" not in net
+    # --verify: a 20-step APGD finds much more than the crippled default
+    verify = read_csv(out / "verify.csv")
+    assert {r["model"] for r in verify} == {"tiny", "FBP"}
+    assert all(float(r["ratio_min"]) < 0.9 for r in verify), verify
+    assert "verification on 2 samples" in captured.out

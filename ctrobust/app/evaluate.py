@@ -155,7 +155,7 @@ def prepare_shift(spec: EvaluateSpec, recs, dataset, device) -> list[tuple]:
     shifted_images = None
     if spec.shift == "data":
         other = None if cfg["shift_data"] == "phantoms" else cfg["shift_data"]
-        if other is not None and not os.path.isfile(other):
+        if other is not None and other != "real" and not os.path.isfile(other):
             raise CtrobustError(f"cannot open --shift-data {other}: no such file; pass a prepared-slice HDF5 file "
                                 "(ctrobust prepare-dicom / make-phantoms) or 'phantoms' for the built-in phantoms")
         try:

@@ -83,7 +83,7 @@ def load_inputs(spec: ModelInputs, device):
         from ctrobust.operators.radon import RadonTransform
 
         size = spec.size
-        if spec.data is not None:
+        if spec.data is not None and spec.data != "real":
             size = load_split(spec.data, spec.split).image_size
         size = size or DEFAULT_SIZE
         return RadonTransform(build_geometry(spec, int(size), int(spec.angles)))

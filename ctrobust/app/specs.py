@@ -113,7 +113,8 @@ class TrainSpec(Spec):
     size: int | None = option(None, "image side N", unit="pixels", parse=image_size, group="geometry and data",
                               default_text=f"the data's size, or {DEFAULT_SIZE} for phantoms")
     data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its "
-                              "train split, validates on its val split", metavar="DATASET.h5", group="geometry and data",
+                              "train split, validates on its val split ('real', the pydicom slices, is refused: an "
+                              "evaluation set)", metavar="DATASET.h5", group="geometry and data",
                               default_text="built-in random-ellipse phantoms")
     n_train: int | None = option(None, "number of training phantoms without --data", parse=positive_int,
                                  group="geometry and data", default_text="the built-in 256")
@@ -239,7 +240,9 @@ class ModelInputs(Spec):
     method: tuple[str, ...] = option((), "a reconstruction method to evaluate as a model, repeatable: fbp, tv or dip "
                                      "(options below); a checkpoint path (.pt) here is loaded as with --checkpoint",
                                      repeat=True, metavar="NAME")
-    data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms)",
+    data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms), or 'real' for "
+                              "the real CT slices shipped with pydicom (an evaluation set of 2-4 slices, "
+                              "docs/data.md)",
                               metavar="DATASET.h5", default_text="built-in random phantoms")
     split: str = option("test", "which split of the data to use", choices=SPLITS)
     n_samples: int | None = option(signature_default(robustness_curve, "max_samples"),
@@ -355,8 +358,8 @@ class EvaluateSpec(ModelInputs):
                                "of relative level --shift-noise to y", choices=SHIFT_KINDS, group=_S,
                                default_text="no shift")
     shift_data: str | None = option(None, "--shift data: prepared-slice HDF5 file of the other images (same image "
-                                    "size as the model), or 'phantoms' for the built-in random phantoms (required "
-                                    "with --shift data)", metavar="OTHER.h5", group=_S, default_text="none")
+                                    "size as the model), 'phantoms' for the built-in random phantoms or 'real' for the "
+                                    "real CT slices (required with --shift data)", metavar="OTHER.h5", group=_S, default_text="none")
     shift_split: str | None = option(None, "--shift data: split of --shift-data", choices=SPLITS, group=_S,
                                      default_text="test")
     shift_angles: int | None = option(None, "--shift views: number of views on [0, pi) of the shifted geometry, same "

@@ -28,6 +28,10 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
     from ctrobust.training.trainer import fit
 
     size = spec.size if spec.size is not None else DEFAULT_SIZE
+    if spec.data == "real":
+        raise CtrobustError("--data real is the handful of real CT slices shipped with pydicom: an evaluation set, not "
+                            "a training set. Train on phantoms or on a prepared file (data_prep/ has the recipes for "
+                            "LoDoPaB-CT, LIDC-IDRI and Mayo), then evaluate with --data real")
     try:
         train_set = load_split(spec.data, "train", size=size, n_phantoms=spec.n_train, seed=spec.data_seed)
         # A small prepared file may have no validation patients: train without validation then.

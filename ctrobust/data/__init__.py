@@ -8,6 +8,8 @@ Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] an
 - :func:`open_dataset`, :func:`describe`: the prepared-slice format (``ctrobust.data.store``).
 - :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``).
 - :func:`make_phantoms`: phantoms to a prepared-slice file.
+- :func:`real_ct_slices`: the real CT slices available offline (pydicom's test files), the reserved
+  ``--data real`` (an evaluation set of a handful of slices, not a training set).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ __all__ = [
     "shepp_logan",
     "load_image_set",
     "DEFAULT_COUNTS",
+    "real_ct_slices",
+    "real_ct_files",
+    "RealSliceDataset",
+    "REAL_DATA_NAME",
 ]
 
 _EXPORTS = {
@@ -40,6 +46,10 @@ _EXPORTS = {
     "prepare_dicom": "ctrobust.data.prepare",
     "make_phantoms": "ctrobust.data.make",
     "load_image_set": "ctrobust.data.images",
+    "real_ct_slices": "ctrobust.data.real",
+    "real_ct_files": "ctrobust.data.real",
+    "RealSliceDataset": "ctrobust.data.real",
+    "REAL_DATA_NAME": "ctrobust.data.real",
 }
 
 
@@ -57,7 +67,9 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
     Parameters
     ----------
     data : path-like or None
-        A prepared-slice HDF5 file, or None for built-in random phantoms.
+        A prepared-slice HDF5 file, None for built-in random phantoms, or ``"real"`` for the real CT
+        slices available offline (:func:`real_ct_slices` at ``size``; every split is the same handful of
+        slices, an evaluation set; a file named ``real`` is given as ``./real``).
     split : {"train", "val", "test"}
     size : int
         N, the phantom image side in pixels. Ignored for a file: its own size is ``.image_size``.
@@ -81,6 +93,10 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
 
         n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
         return PhantomDataset(n, size, split_seed(seed, split))
+    if isinstance(data, str) and data == "real":
+        from ctrobust.data.real import RealSliceDataset
+
+        return RealSliceDataset(size)
     from ctrobust.data.store import open_dataset
 
     return open_dataset(data, split, allow_empty=allow_empty)
