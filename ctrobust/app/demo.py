@@ -5,7 +5,10 @@
 2. train a small FBPConvNet twice on built-in phantoms: plainly and with the min-max objective
    (``plain/``, ``minmax/``; :func:`~ctrobust.app.run_train`);
 3. attack both and FBP with the default attack (APGD) over an eps grid (``attack/``;
-   :func:`~ctrobust.app.run_attack`);
+   :func:`~ctrobust.app.run_attack`); with ``photons`` the networks train on low-dose data and the attack
+   perturbs the noisy measurement (the figure's dotted line: the error of the noise itself);
+3b. the same attack on one real CT slice (``--data real``: pydicom's CT_small.dcm) for its gallery
+   (``attack_real/``);
 4. one report with the tables and figures (``report.md``; :func:`~ctrobust.app.run_report`).
 
 Each stage runs the spec of the corresponding command, so the folders it writes are exactly what those
@@ -26,7 +29,7 @@ from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec, DemoSpec, ReportSpec, TrainSpec
 from ctrobust.app.train import run_train
 
-__all__ = ["run_demo", "DemoResult", "check_operator", "demo_stages"]
+__all__ = ["run_demo", "DemoResult", "check_operator", "demo_stages", "real_slice_stage"]
 
 
 @dataclasses.dataclass
@@ -101,14 +104,27 @@ def demo_stages(spec: DemoSpec) -> tuple[TrainSpec, TrainSpec, AttackSpec, Repor
                         eps_grid=tuple(s.eps_grid), eps=s.eps, steps=s.attack_steps, n_samples=s.n_samples,
                         seed=s.seed, device=s.device, out=str(out / "attack"), force=s.force, progress=s.progress,
                         photons=s.photons)
-    report = ReportSpec(results=(str(out / "attack"),), out=str(out / "report.md"), force=s.force)
+    report = ReportSpec(results=(str(out / "attack"), str(out / "attack_real")), out=str(out / "report.md"),
+                        force=s.force)
     return plain, minmax, attack, report
+
+
+def real_slice_stage(spec: DemoSpec) -> AttackSpec:
+    """The gallery of one real CT slice (``--data real``, sample 0: pydicom's thorax crop CT_small.dcm): the
+    same checkpoints and attack at ``eps`` on a slice none of them was trained on, into ``attack_real/``."""
+    s = spec.settings()
+    out = Path(s.out)
+    return AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")), data="real",
+                      n_samples=1, eps_grid=(0.0, s.eps), eps=s.eps, steps=s.attack_steps, seed=s.seed,
+                      device=s.device, out=str(out / "attack_real"), force=s.force, progress=s.progress,
+                      photons=s.photons, linearization=False)
 
 
 def run_demo(spec: DemoSpec) -> DemoResult:
     """Run the four stages into ``spec.out`` (refused when not empty, unless ``force``)."""
     s = spec.settings()
     plain, minmax, attack, report = demo_stages(spec)  # built (and validated) before anything is written
+    real = real_slice_stage(spec)
     geometry = build_geometry(s, s.size, s.angles)
     out = ResultFolder(s.out, s.force).create().path
 
@@ -122,8 +138,10 @@ def run_demo(spec: DemoSpec) -> DemoResult:
     run_train(minmax)
     print("\n== attack (APGD)", file=sys.stderr)
     attacked = run_attack(attack)
+    print("\n== one real CT slice (pydicom's CT_small.dcm, never trained on)", file=sys.stderr)
+    run_attack(real)
     print("\n== report", file=sys.stderr)
     path = run_report(report)
     print(f"\ndemo done: {out}/ holds operator.png, plain/, minmax/, attack/ (robustness_curve.png, gallery.png, "
-          f"summary.csv) and report.md ({len(attacked.summary)} summary rows)", file=sys.stderr)
+          f"summary.csv), attack_real/ (one real slice) and report.md ({len(attacked.summary)} summary rows)", file=sys.stderr)
     return DemoResult(out=out, operator=numbers, attack=attacked, report=path)
