@@ -12,9 +12,16 @@ command lines):
 2. ``run_train`` (``ctrobust train``) once per objective into ``OUT/runs/<objective>/`` (143 views on [0, pi));
 3. ``run_attack`` (``ctrobust attack``) on the test split with every ``best.pt`` (FBP as the reference) into
    ``OUT/attack/``;
-4. ``run_report`` (``ctrobust report OUT/attack``) into ``OUT/report.md``;
-5. ``OUT/figure.png`` (error / PSNR vs eps, one line per objective) and ``OUT/table.csv`` + ``table.json``
+4. with ``real_shift``: ``run_evaluate`` (``ctrobust evaluate --shift data --shift-data real --ttt``) of every
+   ``best.pt`` from the test phantoms to the real CT slices shipped with pydicom, plain and with test-time
+   training, into ``OUT/shift_real/`` (a handful of slices: an evaluation set, not a training set);
+5. ``run_report`` (``ctrobust report OUT/attack [OUT/shift_real]``) into ``OUT/report.md``;
+6. ``OUT/figure.png`` (error / PSNR vs eps, one line per objective) and ``OUT/table.csv`` + ``table.json``
    (one row per model, eps and condition), built from ``OUT/attack/summary.json``.
+
+``photons`` (default 4096, LoDoPaB's dose; ``null`` for noise-free data) makes every stage low-dose CT:
+training on ``-log(Poisson(I0 exp(-mu A x)) / I0) / mu`` (ctrobust.noise.LogPoissonNoise), the attack on the
+noisy measurement, with the error of the noise itself as the dose line of the figure.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import sys
 from pathlib import Path
 
 from ctrobust import app
-from ctrobust.app.specs import AttackSpec, MakePhantomsSpec, ReportSpec, TrainSpec
+from ctrobust.app.specs import AttackSpec, EvaluateSpec, MakePhantomsSpec, ReportSpec, TrainSpec
 from ctrobust.errors import CtrobustError
 from ctrobust.files import write_text
 from ctrobust.report import plot_robustness_curves
@@ -35,7 +42,8 @@ METRICS = ("relative_error", "mse", "psnr", "ssim", "sq_error")
 
 
 #: the application-layer function of each command
-RUNNERS = {"make-phantoms": "run_make_phantoms", "train": "run_train", "attack": "run_attack", "report": "run_report"}
+RUNNERS = {"make-phantoms": "run_make_phantoms", "train": "run_train", "attack": "run_attack", "evaluate": "run_evaluate",
+           "report": "run_report"}
 
 
 def stages(cfg: dict, out: Path, data: str | None, force: bool, progress: bool) -> list[tuple[str, object]]:
@@ -51,13 +59,21 @@ def stages(cfg: dict, out: Path, data: str | None, force: bool, progress: bool) 
                                           beta=cfg["beta"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
                                           lr=cfg["lr"], channels=cfg["channels"], depth=cfg["depth"], seed=cfg["seed"],
                                           device=cfg["device"], out=str(out / "runs" / obj), progress=progress,
-                                          force=force)))
+                                          force=force, photons=cfg.get("photons"))))
     stages.append(("attack", AttackSpec(checkpoint=tuple(str(out / "runs" / o / "best.pt") for o in cfg["objectives"]),
                                         data=data, split="test", n_samples=cfg["attack_samples"],
                                         eps_grid=tuple(cfg["eps_grid"]), steps=cfg["attack_steps"],
                                         restarts=cfg["attack_restarts"], device=cfg["device"], out=str(out / "attack"),
-                                        progress=progress, force=force)))
-    stages.append(("report", ReportSpec(results=(str(out / "attack"),), out=str(out / "report.md"), force=force)))
+                                        progress=progress, force=force, photons=cfg.get("photons"))))
+    results = (str(out / "attack"),)
+    if cfg.get("real_shift"):
+        stages.append(("evaluate", EvaluateSpec(
+            checkpoint=tuple(str(out / "runs" / o / "best.pt") for o in cfg["objectives"]), data=data, split="test",
+            n_samples=cfg["attack_samples"], shift="data", shift_data="real", ttt=True, ttt_steps=cfg["ttt_steps"],
+            device=cfg["device"], out=str(out / "shift_real"), progress=progress, force=force,
+            photons=cfg.get("photons"))))
+        results += (str(out / "shift_real"),)
+    stages.append(("report", ReportSpec(results=results, out=str(out / "report.md"), force=force)))
     return stages
 
 
