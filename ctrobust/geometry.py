@@ -186,7 +186,10 @@ class FanBeam2D:
             half = (so + od) * radius / math.sqrt(so * so - radius * radius)
             object.__setattr__(self, "n_detectors", math.ceil(2 * half / spacing - 1e-9))
         else:
-            object.__setattr__(self, "n_detectors", _positive_int("n_detectors or None", self.n_detectors))
+            if isinstance(self.n_detectors, bool) or not isinstance(self.n_detectors, (int, np.integer)) \
+                    or self.n_detectors < 1:
+                raise ValueError(f"n_detectors must be a positive integer or None, got {self.n_detectors!r}")
+            object.__setattr__(self, "n_detectors", int(self.n_detectors))
         angle_range = float(self.angle_range)
         if not (math.isfinite(angle_range) and 0 < angle_range <= 2 * math.pi):
             raise ValueError(f"angle_range must be in (0, 2 pi] radians, got {self.angle_range!r}")

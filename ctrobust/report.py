@@ -216,7 +216,7 @@ def plot_robustness_curves(
         for ax, metric in zip(axes[0], metrics):
             eps, mean, std = _curve(summary, metric, "attack")
             if len(eps):
-                ax.plot(eps, mean, "-o", color=color, lw=2 if is_ref else 1.5, ms=4, label=f"{label} (PGA)")
+                ax.plot(eps, mean, "-o", color=color, lw=2 if is_ref else 1.5, ms=4, label=f"{label} (attack)")
                 ax.fill_between(eps, mean - std, mean + std, color=color, alpha=0.12, lw=0)
             eps, mean, _ = _curve(summary, metric, "random")
             if len(eps):
@@ -344,7 +344,7 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
         if summary and command == "attack":
             rows, cols = attack_table(summary)
             blocks.append(("p", "Mean over samples; eps relative to ||y||_2 unless config says relative = False; "
-                                "'random' is Gaussian noise of the same norm, 'attack' the PGA worst case."))
+                                "'random' is Gaussian noise of the same norm, 'attack' the worst case found by the attack (APGD by default)."))
             blocks.append(("table", rows, cols))
         elif summary:
             cols = [c for c in _columns(summary) if not c.endswith("_std")]

@@ -200,7 +200,7 @@ METHOD_FLAGS = (
      "per unit of TV(x) (sum over pixels of the gradient magnitude, [0, 1] intensity, unit pixel spacing); "
      "so it grows with the image size and the number of views (0.3 was best at 64 px, 60 views, 1 % noise)"),
     ("tv", "iterations", positive_int,
-     "Chambolle-Pock iterations; all are unrolled, and PGA differentiates through them (cost per attack step "
+     "Chambolle-Pock iterations; all are unrolled, and the attack differentiates through them (cost per attack step "
      "proportional)"),
     ("dip", "iterations", positive_int,
      "maximum Adam steps of the deep image prior fit, per sample (the attack differentiates through all steps run)"),
@@ -399,7 +399,7 @@ class EvaluateSpec(ModelInputs):
         None, "attack sizes of the small-feature evaluation, relative to each sample's ||y||_2 (0.01 = 1 %); 0 (clean) "
         "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
         library_default=_lib("ctrobust.features:evaluate_features", "eps"))
-    feature_attack_steps: int | None = option(None, "PGA steps per eps", parse=positive_int, metavar="N", group=_F,
+    feature_attack_steps: int | None = option(None, "attack (APGD) steps per eps", parse=positive_int, metavar="N", group=_F,
                                               library_default=_lib("ctrobust.features:evaluate_features", "attack_steps"))
     attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
                                        "only inside the disks (an attack trying to erase the features)",

@@ -283,7 +283,11 @@ def torch_matrices(
 
 
 def clear_memory_cache(geometry: ParallelBeam2D | FanBeam2D | None = None) -> None:
-    """Drop the system matrices held in memory, of one ``geometry`` or all (the disk cache stays)."""
+    """Drop the system matrices held in memory, of one ``geometry`` or all (the disk cache stays), with the
+    fan-beam backprojection matrices built on them."""
+    from ctrobust.operators import fanbeam
+
+    fanbeam.clear_memory_cache(geometry)
     with _lock:
         if geometry is None:
             _HOST.clear()

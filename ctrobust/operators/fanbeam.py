@@ -166,12 +166,12 @@ def backprojection_matrices(geometry: FanBeam2D, projector: str | None = None, d
         return _DEVICE[key]
 
 
-def clear_memory_cache() -> None:
-    """Drop every backprojection matrix and weight held in memory."""
+def clear_memory_cache(geometry: FanBeam2D | None = None) -> None:
+    """Drop the backprojection matrices and weights held in memory, of one ``geometry`` or all."""
     with _lock:
-        _VALUES.clear()
-        _DEVICE.clear()
-        _WEIGHTS.clear()
+        for cache in (_VALUES, _DEVICE, _WEIGHTS):
+            for k in [k for k in cache if geometry is None or k[0] == geometry.key()]:
+                del cache[k]
 
 
 class FanBackprojection(LinearOperator):
