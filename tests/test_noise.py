@@ -134,3 +134,19 @@ def test_attack_gradients_flow_on_noisy_data(small_ct):
     res = pga_attack(f, y, x, 0.02, steps=5, generator=torch.Generator().manual_seed(0))
     base = (f(y) - x).pow(2).flatten(1).sum(1)
     assert bool((res.error.to(base.dtype) > base).all())
+
+
+def test_training_on_low_dose_data_is_seeded(tmp_path):
+    from ctrobust.app import TrainSpec, run_train
+
+    def train(name, photons):
+        spec = TrainSpec(photons=photons, size=16, angles=8, max_steps=2, n_train=8, n_val=4, channels=4, depth=1,
+                         batch_size=4, device="cpu", out=str(tmp_path / name), progress=False)
+        return run_train(spec)
+
+    a, b, free = train("a", 500.0), train("b", 500.0), train("free", None)
+    va, vb, vf = (r.validation[-1] for r in (a, b, free))
+    assert va["val_mse"] == vb["val_mse"]  # same seed, same noise, same weights
+    assert va["val_mse"] != vf["val_mse"]
+    ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert ckpt["run"]["train_config"]["photons"] == 500.0
