@@ -13,6 +13,12 @@ at 128 and 256 px, 143 views, batch 1 and 8, for
   unfiltered ``iradon``);
 * deepinv ``Tomography`` when importable (otherwise reported as skipped).
 
+Fan-beam rows (``--geometries fan``; ``FanBeam2D`` defaults, 143 views on [0, 2 pi)): ctrobust against ASTRA's
+own CPU fan-beam projector (``line_fanflat``, ``direct_FP/BP`` in the same thread-pool loop) and ODL's
+``FanBeamGeometry`` ``RayTransform`` / ``fbp_op``. ASTRA 2.x has no CPU fan-beam FBP (its ``FBP`` refuses
+``fanflat``; only ``FBP_CUDA`` has one), so ASTRA's FBP cell is empty there; scikit-image and deepinv
+have no fan beam.
+
 Prints one Markdown table (median milliseconds per batch, and ratio peer / ctrobust) plus the memory
 of the cached matrix. Usage::
 
@@ -36,7 +42,7 @@ import warnings
 import numpy as np
 import torch
 
-from ctrobust import ParallelBeam2D, RadonTransform
+from ctrobust import FanBeam2D, ParallelBeam2D, RadonTransform
 from ctrobust.files import atomic_write
 
 OPS = ("forward", "adjoint", "fwd+bwd", "fbp")
@@ -75,10 +81,10 @@ def ctrobust_cases(geometry, x, y):
 def astra_cases(geometry, x, y, pool):
     import astra
 
-    from ctrobust.operators.astra_backend import astra_geometries
+    from ctrobust.operators.astra_backend import astra_geometries, default_projector
 
     vol_geom, proj_geom = astra_geometries(geometry)
-    pid = astra.create_projector("linear", proj_geom, vol_geom)
+    pid = astra.create_projector(default_projector(geometry), proj_geom, vol_geom)
     a, d, n = geometry.n_angles, geometry.n_detectors, geometry.image_size
 
     def fp(xb: torch.Tensor) -> torch.Tensor:
@@ -126,12 +132,15 @@ def astra_cases(geometry, x, y, pool):
         return np.stack(list(pool.map(one, range(yb.shape[0]))))
 
     xg = x.clone().requires_grad_()
-    return pid, {
+    cases = {
         "forward": lambda: fp(x),
         "adjoint": lambda: bp(y),
         "fwd+bwd": lambda: Fn.apply(xg).backward(y),
         "fbp": lambda: fbp(y),
     }
+    if isinstance(geometry, FanBeam2D):
+        del cases["fbp"]  # ASTRA's CPU FBP: "FBP currently only supports parallel projection geometries"
+    return pid, cases
 
 
 def odl_cases(geometry, x, y):
@@ -194,7 +203,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sizes N (pixels)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes B")
-    parser.add_argument("--views", type=int, default=143, help="number of angles on [0, pi)")
+    parser.add_argument("--views", type=int, default=143, help="number of angles (on [0, pi) parallel, [0, 2 pi) fan)")
+    parser.add_argument("--geometries", nargs="+", default=["parallel", "fan"], choices=["parallel", "fan"],
+                        help="beam geometries to measure (fan: FanBeam2D defaults)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median reported)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads and ASTRA loop workers")
     parser.add_argument("--quick", action="store_true", help="128 px only, one repeat")
@@ -212,12 +223,12 @@ def main(argv=None) -> int:
         f"{args.threads} threads, torch {torch.__version__}; median ms per batch; "
         f"ratio = peer / ctrobust (higher = ctrobust faster); {args.views} views.",
         "",
-        "| N | B | method | " + " | ".join(OPS) + " | ratio " + " | ratio ".join(OPS) + " |",
-        "|---|---|---|" + "---|" * (2 * len(OPS)),
+        "| geometry | N | B | method | " + " | ".join(OPS) + " | ratio " + " | ratio ".join(OPS) + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(OPS)),
     ]
     notes = []
-    for n in args.sizes:
-        geometry = ParallelBeam2D(n, args.views)
+    for kind, n in [(k, n) for k in args.geometries for n in args.sizes]:
+        geometry = FanBeam2D(n, args.views) if kind == "fan" else ParallelBeam2D(n, args.views)
         t0 = time.perf_counter()
         RadonTransform(geometry)(torch.zeros(1, 1, n, n))  # build or load the matrix
         build = time.perf_counter() - t0
@@ -228,7 +239,7 @@ def main(argv=None) -> int:
             results = {"ctrobust (astra sparse)": {k: timeit(f, args.repeats) for k, f in cases.items()}}
             if b == args.batches[0]:
                 notes.append(
-                    f"{n} px: cached matrix A + A^T {op._backend.matrix_nbytes() / 2**20:.0f} MiB "
+                    f"{kind} {n} px: cached matrix A + A^T {op._backend.matrix_nbytes() / 2**20:.0f} MiB "
                     f"(float32 values, int32 indices; float64 inputs add a float64 copy of the values); "
                     f"first construction in this run {build:.1f} s (build or disk-cache load)"
                 )
@@ -238,8 +249,10 @@ def main(argv=None) -> int:
                 "skimage": lambda: skimage_cases(geometry, x, y),
                 "deepinv": lambda: deepinv_cases(geometry, x, y),
             }
+            if kind == "fan":  # no fan beam in scikit-image or deepinv
+                peers = {k: v for k, v in peers.items() if k in ("astra", "odl")}
             labels = {
-                "astra": f"ASTRA CPU projector, loop on {args.threads} threads",
+                "astra": f"ASTRA CPU projector{' (line_fanflat)' if kind == 'fan' else ''}, loop on {args.threads} threads",
                 "odl": "ODL OperatorModule(RayTransform)",
                 "skimage": "skimage radon/iradon, loop",
                 "deepinv": "deepinv Tomography",
@@ -252,7 +265,7 @@ def main(argv=None) -> int:
                 except Exception as exc:  # noqa: BLE001 - report, keep going
                     peer = f"skipped: {type(exc).__name__}: {exc}"
                 if isinstance(peer, str):
-                    if (n, b) == (args.sizes[0], args.batches[0]):
+                    if (n, b) == (args.sizes[0], args.batches[0]) and kind == args.geometries[0]:
                         notes.append(f"{labels[key]}: {peer}")
                     continue
                 results[labels[key]] = {k: timeit(f, args.repeats) for k, f in peer.items()}
@@ -260,8 +273,8 @@ def main(argv=None) -> int:
             for method, row in results.items():
                 cells = [f"{row[k]:.1f}" if k in row else "-" for k in OPS]
                 ratios = [f"{row[k] / base[k]:.1f}x" if k in row else "-" for k in OPS]
-                lines.append(f"| {n} | {b} | {method} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-            print(f"done N={n} B={b}", file=sys.stderr, flush=True)
+                lines.append(f"| {kind} | {n} | {b} | {method} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+            print(f"done {kind} N={n} B={b}", file=sys.stderr, flush=True)
     lines += ["", *(f"- {note}" for note in notes)]
     text = "\n".join(lines)
     print(text)
