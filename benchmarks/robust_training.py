@@ -3,7 +3,7 @@
 Setting (issue 11, docs/cli/demo.md): FBPConvNet (U-Net 16 channels, 3 poolings) on 64 px built-in
 phantoms, 143 views, 600 Adam steps, batch 8, eps 0.01 and lambda 1 for the robust objectives; the
 relative error ``||f(y + d) - x|| / ||x||`` on 8 test phantoms under the default attack (APGD, 100
-steps, warm starts along the grid) at eps 0.005 / 0.01 / 0.02 / 0.04, mean and spread over seeds, and
+steps) at eps 0.005 / 0.01 / 0.02 / 0.04, mean and spread over seeds, and
 the median seconds per training step (``steps.csv``), all measured in one run.
 
     python benchmarks/robust_training.py                            # plain, weight-decay, parseval, minmax; seeds 0,1,2
@@ -31,13 +31,20 @@ from ctrobust.app import TrainSpec, run_train
 EPS_GRID = (0.0, 0.005, 0.01, 0.02, 0.04)
 
 
+#: extra names: an objective with non-default options
+VARIANTS = {"minmax-conditioned": ("minmax", {"adversary_mode": "conditioned", "g_lr": 1e-2}),
+            "minmax-project": ("minmax", {"adversary_mode": "project"})}
+
+
 def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, angles: int, channels: int, depth: int,
             pgd_steps: int, n_test: int) -> dict:
-    out = workdir / f"{objective}-seed{seed}-{steps}steps-{size}px"
+    name = f"{objective}{pgd_steps}" if objective == "pgd" else objective
+    out = workdir / f"{name}-seed{seed}-{steps}steps-{size}px"
+    base, options = VARIANTS.get(objective, (objective, {}))
     if not (out / "best.pt").exists() or not (out / "steps.csv").exists():
-        run_train(TrainSpec(angles=angles, size=size, objective=objective, max_steps=steps, channels=channels,
-                          depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu",
-                          pgd_steps=pgd_steps, eps=0.01))
+        run_train(TrainSpec(angles=angles, size=size, objective=base, max_steps=steps, channels=channels,
+                            depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu",
+                            pgd_steps=pgd_steps, eps=0.01, **options))
     with open(out / "steps.csv") as fh:
         seconds = [float(r["seconds"]) for r in csv.DictReader(fh)]
     model, _ = load_model(out / "last.pt")
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
-    print(f"\nrelative error under the default attack (APGD 100, warm starts), mean +- std over seeds {args.seeds}; "
+    print(f"\nrelative error under the default attack (APGD 100), mean +- std over seeds {args.seeds}; "
           f"{args.steps} steps, {size} px, {angles} views, {args.n_test} test phantoms")
     cols = [f"eps {e:g}" for e in EPS_GRID]
     print(f"{'objective':<14} " + " ".join(f"{c:>17}" for c in ["clean" if c == "eps 0" else c for c in cols]) + f" {'s/step':>8}")
