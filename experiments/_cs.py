@@ -2,11 +2,11 @@
 
 One experiment = one measurement operator on vectorised images, the residual CNN
 ``ctrobust.models.CSResidualNet`` trained with each objective (plain, weight-decay, parseval, minmax by
-default) through ``ctrobust.training.fit``, and the PGA robustness curve
+default) through ``ctrobust.training.fit``, and the robustness curve under the default attack (APGD)
 (``ctrobust.robustness.robustness_curve``) of every trained network and of the pseudo-inverse ``A^+ y``
 over an eps grid (relative to ``||y||_2``). Outputs in ``--out``:
 
-- ``figure.png``: relative error and PSNR vs eps, one line per objective (solid: PGA attack, dashed:
+- ``figure.png``: relative error and PSNR vs eps, one line per objective (solid: the attack, dashed:
   Gaussian noise of the same norm), the pseudo-inverse in black; ``singular_values.png``: the spectrum of A;
   ``gallery.png``: a few test images and their reconstructions under the largest-eps attack;
 - ``table.csv`` / ``table.json``: mean and std of relative error, MSE, PSNR, SSIM and ``||f - x||^2``
@@ -110,7 +110,7 @@ def _plot_gallery(examples: dict[str, dict], x: torch.Tensor, eps: float, path, 
         for i, label in enumerate(labels):
             img = examples[label][j, 0].numpy()
             axes[i + 1][j].imshow(img, cmap="gray", vmin=0, vmax=1)
-    for i, label in enumerate(["truth"] + [f"{lab}\n(PGA eps={eps:g})" for lab in labels]):
+    for i, label in enumerate(["truth"] + [f"{lab}\n(attack eps={eps:g})" for lab in labels]):
         axes[i][0].set_ylabel(label, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -179,7 +179,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         att = next(r for r in table if r["method"] == label and r["eps"] == eps_max and r["condition"] == "attack")
         cln = next(r for r in table if r["method"] == label and r["eps"] == eps_max and r["condition"] == "clean")
         head[label] = (f"relative error clean {cln['relative_error_mean']:.4f}, "
-                       f"PGA eps={eps_max:g}: {att['relative_error_mean']:.4f}")
+                       f"attack eps={eps_max:g}: {att['relative_error_mean']:.4f}")
     return head
 
 

@@ -1,4 +1,4 @@
-"""Classical vs un-trained vs trained CT reconstruction, clean and under the same PGA attack.
+"""Classical vs un-trained vs trained CT reconstruction, clean and under the same attack (APGD).
 
 ``python -m experiments.classical_vs_trained.run [--quick] [--out DIR] [--force]`` (see README.md).
 

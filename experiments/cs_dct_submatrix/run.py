@@ -1,4 +1,4 @@
-"""DCT sub-matrix compressed sensing (ill conditioned): plain, weight-decay, Parseval and min-max networks, PGA robustness curves.
+"""DCT sub-matrix compressed sensing (ill conditioned): plain, weight-decay, Parseval and min-max networks, robustness curves under APGD.
 
 ``python -m experiments.cs_dct_submatrix.run [--quick] [--out DIR] [--force] [--set dataset=faces ...]`` (see README.md;
 the shared runner and its config keys are in :mod:`experiments._cs`).

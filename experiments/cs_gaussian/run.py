@@ -1,4 +1,4 @@
-"""Gaussian compressed sensing (well conditioned): plain, weight-decay, Parseval and min-max networks, PGA robustness curves.
+"""Gaussian compressed sensing (well conditioned): plain, weight-decay, Parseval and min-max networks, robustness curves under APGD.
 
 ``python -m experiments.cs_gaussian.run [--quick] [--out DIR] [--force] [--set dataset=faces ...]`` (see README.md;
 the shared runner and its config keys are in :mod:`experiments._cs`).

@@ -1,4 +1,4 @@
-"""Partial-DCT compressed sensing (orthonormal rows, perfectly conditioned): plain, weight-decay, Parseval and min-max networks, PGA robustness curves.
+"""Partial-DCT compressed sensing (orthonormal rows, perfectly conditioned): plain, weight-decay, Parseval and min-max networks, robustness curves under APGD.
 
 ``python -m experiments.cs_partial_dct.run [--quick] [--out DIR] [--force] [--set dataset=faces ...]`` (see README.md;
 the shared runner and its config keys are in :mod:`experiments._cs`).

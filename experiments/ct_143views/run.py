@@ -1,4 +1,4 @@
-"""CT with 143 views: FBPConvNet trained plainly, with weight decay, Parseval and min-max, attacked by PGA.
+"""CT with 143 views: FBPConvNet trained plainly, with weight decay, Parseval and min-max, attacked by APGD.
 
 ``python -m experiments.ct_143views.run [--quick] [--data DATASET.h5] [--out DIR] [--force]`` (see README.md).
 
@@ -123,7 +123,7 @@ def body(cfg: dict, out: Path, args) -> dict:
         labels[label] = obj or label
     plot_robustness_curves({labels[k]: v for k, v in per_model.items()}, out / "figure.png",
                            metrics=("relative_error", "psnr"), reference=("FBP", "fbp"),
-                           title=f"FBPConvNet, {cfg['angles']} views: PGA vs random noise")
+                           title=f"FBPConvNet, {cfg['angles']} views: attack (APGD) vs random noise")
     eps_max = max(cfg["eps_grid"])
     head = {}
     for r in table:
