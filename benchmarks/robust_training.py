@@ -37,12 +37,22 @@ VARIANTS = {"minmax-conditioned": ("minmax", {"adversary_mode": "conditioned", "
             "minmax-lam0.5": ("minmax", {"lam": 0.5})}
 
 
+def _finished(out: Path, steps: int) -> bool:
+    """True when ``out`` holds a run that reached ``steps`` optimiser steps."""
+    try:
+        with open(out / "steps.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        return (out / "last.pt").exists() and bool(rows) and int(rows[-1]["step"]) >= steps
+    except (OSError, KeyError, ValueError):
+        return False
+
+
 def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, angles: int, channels: int, depth: int,
             pgd_steps: int, n_test: int) -> dict:
     name = f"{objective}{pgd_steps}" if objective == "pgd" else objective
     out = workdir / f"{name}-seed{seed}-{steps}steps-{size}px"
     base, options = VARIANTS.get(objective, (objective, {}))
-    if not (out / "best.pt").exists() or not (out / "steps.csv").exists():
+    if not _finished(out, steps):  # a killed run is retrained from scratch, never evaluated half-done
         run_train(TrainSpec(angles=angles, size=size, objective=base, max_steps=steps, channels=channels,
                             depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu",
                             pgd_steps=pgd_steps, eps=0.01, **options))
