@@ -132,8 +132,10 @@ class TrainSpec(Spec):
                         "(0.01 = 1 %), or in sinogram units with --absolute", parse=nonneg_float, group="objective")
     absolute: bool = option(False, "--eps is an absolute l2 radius in sinogram units instead of relative to ||y||_2",
                             group="objective")
-    lam: float = option(1.0, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
-                        parse=nonneg_float, group="objective")
+    lam: float | None = option(None, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
+                               parse=nonneg_float, group="objective",
+                               default_text="0.5 for minmax (its clean error stays within 2 % of plain's, "
+                               "docs/training.md), 1 for pgd/universal/jitter")
     adversary_mode: str = option(
         "shared", "minmax: the adversary G. shared: one learned direction u at the full radius, moved by normalised "
         "ascent with the gradient of f's own backward pass (no extra pass); conditioned: normalize(u + h(y)) with a "

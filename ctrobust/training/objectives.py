@@ -43,7 +43,7 @@ from ctrobust.perturbation import eps_radius, project_l2_ball, random_unit_direc
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
 
-__all__ = ["Objective", "Plain", "WeightDecay", "Parseval", "MinMax", "PGD", "Universal", "Jitter",
+__all__ = ["DEFAULT_LAM", "Objective", "Plain", "WeightDecay", "Parseval", "MinMax", "PGD", "Universal", "Jitter",
            "OBJECTIVES", "make_objective", "build_objective", "mse", "frozen_bn_stats"]
 
 
@@ -265,7 +265,7 @@ class MinMax(_Perturbed):
 
     name = "minmax"
 
-    def __init__(self, eps: float = 0.01, lam: float = 1.0, *, relative: bool = True, g_lr: float = 1e-3,
+    def __init__(self, eps: float = 0.01, lam: float = 0.5, *, relative: bool = True, g_lr: float = 1e-3,
                  g_steps: int = 1, mode: str = "shared", u_step: float = 0.25, penalty_weight: float = 10.0,
                  channels: int = 16, layers: int = 2, efficiency_steps: int = 20, seed: int = 0):
         super().__init__(eps, lam, relative=relative, seed=seed)
@@ -498,15 +498,23 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def make_objective(name: str, *, eps: float = 0.01, lam: float = 1.0, relative: bool = True, mu: float = 1e-4,
+#: default weight lambda of the perturbed term per objective (1 where not listed). Min-max at 0.5: in the
+#: demo setting (600 steps, 3 seeds) its clean error is within 2 % of plain's and its worst case at eps
+#: 0.01 21 % lower; at 1 the clean error was 8 % higher for the same robustness (docs/training.md).
+DEFAULT_LAM = {"minmax": 0.5}
+
+
+def make_objective(name: str, *, eps: float = 0.01, lam: float | None = None, relative: bool = True, mu: float = 1e-4,
                    beta: float = 3e-4, g_lr: float = 1e-3, g_steps: int = 1, pgd_steps: int = 5,
                    mode: str = "shared", u_step: float = 0.25, seed: int = 0) -> Objective:
     """Build an objective by name from the trainer's flat options (each uses only its own ones).
 
-    ``g_steps`` is the number of ascent steps per f step for ``minmax`` and ``universal``.
+    ``g_steps`` is the number of ascent steps per f step for ``minmax`` and ``universal``; ``lam=None``
+    takes the objective's default from :data:`DEFAULT_LAM` (0.5 for minmax, else 1).
     """
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    lam = DEFAULT_LAM.get(name, 1.0) if lam is None else lam
     if name == "plain":
         return Plain(seed=seed)
     if name == "weight-decay":
