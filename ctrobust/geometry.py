@@ -22,8 +22,44 @@ import numpy as np
 __all__ = ["ParallelBeam2D", "FanBeam2D", "geometry_from_dict"]
 
 
+class _Scan2D:
+    """What both 2-D scan geometries share: view angles on ``[0, angle_range)`` and the array shapes."""
+
+    image_size: int
+    n_angles: int
+    n_detectors: int
+    angle_range: float
+
+    def _set_angle_range(self) -> None:
+        angle_range = float(self.angle_range)
+        if not (math.isfinite(angle_range) and 0 < angle_range <= 2 * math.pi):
+            raise ValueError(f"angle_range must be in (0, 2 pi] radians, got {self.angle_range!r}")
+        object.__setattr__(self, "angle_range", angle_range)
+
+    def _set_n_detectors(self) -> None:
+        n = self.n_detectors
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n_detectors must be a positive integer or None, got {n!r}")
+        object.__setattr__(self, "n_detectors", int(n))
+
+    @property
+    def angles(self) -> np.ndarray:
+        """View (source) angles in radians, float64, shape (A,): ``i * angle_range / A``."""
+        return np.arange(self.n_angles, dtype=np.float64) * (self.angle_range / self.n_angles)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(N, N)."""
+        return (self.image_size, self.image_size)
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        """(A, D): angles first, detector bins second."""
+        return (self.n_angles, self.n_detectors)
+
+
 @dataclasses.dataclass(frozen=True)
-class ParallelBeam2D:
+class ParallelBeam2D(_Scan2D):
     """A 2D parallel-beam geometry: a frozen, hashable, serialisable value.
 
     Parameters
@@ -62,32 +98,8 @@ class ParallelBeam2D:
             object.__setattr__(self, name, int(value))
         if self.n_detectors is None:
             object.__setattr__(self, "n_detectors", math.ceil(math.sqrt(2) * self.image_size))
-        elif (
-            isinstance(self.n_detectors, bool)
-            or not isinstance(self.n_detectors, (int, np.integer))
-            or self.n_detectors < 1
-        ):
-            raise ValueError(f"n_detectors must be a positive integer or None, got {self.n_detectors!r}")
-        object.__setattr__(self, "n_detectors", int(self.n_detectors))
-        angle_range = float(self.angle_range)
-        if not (math.isfinite(angle_range) and 0 < angle_range <= 2 * math.pi):
-            raise ValueError(f"angle_range must be in (0, 2 pi] radians, got {self.angle_range!r}")
-        object.__setattr__(self, "angle_range", angle_range)
-
-    @property
-    def angles(self) -> np.ndarray:
-        """View angles in radians, float64, shape (A,): ``i * angle_range / A``."""
-        return np.arange(self.n_angles, dtype=np.float64) * (self.angle_range / self.n_angles)
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(N, N)."""
-        return (self.image_size, self.image_size)
-
-    @property
-    def sinogram_shape(self) -> tuple[int, int]:
-        """(A, D): angles first, detector bins second."""
-        return (self.n_angles, self.n_detectors)
+        self._set_n_detectors()
+        self._set_angle_range()
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict; ``ParallelBeam2D.from_dict`` inverts it."""
@@ -123,7 +135,7 @@ def _positive_float(name: str, value) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class FanBeam2D:
+class FanBeam2D(_Scan2D):
     """A 2D fan-beam geometry with a flat detector (ASTRA ``fanflat``): a frozen, hashable, serialisable value.
 
     All lengths are in **pixels** (the image's pixel side is 1).
@@ -185,30 +197,8 @@ class FanBeam2D:
             # half-width of the fan covering the circle of radius r, on the detector
             half = (so + od) * radius / math.sqrt(so * so - radius * radius)
             object.__setattr__(self, "n_detectors", math.ceil(2 * half / spacing - 1e-9))
-        else:
-            if isinstance(self.n_detectors, bool) or not isinstance(self.n_detectors, (int, np.integer)) \
-                    or self.n_detectors < 1:
-                raise ValueError(f"n_detectors must be a positive integer or None, got {self.n_detectors!r}")
-            object.__setattr__(self, "n_detectors", int(self.n_detectors))
-        angle_range = float(self.angle_range)
-        if not (math.isfinite(angle_range) and 0 < angle_range <= 2 * math.pi):
-            raise ValueError(f"angle_range must be in (0, 2 pi] radians, got {self.angle_range!r}")
-        object.__setattr__(self, "angle_range", angle_range)
-
-    @property
-    def angles(self) -> np.ndarray:
-        """Source angles in radians, float64, shape (A,): ``i * angle_range / A``."""
-        return np.arange(self.n_angles, dtype=np.float64) * (self.angle_range / self.n_angles)
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(N, N)."""
-        return (self.image_size, self.image_size)
-
-    @property
-    def sinogram_shape(self) -> tuple[int, int]:
-        """(A, D): angles first, detector bins second."""
-        return (self.n_angles, self.n_detectors)
+        self._set_n_detectors()
+        self._set_angle_range()
 
     @property
     def magnification(self) -> float:
