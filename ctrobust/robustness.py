@@ -187,30 +187,30 @@ def _metric_rows(rec, x_img, clean, radius, delta, operator) -> list[dict]:
     return rows
 
 
+def _take(res, better: torch.Tensor, delta: torch.Tensor, reconstruction: torch.Tensor, error: torch.Tensor,
+          converged: torch.Tensor | None = None) -> None:
+    """Replace ``res``'s delta / reconstruction / error (and converged) by the given ones where ``better``."""
+    if not bool(better.any()):
+        return
+    res.delta = torch.where(better.reshape(-1, *([1] * (res.delta.dim() - 1))), delta.to(res.delta.dtype), res.delta)
+    res.reconstruction = torch.where(better.reshape(-1, *([1] * (res.reconstruction.dim() - 1))),
+                                     reconstruction.to(res.reconstruction.dtype), res.reconstruction)
+    res.error = torch.where(better, error, res.error)
+    if converged is not None and res.converged is not None:
+        res.converged = torch.where(better.cpu(), converged, res.converged)
+
+
 def _keep_candidate(f, y, reference, res, candidate) -> None:
     """Evaluate ``f(y + candidate)`` (forward only) and keep it per sample where it beats the attack."""
     with torch.no_grad(), eval_mode(f):
         out = f(y + candidate)
     err = squared_error(out.double(), reference.double().reshape(out.shape)).to(res.error.device)
-    better = err > res.error
-    if bool(better.any()):
-        res.delta = torch.where(better.reshape(-1, *([1] * (candidate.dim() - 1))), candidate.to(res.delta.dtype), res.delta)
-        res.reconstruction = torch.where(better.reshape(-1, *([1] * (out.dim() - 1))), out.to(res.reconstruction.dtype),
-                                         res.reconstruction)
-        res.error = torch.where(better, err, res.error)
+    _take(res, err > res.error, candidate, out, err)
 
 
 def _keep_previous_if_worse(res, prev) -> None:
     """Where a smaller eps's worst perturbation (inside the larger ball too) beat this attack, keep it."""
-    worse = prev.error > res.error
-    if bool(worse.any()):
-        m = worse.reshape(-1, *([1] * (res.delta.dim() - 1)))
-        res.delta = torch.where(m, prev.delta, res.delta)
-        mr = worse.reshape(-1, *([1] * (res.reconstruction.dim() - 1)))
-        res.reconstruction = torch.where(mr, prev.reconstruction, res.reconstruction)
-        res.error = torch.where(worse, prev.error, res.error)
-        if res.converged is not None and prev.converged is not None:
-            res.converged = torch.where(worse.cpu(), prev.converged, res.converged)
+    _take(res, prev.error > res.error, prev.delta, prev.reconstruction, prev.error, prev.converged)
 
 
 def measure(operator, x: torch.Tensor, idx: Sequence[int], noise=None, seed: int = 0):

@@ -251,6 +251,14 @@ def _host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tens
         return _HOST[key]
 
 
+def concrete_device(device) -> torch.device:
+    """``device`` as a torch.device, ``cuda`` resolved to the current CUDA device (a stable cache key)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def torch_matrices(
     geometry: ParallelBeam2D | FanBeam2D,
     projector: str | None = None,
@@ -263,9 +271,7 @@ def torch_matrices(
     made lazily and share the index tensors of the float32 ones on the same device.
     """
     projector = projector or default_projector(geometry)
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = concrete_device(device)
     key = (geometry.key(), projector, str(device), dtype)
     with _lock:
         hit = _DEVICE.get(key)

@@ -148,12 +148,10 @@ def _values(geometry: FanBeam2D, projector: str) -> tuple[torch.Tensor, torch.Te
 def backprojection_matrices(geometry: FanBeam2D, projector: str | None = None, device="cpu",
                             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, B^T)`` as CSR tensors on ``device`` / ``dtype``, sharing the index tensors of ASTRA's ``(A^T, A)``."""
-    from ctrobust.operators.astra_backend import torch_matrices
+    from ctrobust.operators.astra_backend import concrete_device, torch_matrices
 
     projector = projector or default_projector(geometry)
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = concrete_device(device)
     key = (geometry.key(), projector, str(device), dtype)
     with _lock:
         if key not in _DEVICE:
