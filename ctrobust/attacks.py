@@ -113,6 +113,22 @@ class AttackResult:
         return 0 if self.converged is None else int((~self.converged).sum())
 
     @property
+    def restart_spread(self) -> torch.Tensor | None:
+        """float64 ``(B,)``: how far the second-best independent run fell short of the best,
+        ``1 - best_2 / best_1`` (the runs' best losses), or ``None`` with a single restart.
+
+        An empirical error bar on the worst case: the loss of a trained network has several local
+        maxima in the ball, and independent runs from random starts land in different ones. A
+        spread of a few per cent says that more restarts would likely find more, and that the
+        reported worst case is a lower bound by at least about that much (docs/robustness.md).
+        """
+        if self.history.shape[0] < 2:
+            return None
+        runs = self.history.amax(1)  # (restarts, B): each run's best loss
+        top = runs.topk(2, dim=0).values
+        return (1 - top[1] / top[0].clamp_min(torch.finfo(top.dtype).tiny)).clamp_min(0)
+
+    @property
     def perturbation_norm(self) -> torch.Tensor:
         """float64 ``(B,)``: the l2 (or linf) norm of each sample's ``delta``."""
         return _norm(self.delta, self.norm).double()

@@ -307,7 +307,7 @@ def attack_table(summary: Sequence[Mapping]) -> tuple[list[dict], list[str]]:
         if cond == "attack":  # the attack's diagnostics and the worst cases it is compared with
             for metric, short in (("exact_relative_error", "rel.err exact"), ("attack_over_exact", "attack/exact"),
                                   ("first_order_relative_error", "rel.err 1st-order"), ("jacobian_norm", "||J||"),
-                                  ("converged", "converged")):
+                                  ("converged", "converged"), ("restart_spread", "restart spread")):
                 if f"{metric}_mean" in r and not (metric == "first_order_relative_error" and "exact_relative_error_mean" in r):
                     row[short] = r[f"{metric}_mean"] if metric != "attack_over_exact" else r.get(f"{metric}_min", r[f"{metric}_mean"])
     rows = list(table.values())

@@ -61,7 +61,7 @@ NOISE_CONDITION = "dose"
 _ORDER = ("clean", NOISE_CONDITION, "random", "attack")
 #: per-sample quantities in every row (psnr/ssim only when reconstructions are images)
 METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "perturbation_norm", "radius",
-           "converged", "jacobian_norm", "first_order_sq_error", "first_order_relative_error", "exact_sq_error",
+           "converged", "restart_spread", "jacobian_norm", "first_order_sq_error", "first_order_relative_error", "exact_sq_error",
            "exact_relative_error", "attack_over_exact", "noise_level")
 CLEAN_METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error")
 DEFAULT_EPS_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
@@ -358,6 +358,7 @@ def robustness_curve(
             previous = None  # (eps, AttackResult) of the last attacked eps of this batch
             for e_index in order:
                 eps = eps_grid[e_index]
+                spread = None
                 if eps == 0:
                     results = {"random": (clean, zero_r, None), "attack": (clean, zero_r, None)}
                     ex_delta = torch.zeros_like(y)
@@ -384,6 +385,7 @@ def robustness_curve(
                             _keep_candidate(f, y, clean if target == "clean" else x.reshape(clean.shape), res, scaled)
                         _keep_previous_if_worse(res, previous[1])
                     previous = (eps, res)
+                    spread = res.restart_spread
                     results = {"random": (noisy, res.radius, noise), "attack": (res.reconstruction, res.radius, res.delta)}
                     ex_delta, ex_random, ex_attack = res.delta, noisy, res.reconstruction
                 per_condition = {"clean": clean_rows}
@@ -394,6 +396,8 @@ def robustness_curve(
                 for i, row in enumerate(per_condition["attack"]):
                     if res is not None and res.converged is not None:
                         row["converged"] = float(res.converged[i])
+                    if spread is not None:
+                        row["restart_spread"] = float(spread[i])
                     if lin is not None:
                         xn = float(x_norm[i]) or 1.0
                         pred = float(lin.predicted[e_index, i])

@@ -152,3 +152,14 @@ def test_attack_reports_convergence_exact_fbp_and_verification(checkpoint, tmp_p
     assert {r["model"] for r in verify} == {"tiny", "FBP"}
     assert all(float(r["ratio_min"]) < 0.9 for r in verify), verify
     assert "verification on 2 samples" in captured.out
+
+
+def test_attack_with_restarts_reports_their_spread(checkpoint, tmp_path, capsys):
+    out = tmp_path / "spread"
+    rc = main(["attack", "--checkpoint", str(checkpoint), "--eps-grid", "0,0.02", "--steps", "3", "--restarts", "2",
+               "--no-linearization", "--out", str(out), *SMALL])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "independent restarts: the second-best run fell short of the best by eps 0.02:" in err
+    rows = [r for r in read_csv(out / "samples.csv") if r["condition"] == "attack" and float(r["eps"]) > 0]
+    assert rows and all(0 <= float(r["restart_spread"]) < 1 for r in rows)

@@ -205,6 +205,31 @@ def test_convergence_diagnostic():
     assert done.n_not_converged == 0
 
 
+def test_restart_spread_is_the_gap_between_the_two_best_runs():
+    """Recomputed independently from each run's iterates (recorded by the callback), not from history."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 6)).double()
+    y = torch.randn(5, 8, generator=gen(20), dtype=D64)
+    x = torch.randn(5, 6, generator=gen(21), dtype=D64)
+    seen = {}
+    res = pga_attack(net, y, x, 0.3, steps=4, restarts=3, generator=gen(22),
+                     callback=lambda restart, k, d: seen.setdefault(restart, []).append(d.clone()))
+    with torch.no_grad():
+        runs = torch.stack([torch.stack([(net(y + d) - x).pow(2).sum(1) for d in seen[r]]).amax(0) for r in range(3)])
+    best, second = runs.sort(dim=0, descending=True).values[:2]
+    assert torch.allclose(res.restart_spread, 1 - second / best, rtol=1e-9, atol=1e-12)
+    assert bool((res.restart_spread > 0).any())  # random starts on a ReLU net: the runs differ
+    assert torch.allclose(res.error, best)
+    assert pga_attack(net, y, x, 0.3, steps=4).restart_spread is None  # one run: no spread to speak of
+    # a robustness curve carries it per attack row, and only with restarts >= 2
+    op = RadonTransform(ParallelBeam2D(16, 24))
+    data = [x_ for x_ in torch.rand(2, 1, 16, 16, generator=gen(23), dtype=D64)]
+    curve = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], steps=3, restarts=2, progress=False)
+    rows = [r for r in curve.rows if r["condition"] == "attack" and r["eps"] > 0]
+    assert len(rows) == 2 and all(0 <= r["restart_spread"] < 1 for r in rows)
+    single = robustness_curve(FBPReconstruction(op), data, op, [0.01], steps=3, progress=False)
+    assert all("restart_spread" not in r for r in single.rows)
+
+
 def test_apgd_checkpoints_follow_croce_and_hein():
     assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert apgd_checkpoints(1) == []
