@@ -486,10 +486,13 @@ def pga_attack(
     (after 22 % of the steps, then at shrinking intervals, :func:`apgd_checkpoints`) a sample's step
     is halved and its iterate reset to its best point when fewer than 75 % of the steps since the
     last checkpoint raised its loss, or when neither its step nor its best loss changed. It reaches
-    >= 98.5 % of the best known worst case of trained FBPConvNets in 100 steps (docs/robustness.md);
+    the exact worst case of linear maps in 100 steps, and 93-99.6 % (mean over samples) of the best
+    known worst case of trained FBPConvNets, whose loss has many local maxima in the ball: for a
+    trained network the result is a lower bound, and ``restarts >= 2`` measure how far independent
+    runs disagree (:attr:`AttackResult.restart_spread`; docs/robustness.md).
     ``attack="pga"`` is plain PGA with a fixed step ``delta <- P(delta + step_size r g / ||g||)``
     (default ``step_size = 2.5 / steps``, Madry et al.), as many papers use; it stalls below the
-    worst case (80-89 % measured), so use it only to compare with such papers.
+    worst case (71-94 % measured), so use it only to compare with such papers.
 
     Parameters
     ----------

@@ -297,16 +297,19 @@ class AttackSpec(ModelInputs):
         f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
     attack: str = option(signature_default(robustness_curve, "attack"),
                          "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020): exact on "
-                         "FBP, 93-99.7 % of the best known worst case of trained networks in 100 steps (more with "
-                         "--restarts, docs/robustness.md); pga = fixed step 2.5 r / steps (Madry et al.), as many "
-                         "papers use: it stalls at 72-94 %, so use it only to compare with such papers",
+                         "FBP, 89-99.6 % (mean) of the best known worst case of trained networks in 100 steps, whose "
+                         "loss has many local maxima: a lower bound, --restarts 2 prints the spread of independent "
+                         "runs (docs/robustness.md); pga = fixed step 2.5 r / steps (Madry et al.), as many "
+                         "papers use: it stalls at 71-94 %, so use it only to compare with such papers",
                          choices=("apgd", "pga"))
     steps: int = option(signature_default(robustness_curve, "steps"),
                         "gradient steps per restart and eps (each one forward and one backward pass of the model)",
                         parse=nonneg_int)
     restarts: int = option(signature_default(robustness_curve, "restarts"),
                            "runs per eps from random points (with --warm-start the first starts from the previous "
-                           "eps's worst perturbation); the worst iterate over all is kept", parse=positive_int)
+                           "eps's worst perturbation); the worst iterate over all is kept; with 2 or more the "
+                           "restart_spread column and a printed line say how far the second-best run fell short",
+                           parse=positive_int)
     step_size: float | None = option(None, "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
                                      parse=positive_float, default_text="4 for apgd, 2.5 / steps for pga")
     warm_start: bool = option(signature_default(robustness_curve, "warm_start"),
