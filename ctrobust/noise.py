@@ -127,6 +127,16 @@ class LogPoissonNoise:
         noisy = -torch.log(n.clamp_min(1.0) / self.photons) / self.mu
         return y + (noisy.to(y.dtype) - y.detach())
 
+    def inverse_std(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-bin ``1 / std`` of a measured sinogram's noise, ``mu sqrt(I0 exp(-mu y))`` (float64, no gradient).
+
+        The statistical weights of penalised weighted least squares in CT (first order: the log of a
+        Poisson count ``N`` has variance ``1 / N``), evaluated at the measured ``y`` (its counts are at
+        least 1 after the clamp, so the weights are finite and positive). Bins behind much attenuation
+        count few photons and are noisy: they get small weights. Shaped like ``y``.
+        """
+        return self.mu * self.transmission(y).clamp_min(1.0).sqrt()
+
     def relative_level(self, y: torch.Tensor) -> torch.Tensor:
         """Expected ``||y_noisy - y||_2 / ||y||_2`` per sample (first order: var(y_noisy) = 1 / (mu^2 I0 e^{-mu y}))."""
         var = 1.0 / (self.mu ** 2 * self.transmission(y).clamp_min(1.0))

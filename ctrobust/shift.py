@@ -159,7 +159,10 @@ def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_option
     for start in range(0, y.shape[0], batch_size):
         yb = y[start : start + batch_size]
         if ttt:
-            rec, infos = test_time_train(f, condition.operator, yb, **(ttt_options or {}))
+            options = dict(ttt_options or {})
+            if condition.noise_model is not None and hasattr(condition.noise_model, "inverse_std"):
+                options.setdefault("weights", condition.noise_model.inverse_std(yb))  # noisy bins count less
+            rec, infos = test_time_train(f, condition.operator, yb, **options)
             extra["ttt_steps"] += [i.best_step for i in infos]
             extra["consistency_before"] += [i.consistency_before for i in infos]
             extra["consistency_after"] += [i.consistency_after for i in infos]

@@ -127,6 +127,7 @@ def test_time_train(
     patience: int = 10,
     seed: int = 0,
     fill: str = "auto",
+    weights: torch.Tensor | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, list[TTTInfo]]:
     """Self-supervised fine-tuning of a copy of ``f`` on each measurement; returns the reconstructions.
@@ -155,6 +156,11 @@ def test_time_train(
         Seed of the held-out bins (the same bins for every sample; the global RNG is untouched).
     fill : {"auto", "interpolate", "zero", "none"}
         How held-out bins are hidden from the network input (:func:`fill_heldout`).
+    weights : torch.Tensor, optional
+        Per-bin statistical weights ``w >= 0``, shaped like ``y`` (or broadcastable to one sample),
+        e.g. ``1 / std`` of the measurement noise (:meth:`ctrobust.noise.LogPoissonNoise.inverse_std`):
+        the loss and the held-out error become ``||w M (y - A f)||_1 / ||w M y||_1`` (and the same
+        with ``H``), so noisy bins (low-dose rays behind much attenuation) count less. Default: 1.
     progress : bool
         Show a tqdm bar per sample.
 
@@ -174,12 +180,22 @@ def test_time_train(
     if not lr > 0:
         raise ValueError(f"test_time_train: lr must be positive, got {lr}")
     y = y.detach()
+    if weights is not None:
+        weights = torch.as_tensor(weights).detach().to(y.device, y.dtype)
+        try:
+            weights = torch.broadcast_to(weights, y.shape)
+        except RuntimeError:
+            raise ValueError(f"test_time_train: weights must be shaped like y {tuple(y.shape)} (or broadcast to it), "
+                             f"got {tuple(weights.shape)}") from None
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+            raise ValueError("test_time_train: weights must be finite and >= 0")
     gen = torch.Generator().manual_seed(int(seed))
     held = holdout_mask((1, *operator.range_shape), holdout, gen, device=y.device)
     keep_f, held_f = (~held).to(y.dtype), held.to(y.dtype)
     outputs, infos = [], []
     for b in range(y.shape[0]):
         yb = y[b : b + 1]
+        wb = 1.0 if weights is None else weights[b : b + 1]
         y_in = fill_heldout(yb, held, fill)
         model = copy_model(f)
         model.eval()
@@ -195,9 +211,10 @@ def test_time_train(
         with torch.enable_grad():
             for step in range(int(steps) + 1):
                 out = model(y_in)
-                r = (yb - operator(out)).abs()
-                loss = (r * keep_f).sum() / (yb.abs() * keep_f).sum()
-                err = float(((r * held_f).sum() / (yb.abs() * held_f).sum()).detach())
+                r = (yb - operator(out)).abs() * wb
+                ya = yb.abs() * wb
+                loss = (r * keep_f).sum() / (ya * keep_f).sum()
+                err = float(((r * held_f).sum() / (ya * held_f).sum()).detach())
                 info.heldout.append(err)
                 if err < best_err:
                     best_err, since_best, info.best_step = err, 0, step

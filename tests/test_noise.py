@@ -28,6 +28,19 @@ def test_counts_follow_the_poisson_law_per_bin():
     assert z_var.abs().max() < 4.5, z_var
 
 
+def test_inverse_std_whitens_the_noise():
+    """Weighted by inverse_std (evaluated at the noisy measurement), the noise has unit variance per bin:
+    the chi^2 of the truth is 1. A weight without mu, or without the square root, is off by orders."""
+    noise = LogPoissonNoise(4096, image_size=64)
+    y = torch.rand(4, 1, 30, 90, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 18  # mu y <= 6
+    y_noisy = noise(y, generator=torch.Generator().manual_seed(4))
+    w = noise.inverse_std(y_noisy)
+    assert w.shape == y.shape and w.dtype == torch.float64 and bool((w > 0).all()) and not w.requires_grad
+    chi2 = ((y_noisy - y) * w).pow(2).mean()
+    assert float(chi2) == pytest.approx(1.0, abs=0.05)
+    assert torch.allclose(w, noise.mu * torch.sqrt(noise.photons * torch.exp(-noise.mu * y_noisy)).clamp_min(noise.mu))
+
+
 def test_noise_free_limit_and_level():
     y = torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 30
     errors = []

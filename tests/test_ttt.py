@@ -69,6 +69,48 @@ def test_ttt_early_stopping_and_determinism(shifted):
     assert len(info.heldout) == info.best_step + 3 + 1
 
 
+def test_ttt_weights_weigh_the_data_terms(shifted):
+    f, op, x, y = shifted
+    plain, (i_plain,) = ttt.test_time_train(f, op, y[:1], steps=4, lr=1e-3)
+    # the loss is normalised by the weighted data: a constant weight changes nothing
+    same, (i_same,) = ttt.test_time_train(f, op, y[:1], steps=4, lr=1e-3, weights=torch.full_like(y[:1], 3.0))
+    assert torch.allclose(same, plain, rtol=1e-5, atol=1e-6) and i_same.loss == pytest.approx(i_plain.loss, rel=1e-5)
+    # non-uniform weights: the first loss is sum(w |y - A f| kept) / sum(w |y| kept), recomputed by hand
+    w = torch.rand(y[:1].shape, generator=torch.Generator().manual_seed(5)) + 0.1
+    _, (info,) = ttt.test_time_train(f, op, y[:1], steps=1, lr=1e-3, weights=w)
+    from ctrobust.holdout import holdout_mask
+
+    keep = ~holdout_mask((1, *op.range_shape), 0.05, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        r = (y[:1] - op(f(ttt.fill_heldout(y[:1], ~keep)))).abs()
+    expected = float((w * r * keep).sum() / (w * y[:1].abs() * keep).sum())
+    assert info.loss[0] == pytest.approx(expected, rel=1e-5) and info.loss[0] != pytest.approx(i_plain.loss[0], rel=1e-3)
+    for bad, match in ((torch.full_like(w, float("nan")), "finite"), (-w, ">= 0"), (w[..., :3], "shaped like y")):
+        with pytest.raises(ValueError, match=match):
+            ttt.test_time_train(f, op, y[:1], steps=1, weights=bad)
+
+
+def test_shift_evaluation_weights_ttt_by_the_noise_model(shifted, monkeypatch):
+    """With a low-dose noise model the TTT loss is weighted by 1 / std of the noise; without, unweighted."""
+    from ctrobust.noise import LogPoissonNoise
+    from ctrobust.shift import Condition, evaluate_condition
+
+    f, op, x, y = shifted
+    seen = []
+
+    def spy(f_, op_, yb, **options):
+        seen.append(options)
+        return f_(yb).detach(), [ttt.TTTInfo()]
+
+    monkeypatch.setattr(ttt, "test_time_train", spy)
+    noise = LogPoissonNoise(4096, image_size=32)
+    evaluate_condition(f, Condition("low dose", x[:1], op, noise_model=noise), ttt=True)
+    evaluate_condition(f, Condition("noise-free", x[:1], op), ttt=True)
+    y_noisy = Condition("low dose", x[:1], op, noise_model=noise).measurements()
+    assert torch.allclose(seen[0]["weights"], noise.inverse_std(y_noisy))
+    assert "weights" not in seen[1]
+
+
 def test_fill_heldout_hides_the_held_out_values():
     y = torch.arange(12.0).reshape(1, 1, 2, 6) ** 2
     mask = torch.zeros_like(y, dtype=torch.bool)

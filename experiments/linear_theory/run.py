@@ -9,7 +9,9 @@ draw exactly whitened training data (empirical mean 0, covariance I), and train
 
 - ``universal``: one perturbation shared by the batch (kept between steps, ``ascent_steps`` normalised
   ascent steps per step) -- the setting of the closed form ``ctrobust.theory.minmax_linear_solution``;
-- ``minmax``: the per-sample auxiliary adversary network G (``g_steps = ascent_steps``).
+- ``minmax``: the project's min-max objective with the adversary ``minmax_mode`` (default ``shared``:
+  one direction that does not depend on x, scaled to the radius; ``project``: the paper's per-sample
+  network G, an MLP on y), ``g_steps = ascent_steps``.
 
 Training is full-batch Adam with learning-rate drops (a finite batch makes the shared perturbation
 exploit the batch mean of the residual, which biases the filter by several per cent).
@@ -70,7 +72,8 @@ def train_linear(kind: str, A: np.ndarray, X: np.ndarray, cfg: dict, progress: b
     op = MatrixOperator(A)
     model = LinearReconstruction(m, n, dtype=torch.float64)
     objective = make_objective(kind, eps=cfg["eps"], lam=cfg["lam"], relative=False, g_lr=cfg["g_lr"],
-                               g_steps=cfg["ascent_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"])
+                               g_steps=cfg["ascent_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"],
+                               mode=cfg.get("minmax_mode", "shared"))
     if kind == "minmax":  # G's width from the config (an MLP on the (m,) measurement vector)
         objective.channels = cfg["g_channels"]
     steps = cfg["steps"] if kind == "universal" else cfg["per_sample_steps"]
