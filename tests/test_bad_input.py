@@ -292,7 +292,16 @@ def _fit(op, data, objective, out, **kw):
                progress=False, **kw)
 
 
-def test_ctrl_c_inside_a_step_saves_that_step_and_says_so(cs_data, tmp_path, capsys):
+@pytest.fixture
+def ctrl_c_enabled():
+    """Python's own SIGINT handler for the test: a process started in the background by a non-interactive
+    shell inherits SIGINT ignored, and the trainer (rightly) leaves an ignored signal ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_inside_a_step_saves_that_step_and_says_so(cs_data, tmp_path, capsys, ctrl_c_enabled):
     from ctrobust.training import read_checkpoint
 
     op, data = cs_data
@@ -311,7 +320,7 @@ def test_ctrl_c_inside_a_step_saves_that_step_and_says_so(cs_data, tmp_path, cap
     assert resumed.steps == 6 and torch.equal(resumed.model.B, straight.model.B)
 
 
-def test_second_ctrl_c_stops_at_once_and_keeps_the_last_saved_step(cs_data, tmp_path, capsys):
+def test_second_ctrl_c_stops_at_once_and_keeps_the_last_saved_step(cs_data, tmp_path, capsys, ctrl_c_enabled):
     from ctrobust.training import read_checkpoint
 
     op, data = cs_data
