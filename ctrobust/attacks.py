@@ -119,8 +119,8 @@ class AttackResult:
 
         An empirical error bar on the worst case: the loss of a trained network has several local
         maxima in the ball, and independent runs from random starts land in different ones. A
-        spread of a few per cent says that more restarts would likely find more, and that the
-        reported worst case is a lower bound by at least about that much (docs/robustness.md).
+        spread of a few per cent says that more restarts (or steps) would likely find more: the
+        reported worst case is then a lower bound with a visible margin (docs/robustness.md).
         """
         if self.history.shape[0] < 2:
             return None
@@ -486,7 +486,7 @@ def pga_attack(
     (after 22 % of the steps, then at shrinking intervals, :func:`apgd_checkpoints`) a sample's step
     is halved and its iterate reset to its best point when fewer than 75 % of the steps since the
     last checkpoint raised its loss, or when neither its step nor its best loss changed. It reaches
-    the exact worst case of linear maps in 100 steps, and 93-99.6 % (mean over samples) of the best
+    the exact worst case of linear maps in 100 steps, and 89-99.6 % (mean over samples) of the best
     known worst case of trained FBPConvNets, whose loss has many local maxima in the ball: for a
     trained network the result is a lower bound, and ``restarts >= 2`` measure how far independent
     runs disagree (:attr:`AttackResult.restart_spread`; docs/robustness.md).

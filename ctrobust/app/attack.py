@@ -151,5 +151,6 @@ def _report_spread(label: str, result) -> None:
         return
     cells = ", ".join(f"eps {e:g}: {100 * sum(v) / len(v):.1f} %" for e, v in sorted(spreads.items()))
     print(f"{label}: independent restarts: the second-best run fell short of the best by {cells} on average "
-          f"(largest {100 * worst:.1f} % at eps {worst_eps:g}); the worst case is a lower bound, likely short by at "
-          "least that much: more --restarts find more where this is large", file=sys.stderr)
+          f"(largest {100 * worst:.1f} % at eps {worst_eps:g}): the runs ended in different local maxima, so the "
+          "reported worst case is a lower bound and more --restarts (or --steps) likely find more where this is "
+          "large", file=sys.stderr)
