@@ -34,16 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctrobust.attacks import eval_mode, perturbation_radius, pga_attack, squared_error
+from ctrobust.attacks import _step_direction, eval_mode, perturbation_radius, pga_attack, squared_error
 from ctrobust.data import load_split
 from ctrobust.methods import load_model
-from ctrobust.perturbation import project_l2_ball, random_start_in_ball
+from ctrobust.perturbation import _per_sample, project_l2_ball, random_start_in_ball
 
 EPS_GRID = (0.01, 0.02, 0.04)
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
 def _loss_and_grad(f, y, x, d):
@@ -51,10 +47,6 @@ def _loss_and_grad(f, y, x, d):
     loss = squared_error(f(y + d), x)
     (g,) = torch.autograd.grad(loss.sum(), d)
     return loss.detach().double(), g
-
-
-def _unit(g: torch.Tensor) -> torch.Tensor:
-    return g / _per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-30), g)
 
 
 def scheduled_ascent(f, y, x, radius, start, steps, eta0, eta_end, momentum):
@@ -65,7 +57,7 @@ def scheduled_ascent(f, y, x, radius, start, steps, eta0, eta_end, momentum):
         loss, g = _loss_and_grad(f, y, x, d)
         best = torch.maximum(best, loss)
         eta = eta_end + 0.5 * (eta0 - eta_end) * (1 + math.cos(math.pi * k / max(steps - 1, 1)))
-        z = project_l2_ball(d + _per_sample(eta * radius, d) * _unit(g), radius)
+        z = project_l2_ball(d + _per_sample(eta * radius, d) * _step_direction(g, "l2"), radius)
         m = 1.0 if k == 0 else momentum
         d_prev, d = d, project_l2_ball(d + m * (z - d) + (1 - m) * (d - d_prev), radius)
     with torch.no_grad():
@@ -78,7 +70,7 @@ def power_method(f, y, x, radius, start, steps):
     for _ in range(steps):
         loss, g = _loss_and_grad(f, y, x, d)
         best = torch.maximum(best, loss)
-        d = _unit(g) * _per_sample(radius, g)
+        d = _step_direction(g, "l2") * _per_sample(radius, g)
     with torch.no_grad():
         return torch.maximum(best, squared_error(f(y + d), x).double())
 

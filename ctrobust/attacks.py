@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ctrobust.perturbation import (default_generator, eps_radius, project_l2_ball, random_start_in_ball,
-                                   random_unit_directions)
+from ctrobust.perturbation import (_per_sample, default_generator, eps_radius, project_l2_ball,
+                                   random_start_in_ball, random_unit_directions)
 
 __all__ = [
     "AttackResult",
@@ -140,11 +140,6 @@ class AttackResult:
 def _norm(t: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     flat = t.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(B,)`` vector to broadcast against ``like`` (B, ...), in ``like``'s dtype."""
-    return v.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
 def _mask(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

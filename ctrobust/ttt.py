@@ -196,6 +196,8 @@ def test_time_train(
     for b in range(y.shape[0]):
         yb = y[b : b + 1]
         wb = 1.0 if weights is None else weights[b : b + 1]
+        ya = yb.abs() * wb
+        keep_norm, held_norm = (ya * keep_f).sum(), (ya * held_f).sum()
         y_in = fill_heldout(yb, held, fill)
         model = copy_model(f)
         model.eval()
@@ -212,9 +214,8 @@ def test_time_train(
             for step in range(int(steps) + 1):
                 out = model(y_in)
                 r = (yb - operator(out)).abs() * wb
-                ya = yb.abs() * wb
-                loss = (r * keep_f).sum() / (ya * keep_f).sum()
-                err = float(((r * held_f).sum() / (ya * held_f).sum()).detach())
+                loss = (r * keep_f).sum() / keep_norm
+                err = float(((r * held_f).sum() / held_norm).detach())
                 info.heldout.append(err)
                 if err < best_err:
                     best_err, since_best, info.best_step = err, 0, step

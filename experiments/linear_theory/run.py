@@ -73,7 +73,7 @@ def train_linear(kind: str, A: np.ndarray, X: np.ndarray, cfg: dict, progress: b
     model = LinearReconstruction(m, n, dtype=torch.float64)
     objective = make_objective(kind, eps=cfg["eps"], lam=cfg["lam"], relative=False, g_lr=cfg["g_lr"],
                                g_steps=cfg["ascent_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"],
-                               mode=cfg.get("minmax_mode", "shared"))
+                               mode=cfg["minmax_mode"])
     if kind == "minmax":  # G's width from the config (an MLP on the (m,) measurement vector)
         objective.channels = cfg["g_channels"]
     steps = cfg["steps"] if kind == "universal" else cfg["per_sample_steps"]
