@@ -28,7 +28,7 @@ import torch
 from ctrobust.attacks import pga_attack
 from ctrobust.data.phantoms import random_ellipses
 from ctrobust.files import resolve_device
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
 

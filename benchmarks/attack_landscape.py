@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctrobust.attacks import _step_direction, eval_mode, perturbation_radius, pga_attack, squared_error
+from ctrobust.attacks.measurement import _step_direction, eval_mode, perturbation_radius, pga_attack, squared_error
 from ctrobust.data import load_split
-from ctrobust.methods import load_model
-from ctrobust.perturbation import _per_sample, project_l2_ball, random_start_in_ball
+from ctrobust.training.checkpoint import load_model
+from ctrobust.attacks.ball import _per_sample, project_l2_ball, random_start_in_ball
 
 EPS_GRID = (0.01, 0.02, 0.04)
 

@@ -9,7 +9,7 @@ phantoms and eps in {0.005, 0.01, 0.02, 0.04} (relative to ||y||), target "truth
 - **larger budgets** of the same APGD (``pga_attack``, other seeds): 100 steps x 2 restarts, 300 x 1, 300 x 2,
   to show what each extra pass buys;
 - **strong reference**: per sample the best of every row above, APGD 300 steps x 5 restarts from random
-  starts, and for FBP the exact worst case (:mod:`ctrobust.worst_case`).
+  starts, and for FBP the exact worst case (:mod:`ctrobust.attacks.worst_case`).
 
 It prints, per model and eps, the mean and the smallest fraction of the reference's squared error
 ``||f(y + d) - x||^2`` each attack reached and its cost in forward+backward passes of the network per
@@ -33,9 +33,10 @@ import torch
 
 from ctrobust.attacks import eval_mode, perturbation_radius, pga_attack, squared_error
 from ctrobust.data import load_split
-from ctrobust.methods import FBPReconstruction, load_model
-from ctrobust.robustness import robustness_curve
-from ctrobust.worst_case import exact_worst_case
+from ctrobust.reconstruction.methods import FBPReconstruction
+from ctrobust.training.checkpoint import load_model
+from ctrobust.evaluation.robustness import robustness_curve
+from ctrobust.attacks.worst_case import exact_worst_case
 
 EPS_GRID = (0.005, 0.01, 0.02, 0.04)
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ctrobust.data import load_split
-from ctrobust.methods import load_model
-from ctrobust.metrics import mean_std
-from ctrobust.robustness import robustness_curve
+from ctrobust.training.checkpoint import load_model
+from ctrobust.evaluation.metrics import mean_std
+from ctrobust.evaluation.robustness import robustness_curve
 from ctrobust.app import TrainSpec, run_train
 
 EPS_GRID = (0.0, 0.005, 0.01, 0.02, 0.04)

@@ -18,7 +18,7 @@ import time
 import torch
 
 from ctrobust.data import load_split
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
 from ctrobust.training.objectives import OBJECTIVES, make_objective

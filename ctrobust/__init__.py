@@ -14,8 +14,8 @@ from ctrobust._lazy import lazy_getattr
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ParallelBeam2D": "ctrobust.geometry",
-    "FanBeam2D": "ctrobust.geometry",
+    "ParallelBeam2D": "ctrobust.operators.geometry",
+    "FanBeam2D": "ctrobust.operators.geometry",
     "LinearOperator": "ctrobust.operators.base",
     "RadonTransform": "ctrobust.operators.radon",
     "GaussianCS": "ctrobust.operators.cs",
@@ -26,11 +26,14 @@ _EXPORTS = {
     "CtrobustError": "ctrobust.errors",
 }
 
+#: the layers, top to bottom (docs/architecture.md); each is reachable as ``ctrobust.<name>`` on first use
+SUBPACKAGES = ("cli", "app", "training", "evaluation", "reconstruction", "models", "attacks", "operators", "data")
+
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-__getattr__ = lazy_getattr("ctrobust", _EXPORTS, globals())
+__getattr__ = lazy_getattr("ctrobust", _EXPORTS, globals(), SUBPACKAGES)
 
 
 def __dir__():
-    return __all__
+    return __all__ + list(SUBPACKAGES)

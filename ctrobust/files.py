@@ -7,7 +7,7 @@ The one home of three things that used to be copied across the package:
   when complete, so a reader never sees half a file; a temporary file left by a killed writer (its
   process no longer runs) is removed by the next write of the same file (:func:`remove_stale_temporaries`).
   Written files get the mode an ordinary new file gets (``0o666`` less the umask) unless ``mode`` is given.
-  Used by result tables and figures (:mod:`ctrobust.report`), checkpoints, run logs, prepared HDF5 files,
+  Used by result tables and figures (:mod:`ctrobust.evaluation.report`), checkpoints, run logs, prepared HDF5 files,
   the system-matrix cache and the experiment runners.
 - :func:`check_output_dir` / :func:`prepare_output_dir`: refuse an existing non-empty output folder
   unless forced (or resumed), so no command overwrites an earlier result by accident.

@@ -3,7 +3,7 @@
 One experiment = one measurement operator on vectorised images, the residual CNN
 ``ctrobust.models.CSResidualNet`` trained with each objective (plain, weight-decay, parseval, minmax by
 default) through ``ctrobust.training.fit``, and the robustness curve under the default attack (APGD)
-(``ctrobust.robustness.robustness_curve``) of every trained network and of the pseudo-inverse ``A^+ y``
+(``ctrobust.evaluation.robustness.robustness_curve``) of every trained network and of the pseudo-inverse ``A^+ y``
 over an eps grid (relative to ``||y||_2``). Outputs in ``--out``:
 
 - ``figure.png``: relative error and PSNR vs eps, one line per objective (solid: the attack, dashed:
@@ -34,8 +34,8 @@ from ctrobust.data.images import load_image_set
 from ctrobust.errors import CtrobustError
 from ctrobust.models import CSResidualNet
 from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT
-from ctrobust.report import plot_robustness_curves
-from ctrobust.robustness import robustness_curve
+from ctrobust.evaluation.report import plot_robustness_curves
+from ctrobust.evaluation.robustness import robustness_curve
 from ctrobust.training import fit, make_objective
 from ctrobust.training.checkpoint import save_model
 from experiments import _common as C

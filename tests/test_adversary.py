@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ctrobust.data import load_split
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import Adversary, FBPConvNet, eps_radius
 from ctrobust.operators.radon import RadonTransform
 from ctrobust.training import fit

@@ -148,7 +148,7 @@ def test_result_folder_refuses_a_non_empty_folder_and_writes_one_summary_schema(
 
 
 def test_mean_std_is_the_population_statistic():
-    from ctrobust.metrics import mean_std
+    from ctrobust.evaluation.metrics import mean_std
 
     assert mean_std("e", [1.0, 2.0, 3.0, 4.0]) == {"e_mean": 2.5, "e_std": math.sqrt(1.25)}
     nan = mean_std("e", [1.0, float("nan"), 3.0], ignore_nan=True)

@@ -189,7 +189,7 @@ def test_image_space_attack_linear_worst_case():
 
 @pytest.fixture(scope="module")
 def radon():
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.operators.radon import RadonTransform
 
     return RadonTransform(ParallelBeam2D(32, 20))

@@ -433,7 +433,7 @@ def test_file_modes_of_prepared_data_and_log(small_tree, tmp_path):
 @pytest.fixture(scope="module")
 def ct_checkpoint(tmp_path_factory):
     from ctrobust.data import load_split
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.models import FBPConvNet
     from ctrobust.operators.radon import RadonTransform
     from ctrobust.training import fit
@@ -447,7 +447,7 @@ def ct_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("change", [{"n_angles": 10}, {"n_detectors": 25}, {"angle_range": np.pi / 2}])
 def test_load_checkpoint_refuses_an_operator_of_another_geometry(ct_checkpoint, change):
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.operators.radon import RadonTransform
     from ctrobust.training import load_checkpoint
 
@@ -544,7 +544,7 @@ def test_burned_in_text_is_mentioned_in_help_closing_line_and_docs(small_tree, t
 # ------------------------------------------------------------------------------------------ report
 
 def _result_folder(path, command="evaluate"):
-    from ctrobust.report import write_json
+    from ctrobust.evaluation.report import write_json
 
     path.mkdir(parents=True)
     write_json({"command": command, "config": {"n": 1}, "summary": [{"model": "m", "mse_mean": 0.1}]},
@@ -566,7 +566,7 @@ def _png(path, colour):
 
 
 def test_markdown_links_are_escaped_for_spaces_and_non_ascii(tmp_path):
-    from ctrobust.report import build_report
+    from ctrobust.evaluation.report import build_report
 
     folder = _result_folder(tmp_path / "résultats 1 [final]")
     _png(folder / "curve (eps).png", 0.5)
@@ -579,7 +579,7 @@ def test_markdown_links_are_escaped_for_spaces_and_non_ascii(tmp_path):
 
 
 def test_only_regular_png_files_are_embedded(tmp_path):
-    from ctrobust.report import build_report
+    from ctrobust.evaluation.report import build_report
 
     folder = _result_folder(tmp_path / "res")
     _png(folder / "real.png", 0.2)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust.classical import (
+from ctrobust.reconstruction.classical import (
     deep_image_prior,
     divergence,
     gradient,
@@ -16,7 +16,7 @@ from ctrobust.classical import (
     tv_objective,
     tv_reconstruction,
 )
-from ctrobust.holdout import holdout_mask
+from ctrobust.reconstruction.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator
 
 warnings.filterwarnings("ignore", message="Sparse")
@@ -146,7 +146,7 @@ def test_tv_with_tiny_tau_is_least_squares():
 
 
 def test_tv_batch_is_per_sample_and_beats_fbp_on_noisy_radon(radon32, global_rng_untouched):
-    from ctrobust.metrics import relative_error
+    from ctrobust.evaluation.metrics import relative_error
 
     x = _blocks(32, 2).unsqueeze(1).float()
     y = radon32(x)
@@ -279,7 +279,7 @@ def test_dip_rejects_bad_arguments(dip_problem):
 
 
 def test_methods_registry_builds_tv_and_dip(radon32):
-    from ctrobust.methods import build_method
+    from ctrobust.reconstruction.methods import build_method
 
     x = _blocks(32).unsqueeze(1).float()
     y = radon32(x)

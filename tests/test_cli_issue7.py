@@ -36,9 +36,9 @@ def checkpoint(tmp_path_factory):
 
 def test_attack_tv_and_dip_with_options_write_the_promised_files(tmp_path):
     from ctrobust import ParallelBeam2D, RadonTransform
-    from ctrobust.classical import tv_reconstruction
+    from ctrobust.reconstruction.classical import tv_reconstruction
     from ctrobust.data import load_split
-    from ctrobust.metrics import all_metrics
+    from ctrobust.evaluation.metrics import all_metrics
 
     out = tmp_path / "res"
     rc = main(["attack", "--method", "tv", "--tv-iterations", "5", "--tv-tau", "0.1",
@@ -87,7 +87,7 @@ def test_bad_method_options_fail_clearly(tmp_path, capsys, argv, fragment):
 
 
 def test_bad_method_option_values_are_usage_errors_and_help_shows_library_defaults(capsys):
-    from ctrobust.classical import TVReconstruction, deep_image_prior
+    from ctrobust.reconstruction.classical import TVReconstruction, deep_image_prior
 
     with pytest.raises(SystemExit) as exc:
         main(["attack", "--method", "tv", "--tv-tau", "-1"])

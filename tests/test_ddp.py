@@ -46,7 +46,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     for name in ga:
         assert torch.allclose(ga[name], gb[name], rtol=1e-4, atol=1e-6), name
     # the weights moved: the comparison is not between two untouched initialisations
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.models import FBPConvNet
     from ctrobust.operators.radon import RadonTransform
 

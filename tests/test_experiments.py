@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust import theory
+from ctrobust.attacks import linear_theory as theory
 from experiments import _common as C
 from experiments.linear_theory.exact import (clean_errors, per_sample_minmax_filter, shared_worst_case_expected,
                                              whitened_samples, worst_case_errors, worst_case_perturbations)
@@ -38,7 +38,7 @@ def test_exact_worst_case_is_the_maximum():
     d = worst_case_perturbations(B, A, X, eps)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), eps, rtol=1e-10)
     value = worst_case_errors(B, A, X, eps)
-    # an independent solver (ctrobust.theory) agrees to rounding
+    # an independent solver (ctrobust.attacks.linear_theory) agrees to rounding
     _, reference = theory.worst_case_perturbation(B, A, eps, X)
     np.testing.assert_allclose(value, reference, rtol=1e-9)
     # no point of the sphere does better (dense random sampling comes within 0.1 %)
@@ -59,7 +59,7 @@ def test_exact_worst_case_hard_and_degenerate_cases():
     # -> d2 = 0.4, value 3.25 + 1.6 - 0.8 = 4.05
     B = np.diag([3.0, 2.0, 2.0])
     assert worst_case_errors(B, A, np.array([[0.0, 1.0, 0.0]]), 0.5)[0] == pytest.approx(4.05, rel=1e-12)
-    # the shared-perturbation expectation is the closed form of ctrobust.theory
+    # the shared-perturbation expectation is the closed form of ctrobust.attacks.linear_theory
     rng = np.random.default_rng(1)
     A, B = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
     assert shared_worst_case_expected(B, A, 0.2) == pytest.approx(theory.worst_case_error(B, A, 0.2), rel=1e-12)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ctrobust import FanBeam2D, ParallelBeam2D, RadonTransform
-from ctrobust.geometry import geometry_from_dict
+from ctrobust.operators.geometry import geometry_from_dict
 from ctrobust.operators import astra_backend, fanbeam
 from ctrobust.operators.filters import filter_sinogram
 
@@ -329,7 +329,7 @@ def test_cli_train_fan_then_attack_loads_the_fan_operator(fan_cache, tmp_path):
 
 def test_app_geometry_options():
     from ctrobust.app import EvaluateSpec, TrainSpec
-    from ctrobust.app.geometry import build_geometry
+    from ctrobust.app.acquisition import build_geometry
     from ctrobust.errors import CtrobustError
 
     assert build_geometry(TrainSpec(), 32, 10) == ParallelBeam2D(32, 10)  # parallel stays the default

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust.features import DETECTION_THRESHOLD, evaluate_features, feature_scores, insert_disks
+from ctrobust.evaluation.features import DETECTION_THRESHOLD, evaluate_features, feature_scores, insert_disks
 
 warnings.filterwarnings("ignore", message="Sparse")
 

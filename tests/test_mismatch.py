@@ -1,4 +1,4 @@
-"""Operator mismatch (ctrobust.operators.mismatch, ctrobust.mismatch): exact adjoint pairs, A at zero mismatch,
+"""Operator mismatch (ctrobust.operators.mismatch, ctrobust.evaluation.mismatch_sweep): exact adjoint pairs, A at zero mismatch,
 the conventions of each mismatch, and the evaluation table."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.operators.mismatch import MismatchedRadon, view_fill_matrix
 from ctrobust.operators.radon import RadonTransform
 
@@ -88,9 +88,9 @@ def test_config_round_trip(nominal):
 
 def test_sweep_and_worst_case(nominal):
     from ctrobust.data.phantoms import PhantomDataset
-    from ctrobust.methods import FBPReconstruction
-    from ctrobust.mismatch import mismatch_sweep, summarize_mismatch, worst_case_grid
-    from ctrobust.noise import LogPoissonNoise
+    from ctrobust.reconstruction.methods import FBPReconstruction
+    from ctrobust.evaluation.mismatch_sweep import mismatch_sweep, summarize_mismatch, worst_case_grid
+    from ctrobust.operators.noise import LogPoissonNoise
 
     images = torch.stack([PhantomDataset(2, 20, seed=1)[i] for i in range(2)])
     models = {"FBP": FBPReconstruction(nominal)}

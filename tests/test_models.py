@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import (Adversary, CSResidualNet, FBPConvNet, LinearReconstruction, ResidualReconstruction, UNet,
                              build_model, eps_radius, project_l2_ball)
 from ctrobust.operators.cs import GaussianCS

@@ -1,11 +1,11 @@
-"""The low-dose noise model (ctrobust.noise): the Poisson law per bin, the noise-free limit, seeds, gradients."""
+"""The low-dose noise model (ctrobust.operators.noise): the Poisson law per bin, the noise-free limit, seeds, gradients."""
 
 import math
 
 import pytest
 import torch
 
-from ctrobust.noise import LODOPAB_ATTENUATION, LogPoissonNoise, attenuation_per_pixel
+from ctrobust.operators.noise import LODOPAB_ATTENUATION, LogPoissonNoise, attenuation_per_pixel
 
 
 def test_counts_follow_the_poisson_law_per_bin():
@@ -102,15 +102,15 @@ def test_same_numbers_on_cuda():
 @pytest.fixture(scope="module")
 def small_ct():
     from ctrobust.data.phantoms import PhantomDataset
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.operators.radon import RadonTransform
 
     return RadonTransform(ParallelBeam2D(24, 12)), PhantomDataset(4, 24, seed=3)
 
 
 def test_robustness_curve_with_noise_has_a_dose_line(small_ct):
-    from ctrobust.methods import FBPReconstruction
-    from ctrobust.robustness import robustness_curve
+    from ctrobust.reconstruction.methods import FBPReconstruction
+    from ctrobust.evaluation.robustness import robustness_curve
 
     op, phantoms = small_ct
     noise = LogPoissonNoise(2000, image_size=24)
@@ -134,7 +134,7 @@ def test_robustness_curve_with_noise_has_a_dose_line(small_ct):
 
 def test_attack_gradients_flow_on_noisy_data(small_ct):
     from ctrobust.attacks import pga_attack
-    from ctrobust.methods import FBPReconstruction
+    from ctrobust.reconstruction.methods import FBPReconstruction
 
     op, phantoms = small_ct
     x = torch.stack([phantoms[i] for i in range(2)])

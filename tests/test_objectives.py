@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ctrobust.data import load_split
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import Adversary, CSResidualNet, FBPConvNet, LinearReconstruction, eps_radius
 from ctrobust.operators.cs import GaussianCS
 from ctrobust.operators.radon import RadonTransform

@@ -34,8 +34,8 @@ def test_shapes_range_and_hounsfield_units():
 
 
 def test_load_split_real_and_the_pipeline():
-    from ctrobust.geometry import ParallelBeam2D
-    from ctrobust.metrics import psnr
+    from ctrobust.operators.geometry import ParallelBeam2D
+    from ctrobust.evaluation.metrics import psnr
     from ctrobust.operators.radon import RadonTransform
 
     ds = load_split("real", "test", size=32)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from ctrobust import report as rp
+from ctrobust.evaluation import report as rp
 from ctrobust.errors import CtrobustError
 
 PNG = b"\x89PNG\r\n\x1a\n"

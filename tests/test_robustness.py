@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust import metrics
-from ctrobust.methods import FBPReconstruction, build_method, register_method, METHODS
-from ctrobust.robustness import CONDITIONS, clean_metrics, robustness_curve, summarize
+from ctrobust.evaluation import metrics
+from ctrobust.reconstruction.methods import FBPReconstruction, build_method, register_method, METHODS
+from ctrobust.evaluation.robustness import CONDITIONS, clean_metrics, robustness_curve, summarize
 
 
 @pytest.fixture(scope="module")
 def radon():
-    from ctrobust.geometry import ParallelBeam2D
+    from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.operators.radon import RadonTransform
 
     return RadonTransform(ParallelBeam2D(24, 12))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust import shift
-from ctrobust.ttt import copy_model
+from ctrobust.evaluation import shift
+from ctrobust.reconstruction.ttt import copy_model
 
 warnings.filterwarnings("ignore", message="Sparse")
 

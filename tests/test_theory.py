@@ -6,7 +6,7 @@ import scipy.optimize
 import torch
 
 from ctrobust.operators.cs import DCTSubmatrix
-from ctrobust.theory import (
+from ctrobust.attacks.linear_theory import (
     clean_error,
     minmax_linear_operator,
     minmax_linear_solution,

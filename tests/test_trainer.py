@@ -8,7 +8,7 @@ import torch
 from ctrobust.cli import main
 from ctrobust.data import load_split
 from ctrobust.errors import CtrobustError
-from ctrobust.geometry import ParallelBeam2D
+from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.models import FBPConvNet, LinearReconstruction
 from ctrobust.operators.cs import GaussianCS
 from ctrobust.operators.radon import RadonTransform

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import ctrobust.ttt as ttt
+import ctrobust.reconstruction.ttt as ttt
 
 warnings.filterwarnings("ignore", message="Sparse")
 
@@ -78,7 +78,7 @@ def test_ttt_weights_weigh_the_data_terms(shifted):
     # non-uniform weights: the first loss is sum(w |y - A f| kept) / sum(w |y| kept), recomputed by hand
     w = torch.rand(y[:1].shape, generator=torch.Generator().manual_seed(5)) + 0.1
     _, (info,) = ttt.test_time_train(f, op, y[:1], steps=1, lr=1e-3, weights=w)
-    from ctrobust.holdout import holdout_mask
+    from ctrobust.reconstruction.holdout import holdout_mask
 
     keep = ~holdout_mask((1, *op.range_shape), 0.05, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -92,8 +92,8 @@ def test_ttt_weights_weigh_the_data_terms(shifted):
 
 def test_shift_evaluation_weights_ttt_by_the_noise_model(shifted, monkeypatch):
     """With a low-dose noise model the TTT loss is weighted by 1 / std of the noise; without, unweighted."""
-    from ctrobust.noise import LogPoissonNoise
-    from ctrobust.shift import Condition, evaluate_condition
+    from ctrobust.operators.noise import LogPoissonNoise
+    from ctrobust.evaluation.shift import Condition, evaluate_condition
 
     f, op, x, y = shifted
     seen = []

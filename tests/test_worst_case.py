@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from ctrobust.attacks import apgd_checkpoints, pga_attack
-from ctrobust.geometry import ParallelBeam2D
-from ctrobust.methods import FBPReconstruction
+from ctrobust.operators.geometry import ParallelBeam2D
+from ctrobust.reconstruction.methods import FBPReconstruction
 from ctrobust.models.linear import LinearReconstruction
 from ctrobust.operators.radon import RadonTransform
-from ctrobust.robustness import robustness_curve, verify_attack
-from ctrobust.theory import trust_region_max, worst_case_perturbation
-from ctrobust.worst_case import exact_worst_case, jacobian_norm, linearized_worst_case
+from ctrobust.evaluation.robustness import robustness_curve, verify_attack
+from ctrobust.attacks.linear_theory import trust_region_max, worst_case_perturbation
+from ctrobust.attacks.worst_case import exact_worst_case, jacobian_norm, linearized_worst_case
 
 D64 = torch.float64
 

@@ -30,7 +30,7 @@ _EXPORTS = {
     "ReportSpec": "ctrobust.app.specs",
     "run_train": "ctrobust.app.train",
     "run_attack": "ctrobust.app.attack",
-    "AttackResult": "ctrobust.app.attack",
+    "AttackRunResult": "ctrobust.app.attack",
     "run_evaluate": "ctrobust.app.evaluate",
     "EvaluateResult": "ctrobust.app.evaluate",
     "run_prepare_dicom": "ctrobust.app.data",
@@ -42,4 +42,6 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
+#: modules reachable as attributes on first use
+SUBMODULES = ('acquisition', 'attack', 'data', 'demo', 'evaluate', 'inputs', 'report', 'results', 'spec', 'specs', 'train')
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

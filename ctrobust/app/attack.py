@@ -1,6 +1,6 @@
 """``run_attack``: worst-case robustness curves of checkpoints and methods, FBP as reference (``ctrobust attack``).
 
-A layer over :func:`ctrobust.robustness.robustness_curve` (and :func:`~ctrobust.robustness.verify_attack`):
+A layer over :func:`ctrobust.evaluation.robustness.robustness_curve` (and :func:`~ctrobust.evaluation.robustness.verify_attack`):
 writes ``samples.csv`` (per sample), ``summary.csv`` and ``summary.json`` (mean / std per model, eps and
 condition), ``robustness_curve.png``, ``gallery.png`` and with ``verify`` ``verify.csv`` into ``spec.out``.
 """
@@ -18,13 +18,13 @@ from ctrobust.attacks import CONVERGENCE_TOLERANCE
 from ctrobust.errors import CtrobustError
 from ctrobust.files import resolve_device
 
-__all__ = ["run_attack", "AttackResult"]
+__all__ = ["run_attack", "AttackRunResult"]
 
 VERIFY_COLUMNS = ["model", "eps", "ratio_mean", "ratio_min", "relative_error_default", "relative_error_strong"]
 
 
 @dataclasses.dataclass
-class AttackResult:
+class AttackRunResult:
     """What :func:`run_attack` wrote and found: ``summary`` rows (per model, eps, condition), the
     ``verification`` rows (with ``verify``), the ``config`` record and the files under ``out``."""
 
@@ -37,7 +37,7 @@ class AttackResult:
 
     def text(self) -> str:
         """The tables ``ctrobust attack`` prints."""
-        from ctrobust import report as rp
+        from ctrobust.evaluation import report as rp
 
         rows, cols = rp.attack_table(self.summary)
         text = rp.format_table(rows, cols)
@@ -49,12 +49,12 @@ class AttackResult:
         return text
 
 
-def run_attack(spec: AttackSpec) -> AttackResult:
+def run_attack(spec: AttackSpec) -> AttackRunResult:
     """Attack every model of ``spec`` over its eps grid; write the result folder ``spec.out``."""
     import torch
 
-    from ctrobust import report as rp
-    from ctrobust.robustness import robustness_curve, verify_attack
+    from ctrobust.evaluation import report as rp
+    from ctrobust.evaluation.robustness import robustness_curve, verify_attack
 
     grid, gallery_eps = spec.eps_settings()
     folder = ResultFolder(spec.out, spec.force).check()
@@ -118,7 +118,7 @@ def run_attack(spec: AttackSpec) -> AttackResult:
                               + (f"; I0 = {spec.photons:g} photons (dotted: the dose noise itself)" if spec.photons else ""))
     rp.plot_gallery(gallery, folder.figure("gallery.png"),
                     title=f"sample 0, eps = {gallery_eps:g}{'' if spec.absolute else ' (relative)'}")
-    return AttackResult(out=folder.path, config=config, models=models, summary=summary_rows,
+    return AttackRunResult(out=folder.path, config=config, models=models, summary=summary_rows,
                         verification=verify_rows, written=list(folder.written))
 
 

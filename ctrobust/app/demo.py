@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from ctrobust.app.attack import AttackResult, run_attack
-from ctrobust.app.geometry import build_geometry, geometry_fields
+from ctrobust.app.attack import AttackRunResult, run_attack
+from ctrobust.app.acquisition import build_geometry, geometry_fields
 from ctrobust.app.report import run_report
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec, DemoSpec, ReportSpec, TrainSpec
@@ -38,7 +38,7 @@ class DemoResult:
 
     out: Path
     operator: dict
-    attack: AttackResult
+    attack: AttackRunResult
     report: Path
 
 
@@ -49,11 +49,11 @@ def check_operator(size: int, angles: int, out: Path, geometry=None) -> dict:
     import torch
 
     from ctrobust.data.phantoms import shepp_logan
-    from ctrobust.geometry import ParallelBeam2D
-    from ctrobust.metrics import psnr, relative_error, ssim
+    from ctrobust.operators.geometry import ParallelBeam2D
+    from ctrobust.evaluation.metrics import psnr, relative_error, ssim
     from ctrobust.operators.radon import RadonTransform
     from ctrobust.files import atomic_write
-    from ctrobust.report import write_json
+    from ctrobust.evaluation.report import write_json
 
     start = time.perf_counter()
     operator = RadonTransform(geometry if geometry is not None else ParallelBeam2D(size, angles))

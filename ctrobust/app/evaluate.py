@@ -3,11 +3,11 @@
 Three evaluations of the checkpoints and methods of an :class:`~ctrobust.app.specs.EvaluateSpec` (FBP added
 as a reference), each a layer over the library:
 
-- default: clean metrics (:func:`ctrobust.robustness.clean_metrics`), condition ``clean``;
+- default: clean metrics (:func:`ctrobust.evaluation.robustness.clean_metrics`), condition ``clean``;
 - ``shift="data"|"views"|"noise"``: in distribution vs shifted vs shifted + test-time training
-  (:mod:`ctrobust.shift`); conditions ``in_distribution``, the shift's name (``other_data``, ``views_60``,
+  (:mod:`ctrobust.evaluation.shift`); conditions ``in_distribution``, the shift's name (``other_data``, ``views_60``,
   ``noise_0.02``) and ``<name>+ttt``, plus ``shift.csv`` with the SSIM gap and the share of it closed by TTT;
-- ``small_features``: disks inserted into the test images (:func:`ctrobust.features.evaluate_features`),
+- ``small_features``: disks inserted into the test images (:func:`ctrobust.evaluation.features.evaluate_features`),
   scored clean and under PGA: ``features.csv`` (per feature) and ``features_summary.csv``.
 
 Every run writes ``samples.csv``, ``summary.csv`` and ``summary.json`` into ``spec.out``.
@@ -26,7 +26,7 @@ from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import FEATURE_OPTIONS, MISMATCH_OPTIONS, EvaluateSpec, signature_default
 from ctrobust.errors import CtrobustError
 from ctrobust.files import resolve_device
-from ctrobust.metrics import mean_std
+from ctrobust.evaluation.metrics import mean_std
 
 __all__ = ["run_evaluate", "EvaluateResult"]
 
@@ -61,7 +61,7 @@ class EvaluateResult:
 
     def text(self) -> str:
         """The tables ``ctrobust evaluate`` prints."""
-        from ctrobust import report as rp
+        from ctrobust.evaluation import report as rp
 
         parts = [rp.format_table(self.summary, [c for c in TABLE_COLUMNS if any(c in r for r in self.summary)])]
         if self.shift is not None:
@@ -91,7 +91,7 @@ def _trainable(f) -> bool:
 # -- clean ----------------------------------------------------------------------------------------
 def evaluate_clean(spec: EvaluateSpec, recs, dataset, device) -> tuple[list[dict], list[dict]]:
     """Per-sample rows and summary rows for every reconstruction (condition ``clean``)."""
-    from ctrobust.robustness import clean_metrics
+    from ctrobust.evaluation.robustness import clean_metrics
 
     sample_rows, summary_rows = [], []
     for rec in recs:
@@ -111,7 +111,7 @@ def evaluate_clean(spec: EvaluateSpec, recs, dataset, device) -> tuple[list[dict
 
 # -- distribution shift ---------------------------------------------------------------------------
 def shift_config(spec: EvaluateSpec) -> dict:
-    from ctrobust.shift import make_shift
+    from ctrobust.evaluation.shift import make_shift
 
     base = spec.shift_base_noise if spec.shift_base_noise is not None else signature_default(make_shift, "base_noise")
     cfg = {"kind": spec.shift, "seed": spec.seed, "base_noise": base}
@@ -128,8 +128,8 @@ def shift_config(spec: EvaluateSpec) -> dict:
 
 
 def ttt_options(spec: EvaluateSpec, *, progress: bool) -> dict:
-    """Keyword arguments of :func:`ctrobust.ttt.test_time_train`: library defaults unless given."""
-    from ctrobust.ttt import test_time_train
+    """Keyword arguments of :func:`ctrobust.reconstruction.ttt.test_time_train`: library defaults unless given."""
+    from ctrobust.reconstruction.ttt import test_time_train
 
     opts = {}
     for k in _TTT_OPTIONS:
@@ -144,8 +144,8 @@ def prepare_shift(spec: EvaluateSpec, recs, dataset, device) -> list[tuple]:
     import torch
 
     from ctrobust.data import load_split
-    from ctrobust.methods import build_method, move_to
-    from ctrobust.shift import make_shift, stack_images
+    from ctrobust.reconstruction.methods import build_method, move_to
+    from ctrobust.evaluation.shift import make_shift, stack_images
 
     if spec.ttt and not any(_trainable(r.f) for r in recs):
         raise CtrobustError("--ttt fine-tunes trained networks: pass a --checkpoint (methods such as FBP or TV have no "
@@ -208,7 +208,7 @@ def _condition_rows(label, condition, metrics) -> tuple[list[dict], dict]:
 
 def evaluate_shift(spec: EvaluateSpec, plans) -> tuple[list[dict], list[dict], list[dict]]:
     """``(sample rows, summary rows, shift rows)``: three conditions per model and one gap row per model."""
-    from ctrobust.shift import distribution_shift
+    from ctrobust.evaluation.shift import distribution_shift
 
     progress = progress_enabled(spec)
     sample_rows, summary_rows, shift_rows = [], [], []
@@ -236,8 +236,8 @@ def evaluate_shift(spec: EvaluateSpec, plans) -> tuple[list[dict], list[dict], l
 
 # -- small features -------------------------------------------------------------------------------
 def feature_settings(spec: EvaluateSpec) -> dict:
-    """Keyword arguments of :func:`ctrobust.features.evaluate_features`: library defaults unless given."""
-    from ctrobust.features import evaluate_features
+    """Keyword arguments of :func:`ctrobust.evaluation.features.evaluate_features`: library defaults unless given."""
+    from ctrobust.evaluation.features import evaluate_features
 
     kw = {}
     for name, lib in FEATURE_OPTIONS.items():
@@ -250,8 +250,8 @@ def feature_settings(spec: EvaluateSpec) -> dict:
 
 def prepare_features(spec: EvaluateSpec, recs, dataset, device):
     """The test images, after checking the features fit into them (so errors come before any output)."""
-    from ctrobust.features import insert_disks
-    from ctrobust.shift import stack_images
+    from ctrobust.evaluation.features import insert_disks
+    from ctrobust.evaluation.shift import stack_images
 
     for rec in recs:
         if len(tuple(rec.operator.domain_shape)) != 3:
@@ -268,7 +268,7 @@ def prepare_features(spec: EvaluateSpec, recs, dataset, device):
 
 def evaluate_small_features(spec: EvaluateSpec, recs, images) -> tuple[list[dict], list[dict]]:
     """``(per-feature rows, summary rows per model and eps)``; the same disks for every model (same seed)."""
-    from ctrobust.features import evaluate_features
+    from ctrobust.evaluation.features import evaluate_features
 
     kw = feature_settings(spec)
     progress = progress_enabled(spec)
@@ -301,7 +301,7 @@ WORST_COLUMNS = ("model", "kind", "angle_offset_deg", "detector_shift", "gain_st
 
 def mismatch_grid(spec: EvaluateSpec) -> dict:
     """``{kind: sizes}``: the library's defaults unless given."""
-    from ctrobust.mismatch import DEFAULT_MISMATCH_GRID
+    from ctrobust.evaluation.mismatch_sweep import DEFAULT_MISMATCH_GRID
 
     grid = {}
     for name, kind in MISMATCH_OPTIONS.items():
@@ -312,7 +312,7 @@ def mismatch_grid(spec: EvaluateSpec) -> dict:
 
 def prepare_mismatch(spec: EvaluateSpec, recs, dataset, device):
     """The test images, after checking every model's operator is a CT scanner that can be perturbed."""
-    from ctrobust.shift import stack_images
+    from ctrobust.evaluation.shift import stack_images
 
     for rec in recs:
         if not hasattr(getattr(rec.operator, "geometry", None), "n_detectors"):
@@ -323,7 +323,7 @@ def prepare_mismatch(spec: EvaluateSpec, recs, dataset, device):
 
 def evaluate_mismatch(spec: EvaluateSpec, recs, images):
     """``(per-sample rows, summary per model/kind/size, worst-case rows)``."""
-    from ctrobust.mismatch import mismatch_sweep, summarize_mismatch, worst_case_grid
+    from ctrobust.evaluation.mismatch_sweep import mismatch_sweep, summarize_mismatch, worst_case_grid
 
     grid = mismatch_grid(spec)
     rows, worst = [], []
@@ -379,7 +379,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
         folder.write_csv("features_summary.csv", feature_summary)
     mismatch_summary = mismatch_worst = None
     if mismatch_images is not None:
-        from ctrobust.mismatch import plot_mismatch
+        from ctrobust.evaluation.mismatch_sweep import plot_mismatch
 
         mismatch_rows, mismatch_summary, mismatch_worst = evaluate_mismatch(spec, recs, mismatch_images)
         config["mismatch"] = {"grid": mismatch_grid(spec), "seed": spec.seed,

@@ -3,19 +3,24 @@ reference) and the data split, loaded and checked against each other before any 
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
 import sys
+from pathlib import Path
+from typing import Callable, Sequence
 
 from ctrobust.app.specs import DEFAULT_SIZE, METHOD_FLAGS, ModelInputs
 from ctrobust.errors import CtrobustError
 
-__all__ = ["load_inputs", "method_options", "image_shape", "progress_enabled", "noise_model"]
+__all__ = ["load_inputs", "load_reconstructions", "Reconstruction", "method_option_values", "image_shape", "progress_enabled", "noise_model"]
 
 
-def method_options(spec: ModelInputs, methods) -> dict[str, dict]:
+def method_option_values(spec: ModelInputs, methods) -> dict[str, dict]:
     """``{method: {option: value}}`` from the dedicated fields (``tv_tau``, ...) and ``method_option``;
     refuses options of methods that are not evaluated (``methods``: the method names, FBP included when
     it is added)."""
-    from ctrobust.methods import parse_method_option
+    from ctrobust.reconstruction.methods import parse_method_option
 
     options: dict[str, dict] = {}
     sources: dict[tuple, str] = {}
@@ -52,7 +57,7 @@ def noise_model(spec, operator):
     photons = getattr(spec, "photons", None)
     if photons is None:
         return None
-    from ctrobust.noise import LogPoissonNoise
+    from ctrobust.operators.noise import LogPoissonNoise
 
     try:
         return LogPoissonNoise.for_operator(photons, operator)
@@ -68,7 +73,7 @@ def progress_enabled(spec) -> bool:
 def load_inputs(spec: ModelInputs, device):
     """``(reconstructions, dataset)`` for ``spec`` (checkpoints, methods, FBP reference, data split)."""
     from ctrobust.data import load_split
-    from ctrobust.methods import load_reconstructions, split_methods
+    from ctrobust.reconstruction.methods import split_methods
 
     paths, methods = split_methods(list(spec.method))
     for path in paths:
@@ -79,7 +84,7 @@ def load_inputs(spec: ModelInputs, device):
         raise CtrobustError(f"--method {', '.join(dupes)} given twice; give each method once")
 
     def default_operator():
-        from ctrobust.app.geometry import build_geometry
+        from ctrobust.app.acquisition import build_geometry
         from ctrobust.operators.radon import RadonTransform
 
         size = spec.size
@@ -94,7 +99,7 @@ def load_inputs(spec: ModelInputs, device):
             "and/or --method fbp for filtered backprojection alone (train a model with 'ctrobust train')"
         )
     add_fbp = spec.fbp and "fbp" not in methods
-    options = method_options(spec, set(methods) | ({"fbp"} if add_fbp else set()))
+    options = method_option_values(spec, set(methods) | ({"fbp"} if add_fbp else set()))
     recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options)
     operator = recs[0].operator
     if add_fbp and hasattr(operator, "fbp"):
@@ -126,3 +131,97 @@ def models_record(recs) -> list[dict]:
 def method_options_record(recs) -> dict:
     """``{method: options}`` of the methods among ``recs`` (for the ``config`` of ``summary.json``)."""
     return {r.info["method"]: r.info.get("options", {}) for r in recs if r.kind == "method"}
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """A labelled reconstruction to evaluate: ``f`` with its ``operator`` and where it came from."""
+
+    label: str
+    f: Callable
+    operator: object
+    source: str  # checkpoint path or "method:<name>"
+    kind: str  # "checkpoint" or "method"
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def _record_info(record) -> dict:
+    """The small, JSON-able part of a checkpoint record: objective config, step, metrics, best."""
+    if not isinstance(record, dict):
+        return {}
+    info = {}
+    objective = record.get("objective")
+    if isinstance(objective, dict):
+        info["objective"] = objective.get("config", objective)
+    for key in ("step", "metrics", "best"):
+        if key in record:
+            info[key] = record[key]
+    return info
+
+
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """Short unique labels: the run directory name, else more of the path."""
+    labels = [p.parent.name or p.stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [str(p) for p in paths]
+    return labels
+
+
+def load_reconstructions(
+    checkpoints: Sequence[str | os.PathLike] = (),
+    methods: Sequence[str] = (),
+    *,
+    device="cpu",
+    default_operator: Callable[[], object] | None = None,
+    options: dict[str, dict] | None = None,
+) -> list[Reconstruction]:
+    """Checkpoints and named methods, ready to evaluate on ``device``.
+
+    Methods use the operator of the first checkpoint, or ``default_operator()`` when no checkpoint
+    is given; ``options`` maps a method name to its keyword options (:func:`build_method`). A
+    method's ``info`` holds ``method`` (its name), ``options`` (all of them, library defaults filled in)
+    and, when it has one, ``config()``.
+    Raises :class:`CtrobustError` when nothing is given or a checkpoint is unusable.
+    """
+    from torch import nn
+
+    from ctrobust.reconstruction.methods import METHODS, build_method, method_options, move_to
+    from ctrobust.training.checkpoint import load_model
+
+    if not checkpoints and not methods:
+        raise CtrobustError(
+            "nothing to evaluate: pass --checkpoint RUN/best.pt (repeatable) for trained models "
+            f"and/or --method NAME for a classical reconstruction ({', '.join(sorted(METHODS))})"
+        )
+    out: list[Reconstruction] = []
+    paths = [Path(c) for c in checkpoints]
+    for path, label in zip(paths, _labels(paths)):
+        model, record = load_model(path, map_location="cpu")
+        model = move_to(model, device).eval()
+        info = _record_info(record)
+        out.append(Reconstruction(label, model, model.operator, str(path), "checkpoint", info))
+    if methods:
+        if out:
+            operator = out[0].operator
+        elif default_operator is not None:
+            operator = default_operator()
+        else:
+            raise CtrobustError("--method needs an operator: pass a --checkpoint or a geometry")
+        for name in methods:
+            opts = dict((options or {}).get(name, {}))
+            f = build_method(name, operator, **opts)
+            if isinstance(f, nn.Module):
+                f = move_to(f, device).eval()
+            label = name.upper() if name == "fbp" else name
+            known = method_options(name)
+            effective = {**{k: v for k, v in (known or {}).items() if v is not inspect.Parameter.empty}, **opts}
+            info = {"method": name, "options": effective}
+            if hasattr(f, "config"):
+                info["config"] = f.config()
+            out.append(Reconstruction(label, f, operator, f"method:{name}", "method", info))
+    labels = [r.label for r in out]
+    if len(set(labels)) < len(labels):
+        raise CtrobustError(f"two reconstructions share the label(s) {sorted({l for l in labels if labels.count(l) > 1})}; pass each once")
+    return out

@@ -1,5 +1,5 @@
 """``run_report``: one Markdown or HTML report of result folders (``ctrobust report``), a layer over
-:func:`ctrobust.report.build_report`."""
+:func:`ctrobust.evaluation.report.build_report`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,6 @@ __all__ = ["run_report"]
 
 def run_report(spec: ReportSpec) -> Path:
     """Write the report ``spec.out`` of the folders ``spec.results``; returns its path."""
-    from ctrobust.report import build_report
+    from ctrobust.evaluation.report import build_report
 
     return build_report(list(spec.results), spec.out, force=spec.force)

@@ -1,7 +1,7 @@
 """The result folder every command writes through: checked before any work, atomic files, one summary schema.
 
 :class:`ResultFolder` wraps :mod:`ctrobust.files` (the one atomic writer and the one non-empty-folder check)
-and :mod:`ctrobust.report` (CSV / JSON / PNG writers). Its ``summary.json`` has one schema for every
+and :mod:`ctrobust.evaluation.report` (CSV / JSON / PNG writers). Its ``summary.json`` has one schema for every
 command::
 
     {"command": "attack" | "evaluate" | "demo" | ..., "ctrobust_version": "...",
@@ -9,7 +9,7 @@ command::
      "summary": [{"model", "condition", "eps"?, "n", "<metric>_mean", "<metric>_std", ...}, ...],
      ...command-specific tables ("verification", "shift", "features")}
 
-``ctrobust report`` reads it (:func:`ctrobust.report.build_report`).
+``ctrobust report`` reads it (:func:`ctrobust.evaluation.report.build_report`).
 """
 
 from __future__ import annotations
@@ -59,18 +59,18 @@ class ResultFolder:
         return self.path / name
 
     def write_csv(self, name: str, rows: Sequence[Mapping], columns=None) -> Path:
-        from ctrobust.report import write_csv
+        from ctrobust.evaluation.report import write_csv
 
         return write_csv(rows, self._note(name), columns)
 
     def write_json(self, name: str, obj) -> Path:
-        from ctrobust.report import write_json
+        from ctrobust.evaluation.report import write_json
 
         return write_json(obj, self._note(name))
 
     def write_summary(self, command: str, config: Mapping, models=(), summary=(), **tables) -> Path:
         """``summary.json`` in the one schema (:func:`summary_record`)."""
-        from ctrobust.report import SUMMARY_FILE
+        from ctrobust.evaluation.report import SUMMARY_FILE
 
         return self.write_json(SUMMARY_FILE, summary_record(command, config, models, summary, **tables))
 

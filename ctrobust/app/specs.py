@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from ctrobust.app.geometry import GEOMETRY_KINDS
+from ctrobust.app.acquisition import GEOMETRY_KINDS
 from ctrobust.app.spec import (Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int, option,
                                positive_float, positive_int)
 from ctrobust.attacks import DEFAULT_STEPS
@@ -22,8 +22,8 @@ from ctrobust.models.adversary import MODES
 from ctrobust.models.unet import NORMS
 from ctrobust.operators.filters import FILTERS
 from ctrobust.operators.radon import BACKENDS
-from ctrobust.robustness import DEFAULT_EPS_GRID, robustness_curve
-from ctrobust.shift import SHIFT_KINDS, make_shift
+from ctrobust.evaluation.robustness import DEFAULT_EPS_GRID, robustness_curve
+from ctrobust.evaluation.shift import SHIFT_KINDS, make_shift
 from ctrobust.training.objectives import OBJECTIVES
 from ctrobust.training.trainer import SCHEDULERS
 
@@ -194,7 +194,7 @@ class TrainSpec(Spec):
 
 # ======================================================================================================
 #: dedicated flags for the main options of each method: (method, option, parse, help). The defaults shown
-#: in --help are read from the library signatures (ctrobust.methods.method_options).
+#: in --help are read from the library signatures (ctrobust.reconstruction.methods.method_options).
 METHOD_FLAGS = (
     ("tv", "tau", nonneg_float,
      "TV weight tau in min_x 1/2 ||A x - y||_2^2 + tau TV(x) (x >= 0). Unit: that of the data term "
@@ -217,7 +217,7 @@ METHOD_FLAGS = (
 
 def _method_default(method: str, name: str):
     def get():
-        from ctrobust.methods import method_options
+        from ctrobust.reconstruction.methods import method_options
 
         return method_options(method)[name]
 
@@ -226,7 +226,7 @@ def _method_default(method: str, name: str):
 
 def _method_option_help() -> str:
     return ("any keyword option of a method, repeatable, typed like its default, e.g. tv.nonneg=false, dip.seed=1, "
-            "dip.holdout=0.1, fbp.filter=hann; see ctrobust.methods.method_options(NAME) for each method's options "
+            "dip.holdout=0.1, fbp.filter=hann; see ctrobust.reconstruction.methods.method_options(NAME) for each method's options "
             "and library defaults")
 
 
@@ -346,7 +346,7 @@ _X = "operator mismatch"
 
 
 def _mismatch_grid():
-    from ctrobust.mismatch import DEFAULT_MISMATCH_GRID
+    from ctrobust.evaluation.mismatch_sweep import DEFAULT_MISMATCH_GRID
 
     return DEFAULT_MISMATCH_GRID
 
@@ -378,42 +378,42 @@ class EvaluateSpec(ModelInputs):
     shift_base_noise: float | None = option(None, "relative noise level (same unit as --shift-noise) of every "
                                             "in-distribution measurement, and of the shifted ones for data/views "
                                             "shifts", parse=nonneg_float, metavar="LEVEL", group=_S,
-                                            library_default=_lib("ctrobust.shift:make_shift", "base_noise"))
+                                            library_default=_lib("ctrobust.evaluation.shift:make_shift", "base_noise"))
     ttt: bool = option(False, "also run test-time training on the shifted measurements: each trained network is "
                        "fine-tuned per sample on ||y - A f(y)||_1 / ||y||_1 with held-out bins for early stopping "
                        "(methods without weights are skipped)", group=_S)
     ttt_steps: int | None = option(None, "maximum Adam steps of test-time training per sample", parse=positive_int,
-                                   metavar="N", group=_S, library_default=_lib("ctrobust.ttt:test_time_train", "steps"))
+                                   metavar="N", group=_S, library_default=_lib("ctrobust.reconstruction.ttt:test_time_train", "steps"))
     ttt_lr: float | None = option(None, "Adam learning rate of test-time training", parse=positive_float, metavar="LR",
-                                  group=_S, library_default=_lib("ctrobust.ttt:test_time_train", "lr"))
+                                  group=_S, library_default=_lib("ctrobust.reconstruction.ttt:test_time_train", "lr"))
     ttt_patience: int | None = option(None, "steps without a new best held-out error before test-time training stops",
                                       parse=positive_int, metavar="N", group=_S,
-                                      library_default=_lib("ctrobust.ttt:test_time_train", "patience"))
+                                      library_default=_lib("ctrobust.reconstruction.ttt:test_time_train", "patience"))
     ttt_holdout: float | None = option(None, "fraction of measurement bins held out for self-validation, in (0, 1)",
                                        parse=fraction, metavar="FRACTION", group=_S,
-                                       library_default=_lib("ctrobust.ttt:test_time_train", "holdout"))
+                                       library_default=_lib("ctrobust.reconstruction.ttt:test_time_train", "holdout"))
     small_features: bool = option(False, "run the small-feature evaluation", group=_F)
     n_features: int | None = option(None, "disks per image (non-overlapping, inside the body)", parse=positive_int,
                                     metavar="K", group=_F,
-                                    library_default=_lib("ctrobust.features:evaluate_features", "n_features"))
+                                    library_default=_lib("ctrobust.evaluation.features:evaluate_features", "n_features"))
     feature_radius: float | None = option(None, "disk radius", unit="pixels", parse=positive_float, metavar="PIXELS",
-                                          group=_F, library_default=_lib("ctrobust.features:evaluate_features", "radius"))
+                                          group=_F, library_default=_lib("ctrobust.evaluation.features:evaluate_features", "radius"))
     feature_contrast: float | None = option(None, "intensity added inside each disk, in the images' [0, 1] units "
                                             "(negative: a dark feature)", parse=float, metavar="C", group=_F,
-                                            library_default=_lib("ctrobust.features:evaluate_features", "contrast"))
+                                            library_default=_lib("ctrobust.evaluation.features:evaluate_features", "contrast"))
     eps_grid: tuple[float, ...] | None = option(
         None, "attack sizes of the small-feature evaluation, relative to each sample's ||y||_2 (0.01 = 1 %); 0 (clean) "
         "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
-        library_default=_lib("ctrobust.features:evaluate_features", "eps"))
+        library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"))
     feature_attack_steps: int | None = option(None, "attack (APGD) steps per eps", parse=positive_int, metavar="N", group=_F,
-                                              library_default=_lib("ctrobust.features:evaluate_features", "attack_steps"))
+                                              library_default=_lib("ctrobust.evaluation.features:evaluate_features", "attack_steps"))
     attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
                                        "only inside the disks (an attack trying to erase the features)",
                                        choices=("image", "features"), group=_F,
-                                       library_default=_lib("ctrobust.features:evaluate_features", "attack_region"))
+                                       library_default=_lib("ctrobust.evaluation.features:evaluate_features", "attack_region"))
     detection_threshold: float | None = option(None, "a feature counts as recovered when recovered contrast / true "
                                                "contrast >= this", parse=float, metavar="RATIO", group=_F,
-                                               library_default=_lib("ctrobust.features:evaluate_features", "threshold"))
+                                               library_default=_lib("ctrobust.evaluation.features:evaluate_features", "threshold"))
     mismatch: bool = option(False, "operator mismatch: measure the test images with perturbed scanners A' (angle "
                             "offset, detector shift, per-detector gains, missing views; MismatchedRadon) and "
                             "reconstruct with the models built for A; reports the error against the mismatch size, "
@@ -468,10 +468,10 @@ class EvaluateSpec(ModelInputs):
             raise CtrobustError("--mismatch-views takes whole numbers of views")
 
 
-#: evaluate's mismatch fields -> kind of ctrobust.mismatch.DEFAULT_MISMATCH_GRID
+#: evaluate's mismatch fields -> kind of ctrobust.evaluation.mismatch_sweep.DEFAULT_MISMATCH_GRID
 MISMATCH_OPTIONS = {"mismatch_angles": "angle", "mismatch_shifts": "shift", "mismatch_gains": "gain",
                     "mismatch_views": "views"}
-#: evaluate's small-feature fields -> keyword of ctrobust.features.evaluate_features
+#: evaluate's small-feature fields -> keyword of ctrobust.evaluation.features.evaluate_features
 FEATURE_OPTIONS = {"n_features": "n_features", "feature_radius": "radius", "feature_contrast": "contrast",
                    "eps_grid": "eps", "feature_attack_steps": "attack_steps", "attack_region": "attack_region",
                    "detection_threshold": "threshold"}

@@ -20,7 +20,7 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
 
     The checkpoint's ``run`` record holds the spec as ``train_config`` (with the image size resolved).
     """
-    from ctrobust.app.geometry import build_geometry
+    from ctrobust.app.acquisition import build_geometry
     from ctrobust.data import load_split
     from ctrobust.models import FBPConvNet
     from ctrobust.operators.radon import RadonTransform
@@ -59,7 +59,7 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
         raise CtrobustError(str(exc)) from exc
     noise = None
     if spec.photons is not None:
-        from ctrobust.noise import LogPoissonNoise
+        from ctrobust.operators.noise import LogPoissonNoise
 
         noise = LogPoissonNoise.for_operator(spec.photons, operator)
     record = spec.to_dict()

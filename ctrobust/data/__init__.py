@@ -53,7 +53,9 @@ _EXPORTS = {
 }
 
 
-__getattr__ = lazy_getattr("ctrobust.data", _EXPORTS, globals())
+#: modules reachable as attributes on first use
+SUBMODULES = ('dicom', 'images', 'lodopab', 'make', 'phantoms', 'prepare', 'real', 'store')
+__getattr__ = lazy_getattr("ctrobust.data", _EXPORTS, globals(), SUBMODULES)
 
 
 def __dir__():

@@ -13,7 +13,7 @@ from ctrobust.models.fbpconvnet import FBPConvNet
 from ctrobust.models.linear import LinearReconstruction
 from ctrobust.models.residual import ResidualReconstruction
 from ctrobust.models.unet import UNet, seeded
-from ctrobust.perturbation import eps_radius, project_l2_ball
+from ctrobust.attacks.ball import eps_radius, project_l2_ball
 
 __all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
            "project_l2_ball", "build_model", "seeded"]

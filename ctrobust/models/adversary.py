@@ -1,4 +1,4 @@
-"""The auxiliary adversary G of the min-max objective (the l2-ball helpers live in :mod:`ctrobust.perturbation`).
+"""The auxiliary adversary G of the min-max objective (the l2-ball helpers live in :mod:`ctrobust.attacks.ball`).
 
 ``eps`` is relative by default: the perturbation of a measurement ``y_b`` may have l2 norm at most
 ``eps * ||y_b||_2`` (``eps=0.01`` is 1 % of the sinogram's norm); with ``relative=False`` the radius is
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ctrobust.models.unet import seeded
-from ctrobust.perturbation import eps_radius, project_l2_ball
+from ctrobust.attacks.ball import eps_radius, project_l2_ball
 
 __all__ = ["Adversary", "MODES", "DIRECTION_MODES"]
 

@@ -22,7 +22,7 @@ class LinearReconstruction(nn.Module):
         Parameter dtype (float32 default; float64 for precise theory checks).
     """
 
-    #: linear in the measurements: its worst case is exact (:mod:`ctrobust.worst_case`)
+    #: linear in the measurements: its worst case is exact (:mod:`ctrobust.attacks.worst_case`)
     is_linear = True
 
     def __init__(self, m: int, n: int, *, init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32):

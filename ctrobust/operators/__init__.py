@@ -19,4 +19,6 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__ = lazy_getattr("ctrobust.operators", _EXPORTS, globals())
+#: modules reachable as attributes on first use
+SUBMODULES = ('astra_backend', 'base', 'cs', 'fanbeam', 'filters', 'geometry', 'mismatch', 'noise', 'odl_backend', 'radon', 'sparse')
+__getattr__ = lazy_getattr("ctrobust.operators", _EXPORTS, globals(), SUBMODULES)

@@ -36,7 +36,8 @@ import torch
 
 from ctrobust.cache import cache_dir
 from ctrobust.files import atomic_write
-from ctrobust.geometry import FanBeam2D, ParallelBeam2D
+from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D
+from ctrobust.operators.sparse import clear_memory_cache, csr_tensor, register_memory_cache, spmm, to_torch_csr
 
 __all__ = [
     "PROJECTORS",
@@ -104,7 +105,7 @@ def default_projector(geometry) -> str:
     return projectors_for(geometry)[0]
 
 
-def _check_projector(projector: str, geometry=None) -> str:
+def check_projector(projector: str, geometry=None) -> str:
     valid = PROJECTORS if geometry is None else projectors_for(geometry)
     if projector not in valid:
         kind = "fan" if isinstance(geometry, FanBeam2D) else "parallel"
@@ -122,7 +123,7 @@ def build_system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | N
         column ``r*N + c`` is pixel (row r, column c). ASTRA objects are freed before returning.
     """
     astra = _astra()
-    projector = _check_projector(projector or default_projector(geometry), geometry)
+    projector = check_projector(projector or default_projector(geometry), geometry)
     vol_geom, proj_geom = astra_geometries(geometry)
     pid = astra.create_projector(projector, proj_geom, vol_geom)
     mid = None
@@ -204,7 +205,7 @@ def system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = 
     A cache file that is unreadable, truncated or describes something else is rebuilt with a
     ``RuntimeWarning``. ``use_disk=False`` always builds and writes nothing.
     """
-    projector = _check_projector(projector or default_projector(geometry), geometry)
+    projector = check_projector(projector or default_projector(geometry), geometry)
     shape = (geometry.n_angles * geometry.n_detectors, geometry.image_size**2)
     if not use_disk:
         return build_system_matrix(geometry, projector)
@@ -223,22 +224,7 @@ def system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = 
     return mat
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # "beta state" notice
-        return torch.sparse_csr_tensor(crow, col, values, size=tuple(shape), check_invariants=False)
-
-
-def _to_torch_csr(mat: sp.csr_matrix) -> torch.Tensor:
-    return _csr(
-        torch.from_numpy(np.ascontiguousarray(mat.indptr, dtype=np.int32)),
-        torch.from_numpy(np.ascontiguousarray(mat.indices, dtype=np.int32)),
-        torch.from_numpy(np.ascontiguousarray(mat.data, dtype=np.float32)),
-        mat.shape,
-    )
-
-
-def _host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tensor, torch.Tensor]:
+def host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tensor, torch.Tensor]:
     key = (geometry.key(), projector)
     with _lock:
         if key not in _HOST:
@@ -247,7 +233,7 @@ def _host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tens
             mat_t.indices = mat_t.indices.astype(np.int32)
             mat_t.indptr = mat_t.indptr.astype(np.int32)
             mat_t.sort_indices()
-            _HOST[key] = (_to_torch_csr(mat), _to_torch_csr(mat_t))
+            _HOST[key] = (to_torch_csr(mat), to_torch_csr(mat_t))
         return _HOST[key]
 
 
@@ -278,22 +264,20 @@ def torch_matrices(
         if hit is not None:
             return hit
         if device.type == "cpu" and dtype == torch.float32:
-            pair = _host_matrices(geometry, projector)
+            pair = host_matrices(geometry, projector)
         elif dtype == torch.float32:
-            pair = tuple(m.to(device) for m in _host_matrices(geometry, projector))
+            pair = tuple(m.to(device) for m in host_matrices(geometry, projector))
         else:
             base = torch_matrices(geometry, projector, device, torch.float32)
-            pair = tuple(_csr(m.crow_indices(), m.col_indices(), m.values().to(dtype), m.shape) for m in base)
+            pair = tuple(csr_tensor(m.crow_indices(), m.col_indices(), m.values().to(dtype), m.shape) for m in base)
         _DEVICE[key] = pair
         return pair
 
 
-def clear_memory_cache(geometry: ParallelBeam2D | FanBeam2D | None = None) -> None:
-    """Drop the system matrices held in memory, of one ``geometry`` or all (the disk cache stays), with the
-    fan-beam backprojection matrices built on them."""
-    from ctrobust.operators import fanbeam
-
-    fanbeam.clear_memory_cache(geometry)
+@register_memory_cache
+def _clear(geometry=None) -> None:
+    """Drop ASTRA's system matrices held in memory, of one ``geometry`` or all (registered in
+    :mod:`ctrobust.operators.sparse`; :func:`clear_memory_cache` clears every module's)."""
     with _lock:
         if geometry is None:
             _HOST.clear()
@@ -303,13 +287,6 @@ def clear_memory_cache(geometry: ParallelBeam2D | FanBeam2D | None = None) -> No
         for cache in (_HOST, _DEVICE):
             for k in [k for k in cache if k[0] == key]:
                 del cache[k]
-
-
-def _spmm(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(B, n) -> (B, m)``: ``(mat @ x^T)^T`` in one sparse-dense product."""
-    if x.shape[0] == 1:  # sparse matrix-vector product: ~2-3x faster than a one-column spmm on CPU
-        return torch.mv(mat, x.reshape(-1)).reshape(1, -1)
-    return torch.sparse.mm(mat, x.t().contiguous()).t()
 
 
 class AstraSparseBackend:
@@ -333,7 +310,7 @@ class AstraSparseBackend:
 
     def __init__(self, geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None):
         self.geometry = geometry
-        self.projector = _check_projector(projector or default_projector(geometry), geometry)
+        self.projector = check_projector(projector or default_projector(geometry), geometry)
 
     def check_device(self, t: torch.Tensor) -> None:
         if t.device.type not in ("cpu", "cuda"):
@@ -348,19 +325,19 @@ class AstraSparseBackend:
         """``(B, 1, N, N) -> (B, 1, A, D)``."""
         g = self.geometry
         mat, _ = self.matrices(x.device, x.dtype)
-        out = _spmm(mat, x.reshape(x.shape[0], -1))
+        out = spmm(mat, x.reshape(x.shape[0], -1))
         return out.reshape(x.shape[0], 1, g.n_angles, g.n_detectors)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``(B, 1, A, D) -> (B, 1, N, N)``."""
         n = self.geometry.image_size
         _, mat_t = self.matrices(y.device, y.dtype)
-        out = _spmm(mat_t, y.reshape(y.shape[0], -1))
+        out = spmm(mat_t, y.reshape(y.shape[0], -1))
         return out.reshape(y.shape[0], 1, n, n)
 
     def matrix_nbytes(self) -> int:
         """Bytes of the float32 CPU matrices ``A`` and ``A^T`` together (values + indices)."""
         total = 0
-        for m in _host_matrices(self.geometry, self.projector):
+        for m in host_matrices(self.geometry, self.projector):
             total += sum(t.numel() * t.element_size() for t in (m.crow_indices(), m.col_indices(), m.values()))
         return total

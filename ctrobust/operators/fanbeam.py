@@ -32,9 +32,10 @@ import threading
 import numpy as np
 import torch
 
-from ctrobust.geometry import FanBeam2D
-from ctrobust.operators.astra_backend import _csr, _host_matrices, default_projector
+from ctrobust.operators.geometry import FanBeam2D
+from ctrobust.operators.astra_backend import check_projector, concrete_device, default_projector, host_matrices, torch_matrices
 from ctrobust.operators.base import LinearOperator
+from ctrobust.operators.sparse import csr_tensor, register_memory_cache, spmm
 
 __all__ = ["FanBackprojection", "fbp_weights", "redundancy_weights", "min_short_scan"]
 
@@ -123,7 +124,7 @@ def _values(geometry: FanBeam2D, projector: str) -> tuple[torch.Tensor, torch.Te
     with _lock:
         if key in _VALUES:
             return _VALUES[key]
-        a_mat, at_mat = _host_matrices(geometry, projector)
+        a_mat, at_mat = host_matrices(geometry, projector)
         n_pix, d = geometry.image_size ** 2, geometry.n_detectors
         inv_u2 = _depth_inverse_square(geometry).ravel()  # index view * N^2 + pixel
 
@@ -148,8 +149,6 @@ def _values(geometry: FanBeam2D, projector: str) -> tuple[torch.Tensor, torch.Te
 def backprojection_matrices(geometry: FanBeam2D, projector: str | None = None, device="cpu",
                             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, B^T)`` as CSR tensors on ``device`` / ``dtype``, sharing the index tensors of ASTRA's ``(A^T, A)``."""
-    from ctrobust.operators.astra_backend import concrete_device, torch_matrices
-
     projector = projector or default_projector(geometry)
     device = concrete_device(device)
     key = (geometry.key(), projector, str(device), dtype)
@@ -158,12 +157,13 @@ def backprojection_matrices(geometry: FanBeam2D, projector: str | None = None, d
             a_mat, at_mat = torch_matrices(geometry, projector, device, torch.float32)
             b_vals, bt_vals = _values(geometry, projector)
             _DEVICE[key] = (
-                _csr(at_mat.crow_indices(), at_mat.col_indices(), b_vals.to(device=device, dtype=dtype), at_mat.shape),
-                _csr(a_mat.crow_indices(), a_mat.col_indices(), bt_vals.to(device=device, dtype=dtype), a_mat.shape),
+                csr_tensor(at_mat.crow_indices(), at_mat.col_indices(), b_vals.to(device=device, dtype=dtype), at_mat.shape),
+                csr_tensor(a_mat.crow_indices(), a_mat.col_indices(), bt_vals.to(device=device, dtype=dtype), a_mat.shape),
             )
         return _DEVICE[key]
 
 
+@register_memory_cache
 def clear_memory_cache(geometry: FanBeam2D | None = None) -> None:
     """Drop the backprojection matrices and weights held in memory, of one ``geometry`` or all."""
     with _lock:
@@ -186,26 +186,23 @@ class FanBackprojection(LinearOperator):
         n = geometry.image_size
         super().__init__((1, geometry.n_angles, geometry.n_detectors), (1, n, n))
         self.geometry = geometry
-        from ctrobust.operators.astra_backend import _check_projector
 
-        self.projector = _check_projector(projector or default_projector(geometry), geometry)
+        self.projector = check_projector(projector or default_projector(geometry), geometry)
 
     def _check_device(self, t: torch.Tensor) -> None:
         if t.device.type not in ("cpu", "cuda"):
             raise ValueError(f"FanBackprojection works on CPU and CUDA tensors, got a tensor on {t.device}")
 
     def _matvec(self, y: torch.Tensor) -> torch.Tensor:
-        from ctrobust.operators.astra_backend import _spmm
 
         b, _ = backprojection_matrices(self.geometry, self.projector, y.device, y.dtype)
         n = self.geometry.image_size
-        return _spmm(b, y.reshape(y.shape[0], -1)).reshape(y.shape[0], 1, n, n)
+        return spmm(b, y.reshape(y.shape[0], -1)).reshape(y.shape[0], 1, n, n)
 
     def _rmatvec(self, x: torch.Tensor) -> torch.Tensor:
-        from ctrobust.operators.astra_backend import _spmm
 
         _, bt = backprojection_matrices(self.geometry, self.projector, x.device, x.dtype)
-        return _spmm(bt, x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, *self.geometry.sinogram_shape)
+        return spmm(bt, x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, *self.geometry.sinogram_shape)
 
     def to_config(self) -> dict:
         return {"type": "FanBackprojection", "geometry": self.geometry.to_dict(), "projector": self.projector}

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from ctrobust.operators.base import LinearOperator, register_operator
+from ctrobust.operators.sparse import spmm, to_torch_csr
 
 __all__ = ["MismatchedRadon", "view_fill_matrix", "FILLS"]
 
@@ -95,17 +96,6 @@ def _astra_matrix(geometry, projector: str, angle_offset: float, detector_shift:
         mat.sum_duplicates()
         _MATRICES[key] = (mat, sp.csr_matrix(mat.T))
         return _MATRICES[key]
-
-
-def _torch_csr(mat: sp.csr_matrix, device, dtype) -> torch.Tensor:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        return torch.sparse_csr_tensor(torch.from_numpy(mat.indptr.astype(np.int64)),
-                                       torch.from_numpy(mat.indices.astype(np.int64)),
-                                       torch.from_numpy(mat.data.astype(np.float32)).to(dtype), size=mat.shape,
-                                       device=device)
 
 
 class MismatchedRadon(LinearOperator):
@@ -195,18 +185,14 @@ class MismatchedRadon(LinearOperator):
                    "fill": torch.as_tensor(self.fill_matrix, dtype=dtype, device=device)}
             if self._geometric:
                 mat, mat_t = _astra_matrix(self.geometry, self.projector, self.angle_offset, self.detector_shift)
-                out["A"], out["AT"] = _torch_csr(mat, device, dtype), _torch_csr(mat_t, device, dtype)
+                out["A"], out["AT"] = to_torch_csr(mat, device, dtype), to_torch_csr(mat_t, device, dtype)
             self._cache[key] = out
         return self._cache[key]
-
-    @staticmethod
-    def _spmm(mat, v):
-        return torch.sparse.mm(mat, v.t().contiguous()).t()
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         t = self._tensors(x.device, x.dtype)
         if self._geometric:
-            y = self._spmm(t["A"], x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.range_shape)
+            y = spmm(t["A"], x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.range_shape)
         else:
             y = self.nominal._matvec(x)
         if self.missing:
@@ -223,7 +209,7 @@ class MismatchedRadon(LinearOperator):
             y = torch.einsum("ab,ncad->ncbd", t["fill"], y)
         y = y.contiguous()
         if self._geometric:
-            return self._spmm(t["AT"], y.reshape(y.shape[0], -1)).reshape(y.shape[0], *self.domain_shape)
+            return spmm(t["AT"], y.reshape(y.shape[0], -1)).reshape(y.shape[0], *self.domain_shape)
         return self.nominal._rmatvec(y)
 
     def to_config(self) -> dict:

@@ -1,6 +1,6 @@
 """ODL backend: ODL 1.0's ``RayTransform`` as an independent route and cross-check (CPU only).
 
-The ODL geometry is built explicitly to equal :class:`~ctrobust.geometry.ParallelBeam2D`:
+The ODL geometry is built explicitly to equal :class:`~ctrobust.operators.geometry.ParallelBeam2D`:
 
 * image space ``uniform_discr([-N/2, -N/2], [N/2, N/2], (N, N))``: N pixels of side 1 (unit cell
   volume, so ODL's weighted inner product is the plain sum);
@@ -11,7 +11,7 @@ The ODL geometry is built explicitly to equal :class:`~ctrobust.geometry.Paralle
 * ODL's image axes are ``(x, y)`` while ctrobust's (ASTRA's) are ``(row, col)`` with row 0 at the top,
   so ``ODL(rot90(img, -1)) == ASTRA(img)``; the backend rotates on the way in and back on the way out.
 
-Fan beam (:class:`~ctrobust.geometry.FanBeam2D`): ``FanBeamGeometry`` with the same angle partition,
+Fan beam (:class:`~ctrobust.operators.geometry.FanBeam2D`): ``FanBeamGeometry`` with the same angle partition,
 a flat detector partition of D bins of width ``detector_spacing`` on ``[-D s/2, D s/2]`` (lengths on the
 detector, pixels), ``src_radius = source_origin`` and ``det_radius = origin_detector``; ODL then uses
 ASTRA's ``line_fanflat`` projector (agreement with the ``astra`` backend ~1e-4, float32; the adjoint
@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import torch
 
-from ctrobust.geometry import FanBeam2D, ParallelBeam2D
+from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D
 
 __all__ = ["OdlBackend", "odl_ray_transform"]
 

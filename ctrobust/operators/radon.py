@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ctrobust.geometry import FanBeam2D, ParallelBeam2D, geometry_from_dict
+from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D, geometry_from_dict
 from ctrobust.operators.base import LinearOperator, check_batch
 from ctrobust.operators.filters import FILTERS, filter_sinogram
 
@@ -34,7 +34,7 @@ class RadonTransform(LinearOperator):
     geometry : ParallelBeam2D or FanBeam2D
         N pixels of side 1 centred on the rotation axis, A angles ``i * angle_range / A`` (radians),
         D detector bins (parallel: width 1 centred on the axis; fan: a flat detector, ASTRA ``fanflat``,
-        distances in pixels, see :class:`~ctrobust.geometry.FanBeam2D`).
+        distances in pixels, see :class:`~ctrobust.operators.geometry.FanBeam2D`).
     backend : {"auto", "astra", "odl"}
         ``"astra"``: ASTRA's system matrix applied by torch as a sparse CSR matrix (int32 indices) to
         the whole batch, on CPU and CUDA tensors (the matrix is moved to the GPU once; no host
@@ -121,7 +121,7 @@ class RadonTransform(LinearOperator):
 
     @property
     def is_fan(self) -> bool:
-        """Whether the geometry is fan beam (:class:`~ctrobust.geometry.FanBeam2D`)."""
+        """Whether the geometry is fan beam (:class:`~ctrobust.operators.geometry.FanBeam2D`)."""
         return isinstance(self.geometry, FanBeam2D)
 
     @property

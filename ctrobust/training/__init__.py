@@ -7,11 +7,16 @@ See docs/training.md.
 
 from __future__ import annotations
 
-from ctrobust.training.checkpoint import load_checkpoint, read_checkpoint
-from ctrobust.training.objectives import (OBJECTIVES, PGD, Jitter, MinMax, Objective, Parseval, Plain, Universal,
-                                          WeightDecay, build_objective, make_objective)
-from ctrobust.training.trainer import NonFiniteLossError, TrainResult, fit
+from ctrobust._lazy import lazy_getattr
 
-__all__ = ["TrainResult", "fit", "load_checkpoint", "read_checkpoint", "Objective",
-           "Plain", "WeightDecay", "Parseval", "MinMax", "PGD", "Universal", "Jitter", "OBJECTIVES",
-           "make_objective", "build_objective", "NonFiniteLossError"]
+_EXPORTS = {
+    **dict.fromkeys(("load_checkpoint", "read_checkpoint", "load_model", "save_model"), "ctrobust.training.checkpoint"),
+    **dict.fromkeys(("Objective", "Plain", "WeightDecay", "Parseval", "MinMax", "PGD", "Universal", "Jitter",
+                     "OBJECTIVES", "make_objective", "build_objective"), "ctrobust.training.objectives"),
+    **dict.fromkeys(("TrainResult", "fit", "NonFiniteLossError"), "ctrobust.training.trainer"),
+}
+#: modules reachable as attributes on first use
+SUBMODULES = ("checkpoint", "distributed", "logs", "objectives", "parseval", "trainer")
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

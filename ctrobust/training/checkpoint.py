@@ -242,9 +242,13 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
         E.g. an :class:`~ctrobust.models.FBPConvNet` mapping sinograms ``(B, 1, A, D)`` to images
         ``(B, 1, N, N)``; for CT, ``model.operator`` is its :class:`~ctrobust.operators.radon.RadonTransform`.
     """
+    return _model_from_record(Path(path), read_checkpoint(path, map_location="cpu"), map_location, operator)
+
+
+def _model_from_record(path: Path, data: dict, map_location="cpu", operator=None):
+    """The model a checkpoint record ``data`` (read from ``path``) describes, weights loaded, in eval mode."""
     from ctrobust.models import build_model
 
-    data = read_checkpoint(path, map_location="cpu")
     op = operator if operator is not None else build_operator(data["operator"])
     if operator is not None:
         check_operator(path, data["operator"], operator)
@@ -269,3 +273,27 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
     model.to(map_location)
     model.eval()
     return model
+
+
+def load_model(path: str | os.PathLike, map_location="cpu"):
+    """``(model, record)``: a checkpoint's model (eval mode, with ``.operator``) and everything it stores.
+
+    The file is read once. Raises :class:`CtrobustError` with a clear message when the file is missing,
+    not a checkpoint, or cannot be rebuilt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CtrobustError(f"checkpoint {str(path)!r} does not exist; pass the best.pt (or last.pt) written by 'ctrobust train'")
+    if path.is_dir():
+        raise CtrobustError(f"checkpoint {str(path)!r} is a directory; pass the .pt file inside it (e.g. {path / 'best.pt'})")
+    record = read_checkpoint(path)
+    try:
+        model = _model_from_record(path, record, map_location)
+    except CtrobustError:
+        raise
+    except Exception as exc:  # corrupt or foreign content behind a valid marker
+        raise CtrobustError(f"checkpoint {str(path)!r} is not a readable ctrobust checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not hasattr(model, "operator"):
+        raise CtrobustError(f"checkpoint {str(path)!r} holds a model without an operator; cannot form measurements")
+    return model, record
+

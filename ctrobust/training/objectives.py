@@ -39,7 +39,7 @@ from torch import nn
 
 from ctrobust.attacks import eval_mode, pga_attack, training_perturbation
 from ctrobust.models.adversary import DIRECTION_MODES, Adversary
-from ctrobust.perturbation import eps_radius, project_l2_ball, random_unit_directions
+from ctrobust.attacks.ball import eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
 

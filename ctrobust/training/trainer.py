@@ -3,7 +3,7 @@
 
 See docs/training.md. In short: images ``x`` come from the dataset, the trainer measures ``y = A x``
 (no noise, or ``noise(A x)`` with a measurement noise model such as low-dose CT's
-:class:`ctrobust.noise.LogPoissonNoise`), the objective returns the loss, Adam takes a step, and the learning rate follows a
+:class:`ctrobust.operators.noise.LogPoissonNoise`), the objective returns the loss, Adam takes a step, and the learning rate follows a
 per-step schedule. Files in ``out``: ``config.json``, ``steps.{csv,jsonl}`` (every ``log_every``
 steps), ``epochs.{csv,jsonl}``, ``validation.{csv,jsonl}``, ``last.pt`` and ``best.pt``.
 """
@@ -159,7 +159,7 @@ def _measure_noisy(operator, x, noise, seed: int):
 
 
 def _validate(module, operator, val_set, batch_size, device, dtype, noise=None) -> dict:
-    from ctrobust import metrics as M
+    from ctrobust.evaluation import metrics as M
 
     was_training = module.training
     module.eval()
@@ -592,7 +592,7 @@ def fit(
     extra : dict, optional
         JSON-able entries stored in the checkpoint's ``run`` record (``run_train`` stores its TrainSpec).
     noise : callable, optional
-        Measurement noise ``noise(y, generator)`` (e.g. :class:`ctrobust.noise.LogPoissonNoise`): every
+        Measurement noise ``noise(y, generator)`` (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`): every
         step trains on ``noise(A x)`` with fresh noise (seeded by seed, step and process), validation
         measures with fixed noise. The objective's perturbations act on the noisy measurement.
 

@@ -6,9 +6,9 @@ On built-in random-ellipse phantoms (``image_size`` px, ``n_angles`` parallel-be
 Gaussian noise ``noise`` on every measurement):
 
 - FBP (Ram-Lak), the classical linear baseline;
-- TV by Chambolle-Pock (``ctrobust.classical.tv_reconstruction``, ``tv_tau``, ``tv_iterations`` unrolled
+- TV by Chambolle-Pock (``ctrobust.reconstruction.classical.tv_reconstruction``, ``tv_tau``, ``tv_iterations`` unrolled
   iterations: the attack differentiates through them);
-- the deep image prior (``ctrobust.classical.deep_image_prior``: un-trained U-Net with early stopping on
+- the deep image prior (``ctrobust.reconstruction.classical.deep_image_prior``: un-trained U-Net with early stopping on
   5 % held-out bins; attacked through its unrolled Adam steps, so only ``dip_samples`` images and
   ``dip_attack_steps`` PGA steps, it is by far the most expensive);
 - FBPConvNet trained here for ``train_steps`` Adam steps on ``n_train`` phantoms (plain MSE).
@@ -28,13 +28,13 @@ import warnings
 import torch
 
 from ctrobust.attacks import pga_attack
-from ctrobust.classical import DIPReconstruction, TVReconstruction
+from ctrobust.reconstruction.classical import DIPReconstruction, TVReconstruction
 from ctrobust.data import load_split
-from ctrobust.geometry import ParallelBeam2D
-from ctrobust.metrics import all_metrics, mean_std
+from ctrobust.operators.geometry import ParallelBeam2D
+from ctrobust.evaluation.metrics import all_metrics, mean_std
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
-from ctrobust.shift import add_noise, stack_images
+from ctrobust.evaluation.shift import add_noise, stack_images
 from experiments import _common as C
 
 NAME = "classical_vs_trained"

@@ -20,7 +20,7 @@ command lines):
    (one row per model, eps and condition), built from ``OUT/attack/summary.json``.
 
 ``photons`` (default 4096, LoDoPaB's dose; ``null`` for noise-free data) makes every stage low-dose CT:
-training on ``-log(Poisson(I0 exp(-mu A x)) / I0) / mu`` (ctrobust.noise.LogPoissonNoise), the attack on the
+training on ``-log(Poisson(I0 exp(-mu A x)) / I0) / mu`` (ctrobust.operators.noise.LogPoissonNoise), the attack on the
 noisy measurement, with the error of the noise itself as the dose line of the figure.
 """
 
@@ -34,7 +34,7 @@ from ctrobust import app
 from ctrobust.app.specs import AttackSpec, EvaluateSpec, MakePhantomsSpec, ReportSpec, TrainSpec
 from ctrobust.errors import CtrobustError
 from ctrobust.files import write_text
-from ctrobust.report import plot_robustness_curves
+from ctrobust.evaluation.report import plot_robustness_curves
 from experiments import _common as C
 
 NAME = "ct_143views"

@@ -120,7 +120,7 @@ def per_sample_minmax_filter(s: np.ndarray, eps: float, lam: float, X: np.ndarra
     and invariant under sign flips of coordinates, so a diagonal minimiser exists). The inner maximum is
     solved exactly (:func:`worst_case_perturbations`); the gradient follows Danskin's theorem; L-BFGS-B.
     This is the target of an adversary that depends on the sample (``minmax`` with G, ``pgd``), whereas
-    ``ctrobust.theory.minmax_linear_solution`` is the target of the shared perturbation.
+    ``ctrobust.attacks.linear_theory.minmax_linear_solution`` is the target of the shared perturbation.
     """
     from scipy.optimize import minimize
 

@@ -8,7 +8,7 @@ draw exactly whitened training data (empirical mean 0, covariance I), and train
 ``ctrobust.models.LinearReconstruction`` with the project's objectives at absolute radius ``eps``:
 
 - ``universal``: one perturbation shared by the batch (kept between steps, ``ascent_steps`` normalised
-  ascent steps per step) -- the setting of the closed form ``ctrobust.theory.minmax_linear_solution``;
+  ascent steps per step) -- the setting of the closed form ``ctrobust.attacks.linear_theory.minmax_linear_solution``;
 - ``minmax``: the project's min-max objective with the adversary ``minmax_mode`` (default ``shared``:
   one direction that does not depend on x, scaled to the radius; ``project``: the paper's per-sample
   network G, an MLP on y), ``g_steps = ascent_steps``.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ctrobust import theory
+from ctrobust.attacks import linear_theory as theory
 from ctrobust.attacks import pga_attack
 from ctrobust.errors import CtrobustError
 from ctrobust.models import LinearReconstruction
@@ -152,7 +152,7 @@ def run_size(n: int, cfg: dict, progress: bool) -> dict:
                 row["pga_worst"] = float(pga.mean())
                 row["pga_over_exact"] = float(pga.mean() / exact_sub.mean())
                 row["pga_max_excess"] = float(np.max(pga / exact_sub - 1.0))
-                # third, independent route: ctrobust.theory's own per-sample solver
+                # third, independent route: ctrobust.attacks.linear_theory's own per-sample solver
                 with np.errstate(all="ignore"):
                     _, th = theory.worst_case_perturbation(B, A, eps, rng_sub)
                 ok = np.isfinite(th)

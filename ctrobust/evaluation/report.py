@@ -187,7 +187,7 @@ def plot_robustness_curves(
 ) -> Path:
     """Error vs eps, one line per model: attacked (solid) and random noise of the same norm (dashed).
 
-    With a ``dose`` condition (measurement noise, :func:`ctrobust.robustness.robustness_curve` with
+    With a ``dose`` condition (measurement noise, :func:`ctrobust.evaluation.robustness.robustness_curve` with
     ``noise``) a dotted horizontal line marks the error the noise itself causes and a star puts it at
     the noise's relative size ``||y - A x|| / ||A x||`` on the eps axis.
 
@@ -195,7 +195,7 @@ def plot_robustness_curves(
     ----------
     summaries : mapping label -> summary rows
         Rows with ``eps``, ``condition`` and ``<metric>_mean`` / ``<metric>_std`` (as in
-        :attr:`ctrobust.robustness.RobustnessResult.summary`).
+        :attr:`ctrobust.evaluation.robustness.RobustnessResult.summary`).
     path : path-like
         The PNG to write.
     metrics : sequence of str

@@ -1,6 +1,6 @@
 """Held-out measurement bins: the self-validation set of methods that fit a single measurement.
 
-The deep image prior (:mod:`ctrobust.classical`) and test-time training (:mod:`ctrobust.ttt`) fit a
+The deep image prior (:mod:`ctrobust.reconstruction.classical`) and test-time training (:mod:`ctrobust.reconstruction.ttt`) fit a
 network to one measurement ``y``; a random set of bins is kept out of the fit and its error decides
 when to stop (docs/method.md section 6).
 """

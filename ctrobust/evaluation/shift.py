@@ -2,7 +2,7 @@
 
 A *condition* is a set of test images with the operator that measures them and a noise level. A
 trained network ``f`` is evaluated on the in-distribution condition (what it was trained for) and on a
-shifted one, plain and with test-time training (:func:`ctrobust.ttt.test_time_train`); the share of the
+shifted one, plain and with test-time training (:func:`ctrobust.reconstruction.ttt.test_time_train`); the share of the
 SSIM gap closed by test-time training (Darestani, Liu & Heckel 2022) is
 
 ``gap_closed = (SSIM_ttt - SSIM_shifted) / (SSIM_in_dist - SSIM_shifted)``
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ctrobust.metrics import all_metrics
+from ctrobust.evaluation.metrics import all_metrics
 
 __all__ = [
     "Condition",
@@ -61,8 +61,8 @@ class Condition:
         Seed of the noise.
     noise_model : callable, optional
         Measurement noise ``noise_model(y, generator)`` applied first (e.g. low-dose CT's
-        :class:`ctrobust.noise.LogPoissonNoise`, seeded per sample as in
-        :func:`ctrobust.robustness.measure`); the relative Gaussian ``noise`` comes on top.
+        :class:`ctrobust.operators.noise.LogPoissonNoise`, seeded per sample as in
+        :func:`ctrobust.evaluation.robustness.measure`); the relative Gaussian ``noise`` comes on top.
     """
 
     name: str
@@ -76,7 +76,7 @@ class Condition:
         """``y = A x (+ noise)``, ``(B, *operator.range_shape)``."""
         if self.noise_model is None:
             return measure(self.operator, self.images, noise=self.noise, seed=self.seed)
-        from ctrobust.robustness import measure as measure_noisy
+        from ctrobust.evaluation.robustness import measure as measure_noisy
 
         x = self.images.reshape(self.images.shape[0], *self.operator.domain_shape)
         _, y = measure_noisy(self.operator, x, range(x.shape[0]), self.noise_model, self.seed)
@@ -151,7 +151,7 @@ def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_option
     """
     from tqdm.auto import tqdm
 
-    from ctrobust.ttt import test_time_train
+    from ctrobust.reconstruction.ttt import test_time_train
 
     y = condition.measurements()
     recs, extra = [], {"ttt_steps": [], "consistency_before": [], "consistency_after": []}
@@ -241,7 +241,7 @@ def distribution_shift(f, in_dist: Condition, shifted: Condition, *, f_shifted=N
     ttt : bool
         Also run test-time training on the shifted condition.
     ttt_options : dict
-        Keyword arguments of :func:`ctrobust.ttt.test_time_train` (steps, lr, patience, ...).
+        Keyword arguments of :func:`ctrobust.reconstruction.ttt.test_time_train` (steps, lr, patience, ...).
     batch_size : int
         Samples per forward pass (test-time training treats each sample on its own anyway).
     progress : bool

@@ -7,7 +7,6 @@ One home for the helpers that used to be copied across ``attacks``, ``training.o
 - :func:`project_l2_ball`: the per-sample projection onto that ball;
 - :func:`random_unit_directions`: Gaussian directions normalised per sample (uniform on the sphere);
 - :func:`random_start_in_ball`: a random point inside the l2 ball (or the linf box) to start an ascent;
-- :func:`default_generator`: the generator library code draws from when the caller gives none.
 
 Randomness only ever comes from an explicit ``torch.Generator``; the global RNG is never used. The
 draw order and dtypes of each helper are part of its contract (same seed, same numbers), so callers
@@ -22,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["eps_radius", "project_l2_ball", "random_unit_directions", "random_start_in_ball", "default_generator"]
+__all__ = ["eps_radius", "project_l2_ball", "random_unit_directions", "random_start_in_ball"]
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -115,14 +114,3 @@ def random_start_in_ball(y: torch.Tensor, radius: torch.Tensor, generator: torch
     d = random_unit_directions(y.shape, generator, dtype=y.dtype, device=y.device, draw_dtype=None)
     frac = torch.rand((b,), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
     return d * _per_sample(radius * frac, d)
-
-
-def default_generator(generator: torch.Generator | None) -> torch.Generator:
-    """``generator``, or a fresh CPU generator seeded 0 (library code never draws from the global RNG).
-
-    The default lives on the CPU whatever device the data are on: draws are made there and moved, so
-    the same seed gives the same numbers on CPU and CUDA.
-    """
-    if generator is not None:
-        return generator
-    return torch.Generator(device="cpu").manual_seed(0)

@@ -9,7 +9,7 @@ For a reconstruction ``f`` and measurements ``y`` let ``J = J_f(y)`` be its Jaco
 is a trust-region problem with a convex objective: its maximiser lies on the sphere, and with the
 eigen-decomposition ``J^T J = sum_i theta_i z_i z_i^T`` it is ``d = sum_i a_i z_i`` with
 ``a_i = c_i / (nu - theta_i)``, ``c = Z^T J^T r``, ``nu >= theta_max`` chosen so ``||a|| = rho``
-(:func:`ctrobust.theory.trust_region_max`). For the deviation target it is ``rho^2 ||J||_2^2``.
+(:func:`ctrobust.attacks.linear_theory.trust_region_max`). For the deviation target it is ``rho^2 ||J||_2^2``.
 For a linear ``f`` this *is* the worst case, exactly; for a network it is the first-order prediction,
 and ``rho ||J_f(y)||_2`` is the local amplification of a perturbation of norm ``rho``.
 
@@ -35,8 +35,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ctrobust.perturbation import random_unit_directions
-from ctrobust.theory import trust_region_max
+from ctrobust.attacks.ball import random_unit_directions
+from ctrobust.attacks.linear_theory import trust_region_max
 
 __all__ = ["WorstCase", "linearized_worst_case", "jacobian_norm", "exact_worst_case", "is_linear"]
 

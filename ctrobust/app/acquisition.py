@@ -1,6 +1,6 @@
 """The acquisition geometry of ``train``, ``attack``, ``evaluate`` and ``demo``: ``--geometry parallel|fan``
-and the fan-beam lengths (pixels) of a spec, turned into a :class:`~ctrobust.geometry.ParallelBeam2D` or
-:class:`~ctrobust.geometry.FanBeam2D` (docs/conventions.md)."""
+and the fan-beam lengths (pixels) of a spec, turned into a :class:`~ctrobust.operators.geometry.ParallelBeam2D` or
+:class:`~ctrobust.operators.geometry.FanBeam2D` (docs/conventions.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def build_geometry(spec, size: int, angles: int):
     Raises :class:`CtrobustError` for fan lengths given without ``--geometry fan`` and for an impossible fan
     geometry (e.g. the source inside the image).
     """
-    from ctrobust.geometry import FanBeam2D, ParallelBeam2D
+    from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D
 
     kind = getattr(spec, "geometry", GEOMETRY_KINDS[0])
     lengths = {name: getattr(spec, name, None) for name in FAN_FIELDS}

@@ -67,7 +67,7 @@ class LogPoissonNoise:
 
     Calling ``noise(y, generator=None)`` on sinograms ``(B, 1, A, D)`` (any shape, any device, float32 or
     float64) returns the noisy sinogram in ``y``'s dtype and device. Without a generator a fresh CPU
-    generator seeded 0 is used (:func:`ctrobust.perturbation.default_generator`). The result is
+    generator seeded 0 is used (:func:`ctrobust.seeding.default_generator`). The result is
     ``y + (y_noisy - y).detach()``: the value is the noisy measurement, the gradient with respect to ``y``
     is the identity (a straight-through estimate; the draw itself has no gradient).
 
@@ -111,7 +111,7 @@ class LogPoissonNoise:
 
     def counts(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Detected counts ``N`` (float64, on the generator's device), before the clamp and the log."""
-        from ctrobust.perturbation import default_generator
+        from ctrobust.seeding import default_generator
 
         gen = default_generator(generator)
         rate = self.transmission(y).to(gen.device)

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ctrobust.perturbation import (_per_sample, default_generator, eps_radius, project_l2_ball,
-                                   random_start_in_ball, random_unit_directions)
+from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball, random_start_in_ball, random_unit_directions
+from ctrobust.seeding import default_generator
 
 __all__ = [
     "AttackResult",
@@ -524,7 +524,7 @@ def pga_attack(
         The step rule (see above).
     init : Tensor, optional
         A start for restart 0, shaped like ``y`` (projected onto the ball): a warm start, e.g. the
-        worst perturbation of a smaller eps rescaled (what :func:`ctrobust.robustness.robustness_curve`
+        worst perturbation of a smaller eps rescaled (what :func:`ctrobust.evaluation.robustness.robustness_curve`
         does along its grid).
     generator : torch.Generator, optional
         Source of the random starts (a CPU or same-device generator). Default: a fresh generator

@@ -7,7 +7,7 @@ prior, ...). Each is built by a function registered in :data:`METHODS`:
 mapping measurements ``(B, 1, A, D)`` (or ``(B, m)``) to images ``(B, 1, N, N)`` (or ``(B, n)``),
 with an ``.operator`` attribute. Adding a method is one call::
 
-    from ctrobust.methods import register_method
+    from ctrobust.reconstruction.methods import register_method
     register_method("tv", lambda operator, **kw: TVReconstruction(operator, **kw))
 
 after which ``ctrobust attack --method tv`` works. A builder may also be registered lazily as a
@@ -20,8 +20,9 @@ options a method has, and their defaults, are read from one library signature pe
 library. :func:`parse_method_option` turns ``NAME.KEY=VALUE`` text (``--method-option``) into a typed
 value; unknown names, keys and bad values raise :class:`CtrobustError` naming what is accepted.
 
-:func:`load_reconstructions` turns ``--checkpoint`` paths and ``--method`` names into labelled
-models that share one place for error messages (missing / corrupt checkpoints).
+Turning ``--checkpoint`` paths and ``--method`` names into labelled reconstructions is the application
+layer's job (:func:`ctrobust.app.inputs.load_reconstructions`); reading a checkpoint is
+:func:`ctrobust.training.checkpoint.load_model`.
 """
 
 from __future__ import annotations
@@ -47,9 +48,6 @@ __all__ = [
     "parse_method_option",
     "split_methods",
     "FBPReconstruction",
-    "Reconstruction",
-    "load_reconstructions",
-    "load_model",
     "move_to",
 ]
 
@@ -65,7 +63,7 @@ class FBPReconstruction(nn.Module):
         FBP filter ("ram-lak", "shepp-logan", "cosine", "hann").
     """
 
-    #: FBP is linear in the measurements: its worst case is exact (:mod:`ctrobust.worst_case`)
+    #: FBP is linear in the measurements: its worst case is exact (:mod:`ctrobust.attacks.worst_case`)
     is_linear = True
 
     def __init__(self, operator, filter: str = "ram-lak"):
@@ -87,15 +85,15 @@ def _build_fbp(operator, **options):
 
 
 #: name -> builder(operator, **options) -> f, or a "module:function" string imported on first use.
-METHODS: dict[str, Callable | str] = {"fbp": _build_fbp, "tv": "ctrobust.classical:build_tv",
-                                     "dip": "ctrobust.classical:build_dip"}
+METHODS: dict[str, Callable | str] = {"fbp": _build_fbp, "tv": "ctrobust.reconstruction.classical:build_tv",
+                                     "dip": "ctrobust.reconstruction.classical:build_dip"}
 
 #: name -> the callable whose keyword parameters (after the operator / measurement) are the method's
 #: options, with their defaults; a "module:attribute" string is imported on first use. Methods not
 #: listed here are described by their builder's own signature.
 METHOD_SIGNATURES: dict[str, Callable | str] = {"fbp": FBPReconstruction,
-                                                "tv": "ctrobust.classical:TVReconstruction",
-                                                "dip": "ctrobust.classical:deep_image_prior"}
+                                                "tv": "ctrobust.reconstruction.classical:TVReconstruction",
+                                                "dip": "ctrobust.reconstruction.classical:deep_image_prior"}
 
 #: parameters of a signature that are not options a user sets (set by the model itself, or plumbing)
 _NOT_OPTIONS = {"self", "operator", "y", "differentiable", "return_info", "progress"}
@@ -266,124 +264,8 @@ def split_methods(values: Sequence[str]) -> tuple[list[str], list[str]]:
     return paths, names
 
 
-@dataclasses.dataclass
-class Reconstruction:
-    """A labelled reconstruction to evaluate: ``f`` with its ``operator`` and where it came from."""
-
-    label: str
-    f: Callable
-    operator: object
-    source: str  # checkpoint path or "method:<name>"
-    kind: str  # "checkpoint" or "method"
-    info: dict = dataclasses.field(default_factory=dict)
-
-
-def load_model(path: str | os.PathLike, map_location="cpu"):
-    """Load a checkpoint's model (eval mode, with ``.operator``) and its stored record.
-
-    Raises :class:`CtrobustError` with a clear message when the file is missing, not a checkpoint,
-    or cannot be rebuilt.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CtrobustError(f"checkpoint {str(path)!r} does not exist; pass the best.pt (or last.pt) written by 'ctrobust train'")
-    if path.is_dir():
-        raise CtrobustError(f"checkpoint {str(path)!r} is a directory; pass the .pt file inside it (e.g. {path / 'best.pt'})")
-    try:
-        from ctrobust.training.checkpoint import load_checkpoint, read_checkpoint
-    except ImportError as exc:  # pragma: no cover - the training package is part of ctrobust
-        raise CtrobustError(f"cannot load checkpoints: {exc}") from exc
-    try:
-        record = read_checkpoint(path)
-        model = load_checkpoint(path, map_location=map_location)
-    except CtrobustError:
-        raise
-    except Exception as exc:  # corrupt, truncated or foreign files
-        raise CtrobustError(f"checkpoint {str(path)!r} is not a readable ctrobust checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not hasattr(model, "operator"):
-        raise CtrobustError(f"checkpoint {str(path)!r} holds a model without an operator; cannot form measurements")
-    return model, record
-
-
 def move_to(model, device):
     """``model.to(device)`` for modules (operators inside serve any device); other callables as they are."""
     if not isinstance(model, nn.Module):
         return model
     return model.to(torch.device(device))
-
-
-def _record_info(record) -> dict:
-    """The small, JSON-able part of a checkpoint record: objective config, step, metrics, best."""
-    if not isinstance(record, dict):
-        return {}
-    info = {}
-    objective = record.get("objective")
-    if isinstance(objective, dict):
-        info["objective"] = objective.get("config", objective)
-    for key in ("step", "metrics", "best"):
-        if key in record:
-            info[key] = record[key]
-    return info
-
-
-def _labels(paths: Sequence[Path]) -> list[str]:
-    """Short unique labels: the run directory name, else more of the path."""
-    labels = [p.parent.name or p.stem for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [str(p) for p in paths]
-    return labels
-
-
-def load_reconstructions(
-    checkpoints: Sequence[str | os.PathLike] = (),
-    methods: Sequence[str] = (),
-    *,
-    device="cpu",
-    default_operator: Callable[[], object] | None = None,
-    options: dict[str, dict] | None = None,
-) -> list[Reconstruction]:
-    """Checkpoints and named methods, ready to evaluate on ``device``.
-
-    Methods use the operator of the first checkpoint, or ``default_operator()`` when no checkpoint
-    is given; ``options`` maps a method name to its keyword options (:func:`build_method`). A
-    method's ``info`` holds ``method`` (its name), ``options`` (all of them, library defaults filled in)
-    and, when it has one, ``config()``.
-    Raises :class:`CtrobustError` when nothing is given or a checkpoint is unusable.
-    """
-    if not checkpoints and not methods:
-        raise CtrobustError(
-            "nothing to evaluate: pass --checkpoint RUN/best.pt (repeatable) for trained models "
-            f"and/or --method NAME for a classical reconstruction ({', '.join(sorted(METHODS))})"
-        )
-    out: list[Reconstruction] = []
-    paths = [Path(c) for c in checkpoints]
-    for path, label in zip(paths, _labels(paths)):
-        model, record = load_model(path, map_location="cpu")
-        model = move_to(model, device).eval()
-        info = _record_info(record)
-        out.append(Reconstruction(label, model, model.operator, str(path), "checkpoint", info))
-    if methods:
-        if out:
-            operator = out[0].operator
-        elif default_operator is not None:
-            operator = default_operator()
-        else:
-            raise CtrobustError("--method needs an operator: pass a --checkpoint or a geometry")
-        for name in methods:
-            opts = dict((options or {}).get(name, {}))
-            f = build_method(name, operator, **opts)
-            if isinstance(f, nn.Module):
-                f = move_to(f, device).eval()
-            label = name.upper() if name == "fbp" else name
-            known = method_options(name)
-            effective = {**{k: v for k, v in (known or {}).items() if v is not inspect.Parameter.empty}, **opts}
-            info = {"method": name, "options": effective}
-            if hasattr(f, "config"):
-                info["config"] = f.config()
-            out.append(Reconstruction(label, f, operator, f"method:{name}", "method", info))
-    labels = [r.label for r in out]
-    if len(set(labels)) < len(labels):
-        raise CtrobustError(f"two reconstructions share the label(s) {sorted({l for l in labels if labels.count(l) > 1})}; pass each once")
-    return out

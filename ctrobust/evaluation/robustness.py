@@ -13,7 +13,7 @@ inputs are reconstructed:
 
 With ``linearization=True`` every row also carries ``jacobian_norm`` ``||J_f(y)||_2`` (the local
 amplification), and the attack rows ``first_order_sq_error``, the worst case of the linearised
-problem (:mod:`ctrobust.worst_case`): for a linear reconstruction (FBP) it is the exact worst case,
+problem (:mod:`ctrobust.attacks.worst_case`): for a linear reconstruction (FBP) it is the exact worst case,
 also written as ``exact_sq_error``, and ``attack_over_exact`` says how much of it the attack reached.
 
 The radius is ``eps * ||y||_2`` per sample (relative, the default) or ``eps`` (absolute). Per sample
@@ -37,10 +37,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ctrobust import metrics as _metrics
+from ctrobust.evaluation import metrics as _metrics
 from ctrobust.attacks import (DEFAULT_STEPS, eval_mode, perturbation_radius, pga_attack, random_perturbation,
                               squared_error)
-from ctrobust.worst_case import is_linear, linearized_worst_case
+from ctrobust.attacks.worst_case import is_linear, linearized_worst_case
 
 __all__ = [
     "RobustnessResult",
@@ -292,7 +292,7 @@ def robustness_curve(
     linearization_iterations : int, optional
         Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
     noise : callable, optional
-        A measurement noise model ``noise(y, generator)`` (e.g. :class:`ctrobust.noise.LogPoissonNoise`):
+        A measurement noise model ``noise(y, generator)`` (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`):
         the measured data are ``y = noise(A x)`` (seeded per sample, :func:`measure`), the attack and the
         random reference perturb them (radii relative to the noisy ``||y||_2``, deviations from
         ``f(y)``), ``clean`` stays ``f(A x)`` and a fourth condition ``dose`` holds ``f(y)`` with

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ctrobust.metrics import all_metrics, mean_std
+from ctrobust.evaluation.metrics import all_metrics, mean_std
 
 __all__ = ["MISMATCH_KINDS", "DEFAULT_MISMATCH_GRID", "mismatch_operator", "mismatch_sweep", "worst_case_grid",
            "summarize_mismatch"]
@@ -49,7 +49,7 @@ def mismatch_operator(operator, *, angle_offset_deg: float = 0.0, detector_shift
 
 
 def _measure(op, images, noise, seed):
-    from ctrobust.robustness import measure
+    from ctrobust.evaluation.robustness import measure
 
     x = images.reshape(images.shape[0], *op.domain_shape)
     return measure(op, x, range(x.shape[0]), noise, seed)
@@ -101,7 +101,7 @@ def mismatch_sweep(models: Mapping[str, object], operator, images: torch.Tensor,
     seed : int
         Seed of the gains, the missing views and the measurement noise.
     noise : callable, optional
-        Measurement noise (e.g. :class:`ctrobust.noise.LogPoissonNoise`) applied to ``A' x``.
+        Measurement noise (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`) applied to ``A' x``.
 
     Returns
     -------
@@ -186,7 +186,7 @@ def summarize_mismatch(rows: Sequence[dict]) -> list[dict]:
 def plot_mismatch(summary: Sequence[dict], worst: Sequence[dict], path, *, title: str | None = None):
     """One panel per mismatch kind: relative error against the mismatch size, one line per model (the
     error on ``A`` dotted); the top axis of each panel gives ``||(A' - A) x|| / ||A x||``."""
-    from ctrobust.report import _pyplot, _save
+    from ctrobust.evaluation.report import _pyplot, _save
 
     plt = _pyplot()
     kinds = [k for k in MISMATCH_KINDS if any(r["kind"] == k for r in summary)]

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 import torch
 
-from ctrobust.holdout import holdout_mask
+from ctrobust.reconstruction.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator, check_batch
 
 __all__ = [
@@ -525,10 +525,10 @@ class DIPReconstruction(torch.nn.Module):
 
 
 def build_tv(operator: LinearOperator, **options) -> TVReconstruction:
-    """Builder for the method registry (``ctrobust.methods``): ``--method tv``."""
+    """Builder for the method registry (``ctrobust.reconstruction.methods``): ``--method tv``."""
     return TVReconstruction(operator, **options)
 
 
 def build_dip(operator: LinearOperator, **options) -> DIPReconstruction:
-    """Builder for the method registry (``ctrobust.methods``): ``--method dip``."""
+    """Builder for the method registry (``ctrobust.reconstruction.methods``): ``--method dip``."""
     return DIPReconstruction(operator, **options)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctrobust.holdout import holdout_mask
+from ctrobust.reconstruction.holdout import holdout_mask
 from ctrobust.operators.base import LinearOperator, check_batch
 
 __all__ = ["test_time_train", "TTTInfo", "copy_model", "fill_heldout", "data_consistency"]
@@ -158,7 +158,7 @@ def test_time_train(
         How held-out bins are hidden from the network input (:func:`fill_heldout`).
     weights : torch.Tensor, optional
         Per-bin statistical weights ``w >= 0``, shaped like ``y`` (or broadcastable to one sample),
-        e.g. ``1 / std`` of the measurement noise (:meth:`ctrobust.noise.LogPoissonNoise.inverse_std`):
+        e.g. ``1 / std`` of the measurement noise (:meth:`ctrobust.operators.noise.LogPoissonNoise.inverse_std`):
         the loss and the held-out error become ``||w M (y - A f)||_1 / ||w M y||_1`` (and the same
         with ``H``), so noisy bins (low-dose rays behind much attenuation) count less. Default: 1.
     progress : bool
