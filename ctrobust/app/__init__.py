@@ -28,6 +28,7 @@ _EXPORTS = {
     "MakePhantomsSpec": "ctrobust.app.specs",
     "DemoSpec": "ctrobust.app.specs",
     "ReportSpec": "ctrobust.app.specs",
+    "BenchmarkSpec": "ctrobust.app.specs",
     "run_train": "ctrobust.app.train",
     "run_attack": "ctrobust.app.attack",
     "AttackRunResult": "ctrobust.app.attack",
@@ -39,9 +40,11 @@ _EXPORTS = {
     "DemoResult": "ctrobust.app.demo",
     "run_report": "ctrobust.app.report",
     "ResultFolder": "ctrobust.app.results",
+    "run_benchmark": "ctrobust.app.benchmark",
+    "BenchmarkResult": "ctrobust.app.benchmark",
 }
 
 __all__ = list(_EXPORTS)
 #: modules reachable as attributes on first use
-SUBMODULES = ('acquisition', 'attack', 'data', 'demo', 'evaluate', 'inputs', 'report', 'results', 'spec', 'specs', 'train')
+SUBMODULES = ('acquisition', 'attack', 'benchmark', 'data', 'demo', 'evaluate', 'inputs', 'report', 'results', 'spec', 'specs', 'train')
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

@@ -28,7 +28,7 @@ from ctrobust.training.objectives import OBJECTIVES
 from ctrobust.training.trainer import SCHEDULERS
 
 __all__ = ["TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
-           "ReportSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
+           "ReportSpec", "BenchmarkSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
            "signature_default"]
 
 #: image side in pixels of the built-in phantoms when neither a size nor data is given
@@ -602,3 +602,87 @@ class ReportSpec(Spec):
     out: str = option("report.md", "report file; the suffix picks the format (.md Markdown, .html self-contained HTML)",
                       metavar="REPORT.md|REPORT.html")
     force: bool = option(False, "overwrite an existing report file")
+
+
+# ======================================================================================================
+#: the models of ``ctrobust benchmark`` by default: the classical references and FBPConvNet's three objectives
+BENCHMARK_MODELS = ("fbp", "tv", "fbpconvnet-plain", "fbpconvnet-minmax", "fbpconvnet-pgd")
+
+
+def model_names(text: str) -> tuple[str, ...]:
+    """Comma-separated benchmark models: ``fbp``, ``tv`` or ``ARCH-OBJECTIVE`` (e.g. ``fbpconvnet-minmax``)."""
+    import argparse
+
+    names = tuple(p for p in str(text).replace(" ", "").strip("()[]").replace("'", "").split(",") if p)
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated models such as fbp,tv,fbpconvnet-plain")
+    for name in names:
+        arch, _, objective = name.rpartition("-")
+        if name not in ("fbp", "tv") and not (arch and objective in OBJECTIVES):
+            raise argparse.ArgumentTypeError(
+                f"unknown model {name!r}: give fbp, tv or ARCH-OBJECTIVE with an objective of "
+                f"{', '.join(OBJECTIVES)} (e.g. fbpconvnet-minmax)")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise argparse.ArgumentTypeError(f"model(s) {', '.join(dupes)} given twice")
+    return names
+
+
+_B = "what is run"
+#: what ``ctrobust benchmark --quick`` sets where the spec leaves it open (BenchmarkSpec.QUICK)
+BENCHMARK_QUICK = {"size": 64, "train_steps": 300, "n_samples": 4, "channels": 16, "depth": 3,
+                   "attack": {"attack": "apgd", "steps": 30, "restarts": 2, "verify": 2, "verify_steps": 60,
+                              "verify_restarts": 2}}
+#: U-Net width and depth of the networks ``ctrobust benchmark`` trains without --quick (Jin et al.'s FBPConvNet)
+BENCHMARK_NETWORK = {"channels": 64, "depth": 4}
+_Q, _QA = BENCHMARK_QUICK, BENCHMARK_QUICK["attack"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSpec(Spec):
+    """``ctrobust benchmark``: train, attack and rank models under a named protocol (docs/cli/benchmark.md)."""
+
+    show_list: bool = option(False, "print the protocols with a one-line card each and exit", flag="--list")
+    protocol: str | None = option(None, "the protocol (ctrobust benchmark --list): geometry, dose, data, eps grid, "
+                                  "attack budget", metavar="NAME", default_text="none; required unless --list")
+    size: int | None = option(None, "image side N: the protocol rescaled to N x N pixels (same field of view and "
+                              "detector width in mm; docs/benchmark.md)", unit="pixels", parse=image_size,
+                              default_text="the protocol's own size; 64 with --quick")
+    models: tuple[str, ...] = option(BENCHMARK_MODELS, "comma-separated models: fbp and tv (classical, nothing to "
+                                     "train) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
+                                     "fbpconvnet-minmax, fbpconvnet-pgd, ...)", parse=model_names,
+                                     metavar="M1,M2,...", group=_B)
+    checkpoint: tuple[str, ...] = option((), "a model of your own to add as a row: a checkpoint written by ctrobust "
+                                         "train with the protocol's geometry, labelled by its run folder's name or "
+                                         "LABEL=PATH; repeatable", repeat=True, metavar="[LABEL=]PATH", group=_B)
+    quick: bool = option(False, f"a small version: {_Q['size']} px unless --size, {_Q['train_steps']} training steps, "
+                         f"U-Net {_Q['channels']} / {_Q['depth']}, {_Q['n_samples']} test samples, "
+                         f"{_QA['attack'].upper()} {_QA['steps']} steps x {_QA['restarts']} restarts, verification "
+                         f"{_QA['verify_steps']} x {_QA['verify_restarts']} on {_QA['verify']} samples; the "
+                         "leaderboard says it is not verified", group=_B)
+    steps: int | None = option(None, "optimiser steps per trained network (batch --batch-size)", parse=positive_int,
+                               group=_B, default_text=f"the protocol's; {_Q['train_steps']} with --quick")
+    n_samples: int | None = option(None, "test samples attacked per model", parse=positive_int, metavar="N",
+                                   group=_B, default_text=f"the protocol's test split; {_Q['n_samples']} with --quick")
+    channels: int | None = option(None, "U-Net channels of the first level of the trained networks",
+                                  parse=positive_int, group=_B, default_text=f"{BENCHMARK_NETWORK['channels']} "
+                                  f"(Jin et al.); {_Q['channels']} with --quick")
+    depth: int | None = option(None, "U-Net poolings of the trained networks", parse=nonneg_int, group=_B,
+                               default_text=f"{BENCHMARK_NETWORK['depth']} (Jin et al.); {_Q['depth']} with --quick")
+    batch_size: int = option(8, "training images per optimiser step", parse=positive_int, group=_B)
+    seed: int = option(0, "seed (>= 0) of the networks' weights, the data order and the attacks' random starts",
+                       parse=nonneg_int, group=_B)
+    out: str = option("runs/benchmark", "benchmark folder: created, or a benchmark folder of the same protocol and "
+                      "settings, which is continued (finished models are reused, new ones added)", metavar="DIR")
+    device: str = _device()
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if not self.show_list and self.protocol is None:
+            raise CtrobustError("give --protocol NAME (ctrobust benchmark --list shows them)")
+        import argparse
+
+        try:
+            model_names(",".join(self.models))  # duplicates and unknown names, also from Python
+        except argparse.ArgumentTypeError as exc:
+            raise CtrobustError(f"--models: {exc}") from None

@@ -28,6 +28,7 @@ COMMANDS = (
     "attack",
     "evaluate",
     "report",
+    "benchmark",
 )
 
 

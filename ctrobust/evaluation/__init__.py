@@ -25,6 +25,9 @@ _EXPORTS = {
         'mse', 'relative_error', 'psnr', 'ssim', 'all_metrics', 'mean_std',
     ), "ctrobust.evaluation.metrics"),
     **dict.fromkeys((
+        'model_row', 'rank_rows', 'write_leaderboard', 'LEADERBOARD_FILES',
+    ), "ctrobust.evaluation.leaderboard"),
+    **dict.fromkeys((
         'MISMATCH_KINDS', 'DEFAULT_MISMATCH_GRID', 'mismatch_operator', 'mismatch_sweep',
         'worst_case_grid', 'summarize_mismatch',
     ), "ctrobust.evaluation.mismatch_sweep"),
@@ -45,5 +48,5 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 #: modules reachable as attributes on first use
-SUBMODULES = ('features', 'metrics', 'mismatch_sweep', 'report', 'robustness', 'shift')
+SUBMODULES = ('features', 'leaderboard', 'metrics', 'mismatch_sweep', 'report', 'robustness', 'shift')
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

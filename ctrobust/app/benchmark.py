@@ -1,0 +1,465 @@
+"""``run_benchmark``: train what is missing, attack every model under a named protocol, write the leaderboard
+(``ctrobust benchmark``).
+
+A benchmark folder ``out`` holds::
+
+    benchmark.json          the protocol (name, fingerprint, card) at the run's size and the run's settings
+    train/<model>/          ctrobust train's run folder of each trained model (config.json, last.pt, best.pt, logs)
+    attack/<model>/         ctrobust attack's result folder of each model (summary.json, gallery.png, ...)
+    models/<model>.json     the model's record, written when its attack is complete (source, train and attack
+                            commands, costs); a model counts as done only when this file exists
+    leaderboard.{csv,json,md,html}, robustness_curves.png
+
+Resuming: a training folder whose ``last.pt`` holds the planned number of steps and a ``best.pt`` is reused; an
+incomplete one continues with the trainer's resume; an attack folder without its model record is attacked
+again. A later run on the same folder (same protocol fingerprint and settings, else refused) adds rows, e.g. a
+user's ``--checkpoint``, without touching the finished ones. Only :func:`protocol_plan` reads the protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from ctrobust.app.specs import BENCHMARK_NETWORK as FULL_NETWORK
+from ctrobust.app.specs import BENCHMARK_QUICK as QUICK
+from ctrobust.app.specs import AttackSpec, BenchmarkSpec, TrainSpec
+from ctrobust.errors import CtrobustError
+
+__all__ = ["run_benchmark", "BenchmarkResult", "Plan", "protocol_plan", "list_protocols", "STATE_FILE",
+           "QUICK", "model_specs"]
+
+STATE_FILE = "benchmark.json"
+_METHODS = ("fbp", "tv")
+
+
+# -- the protocol, read in one place --------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a benchmark run does, derived from a protocol at one size and the spec: the fields of the train and
+    attack specs, the budgets, and the record every result carries."""
+
+    protocol: str
+    fingerprint: str
+    card: str
+    size: int
+    geometry: dict  # TrainSpec / AttackSpec fields: angles, geometry, fan lengths, ...
+    noise: dict  # TrainSpec / AttackSpec fields: photons, ...
+    eps_grid: tuple
+    attack: dict  # AttackSpec fields: attack, steps, restarts, verify, verify_steps, verify_restarts
+    verified: bool
+    train_steps: int
+    n_samples: int
+    network: dict  # channels, depth
+    seed: int
+    record: dict  # protocol name, fingerprint, geometry, dose, ... for the results
+
+    def settings(self) -> dict:
+        """The settings a benchmark folder is tied to (besides the fingerprint)."""
+        return {"size": self.size, "train_steps": self.train_steps, "n_samples": self.n_samples,
+                "attack": dict(self.attack), "eps_grid": list(self.eps_grid), "network": dict(self.network),
+                "seed": self.seed, "verified": self.verified}
+
+
+def _protocols() -> dict:
+    """Name -> protocol (the library's registry)."""
+    try:
+        from ctrobust.evaluation.protocols import PROTOCOLS
+    except ImportError:  # the protocols module is not in this build yet
+        return dict(_INTERIM)
+    return dict(PROTOCOLS)
+
+
+def list_protocols() -> list[tuple[str, str]]:
+    """``(name, one-line card)`` of every protocol, as ``ctrobust benchmark --list`` prints them."""
+    return [(name, _one_line(p)) for name, p in _protocols().items()]
+
+
+def _one_line(protocol) -> str:
+    for attr in ("one_line", "summary", "description"):
+        value = getattr(protocol, attr, None)
+        if value:
+            return value() if callable(value) else str(value)
+    return _card(protocol).splitlines()[0]
+
+
+def _card(protocol) -> str:
+    card = getattr(protocol, "card")
+    return card() if callable(card) else str(card)
+
+
+def protocol_plan(spec: BenchmarkSpec) -> Plan:
+    """The plan of ``spec``: its protocol at ``--size`` (the only function that reads a protocol's fields)."""
+    protocols = _protocols()
+    if spec.protocol not in protocols:
+        raise CtrobustError(f"unknown protocol {spec.protocol!r}; choose one of {', '.join(protocols)} "
+                            "(ctrobust benchmark --list)")
+    base = protocols[spec.protocol]
+    size = spec.size or (QUICK["size"] if spec.quick else base.size)
+    p = base.at_size(size)
+    quick = spec.quick
+    attack = dict(QUICK["attack"]) if quick else {
+        "attack": p.attack, "steps": p.attack_steps, "restarts": p.attack_restarts, "verify": p.verify_samples,
+        "verify_steps": p.verify_steps, "verify_restarts": p.verify_restarts}
+    geometry = {"angles": p.angles, "geometry": p.geometry}
+    noise = {"photons": p.photons}
+    network = {"channels": spec.channels or (QUICK["channels"] if quick else FULL_NETWORK["channels"]),
+               "depth": spec.depth if spec.depth is not None else (QUICK["depth"] if quick else FULL_NETWORK["depth"])}
+    record = {"protocol": p.name, "fingerprint": p.fingerprint(), "base_fingerprint": base.fingerprint(),
+              "size": size, "geometry": p.geometry_record(), "geometry_text": p.geometry_text(),
+              "dose": p.dose_record(), "dose_text": p.dose_text(), "data": p.data_text()}
+    reason = None
+    if quick:
+        reason = "--quick: a smaller attack budget than the protocol's verified one, and short training"
+    elif spec.steps is not None and spec.steps < p.train_steps:
+        reason = f"--steps {spec.steps} trains less than the protocol's {p.train_steps} steps"
+    elif spec.n_samples is not None and spec.n_samples < p.n_test:
+        reason = f"--n-samples {spec.n_samples} attacks fewer test samples than the protocol's {p.n_test}"
+    return Plan(protocol=p.name, fingerprint=p.fingerprint(), card=_card(p), size=size, geometry=geometry, noise=noise,
+                eps_grid=tuple(p.eps_grid), attack=attack, verified=reason is None,
+                train_steps=spec.steps or (QUICK["train_steps"] if quick else p.train_steps),
+                n_samples=spec.n_samples or (QUICK["n_samples"] if quick else p.n_test), network=network, seed=spec.seed,
+                record={**record, "not_verified_reason": reason})
+
+
+@dataclasses.dataclass(frozen=True)
+class _InterimProtocol:
+    """A stand-in with the interface :func:`protocol_plan` reads, until ``ctrobust.evaluation.protocols`` exists."""
+
+    name: str
+    size: int
+    angles: int
+    photons: float | None
+    eps_grid: tuple = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
+    geometry: str = "parallel"
+    attack: str = "apgd"
+    attack_steps: int = 300
+    attack_restarts: int = 2
+    verify_samples: int = 8
+    verify_steps: int = 300
+    verify_restarts: int = 5
+    train_steps: int = 1500
+    n_test: int = 32
+
+    def at_size(self, n: int) -> "_InterimProtocol":
+        return dataclasses.replace(self, size=int(n))
+
+    def card(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in dataclasses.asdict(self).items())
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.card().encode()).hexdigest()[:16]
+
+    def one_line(self) -> str:
+        return (f"{self.geometry} beam, {self.angles} views on [0, pi), {self.size} px, "
+                f"{'noise-free' if self.photons is None else f'I0 = {self.photons:g} photons'}")
+
+    def geometry_record(self) -> dict:
+        return {"type": self.geometry, "image_size": self.size, "n_angles": self.angles}
+
+    def geometry_text(self) -> str:
+        return f"{self.geometry} beam, {self.angles} views on [0, pi), {self.size} x {self.size} px"
+
+    def dose_record(self) -> dict:
+        return {"photons": self.photons}
+
+    def dose_text(self) -> str:
+        return "noise-free" if self.photons is None else f"log-Poisson, I0 = {self.photons:g} photons per bin"
+
+    def data_text(self) -> str:
+        return "built-in random-ellipse phantoms (train 256, val 32, test 32; data seed 0)"
+
+
+_INTERIM = {"paper": _InterimProtocol("paper", 128, 143, 4096.0)}
+
+
+# -- models ---------------------------------------------------------------------------------------------
+def _arch_objective(name: str) -> tuple[str, str]:
+    arch, _, objective = name.rpartition("-")
+    return arch, objective
+
+
+def _arch_fields(arch: str) -> dict:
+    """The TrainSpec fields that select architecture ``arch`` (``fbpconvnet`` is train's default model)."""
+    names = {f.name for f in dataclasses.fields(TrainSpec)}
+    if "model" in names:
+        return {"model": arch}
+    if arch == "fbpconvnet":
+        return {}
+    raise CtrobustError(f"--models: architecture {arch!r} is not trainable in this build (ctrobust train trains "
+                        "fbpconvnet only); drop it or bring it as --checkpoint")
+
+
+def _fields(spec_cls, values: dict) -> dict:
+    """The entries of ``values`` that are fields of ``spec_cls``; a protocol value it cannot express is refused."""
+    names = {f.name for f in dataclasses.fields(spec_cls)}
+    for key, value in values.items():
+        if key not in names and value not in (None, 0, 0.0):
+            raise CtrobustError(f"the protocol needs {key}={value!r}, which {spec_cls.__name__} cannot express in "
+                                "this build")
+    return {k: v for k, v in values.items() if k in names}
+
+
+def model_specs(spec: BenchmarkSpec, plan: Plan, out: Path, name: str) -> tuple[TrainSpec | None, AttackSpec]:
+    """The train spec (None for a method) and the attack spec of model ``name`` of ``--models``."""
+    common = dict(seed=plan.seed, device=spec.device, progress=spec.progress)
+    attack = dict(eps_grid=plan.eps_grid, n_samples=plan.n_samples, out=str(out / "attack" / name), fbp=False,
+                  linearization=True, **plan.attack, **common)
+    if name in _METHODS:
+        return None, AttackSpec(method=(name,), size=plan.size, **_fields(AttackSpec, {**plan.geometry, **plan.noise}),
+                                **attack)
+    arch, objective = _arch_objective(name)
+    run = out / "train" / name
+    train = TrainSpec(size=plan.size, objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size,
+                      out=str(run), resume=True, save_every=max(10, plan.train_steps // 20),
+                      **plan.network, **_arch_fields(arch), **_fields(TrainSpec, {**plan.geometry, **plan.noise}),
+                      **common)
+    return train, AttackSpec(checkpoint=(str(run / "best.pt"),), **_fields(AttackSpec, plan.noise), **attack)
+
+
+def _user_checkpoints(spec: BenchmarkSpec) -> list[tuple[str, Path]]:
+    """``(label, path)`` of each ``--checkpoint [LABEL=]PATH`` (label: the run folder's name by default)."""
+    out = []
+    for text in spec.checkpoint:
+        label, sep, path = text.partition("=")
+        if not sep:
+            label, path = "", text
+        path = Path(path)
+        label = label or path.parent.name or path.stem
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", label):
+            raise CtrobustError(f"--checkpoint {text}: the label {label!r} must be letters, digits and . _ + - "
+                                "(give one as LABEL=PATH)")
+        if label in spec.models or label in [l for l, _ in out]:
+            raise CtrobustError(f"--checkpoint {text}: the label {label!r} is taken; give another as LABEL=PATH")
+        out.append((label, path))
+    return out
+
+
+# -- the folder -----------------------------------------------------------------------------------------
+def _open_folder(out: Path, plan: Plan) -> dict:
+    """Check ``out`` (a new or empty folder, or a benchmark folder of the same protocol and settings)."""
+    state = {"protocol": plan.protocol, "fingerprint": plan.fingerprint, "card": plan.card,
+             "settings": plan.settings(), "record": plan.record}
+    path = out / STATE_FILE
+    if out.exists() and not out.is_dir():
+        raise CtrobustError(f"--out {out} exists and is not a folder; choose another --out")
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CtrobustError(f"{path} is unreadable ({exc}); choose another --out") from None
+        if old.get("fingerprint") != plan.fingerprint:
+            raise CtrobustError(
+                f"{out} is a benchmark of protocol {old.get('protocol')!r} with fingerprint {old.get('fingerprint')}; "
+                f"this run is protocol {plan.protocol!r} at {plan.size} px with fingerprint {plan.fingerprint}. "
+                "Rows of different protocols cannot share a leaderboard: choose another --out")
+        there, now = old.get("settings", {}), state["settings"]
+        diff = [f"{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(there) | set(now))
+                if there.get(k) != now.get(k)]
+        if diff:
+            raise CtrobustError(f"{out} is a benchmark of the same protocol with other settings ({'; '.join(diff)}); "
+                                "give the same --quick / --steps / --n-samples / --channels / --depth / --seed, or "
+                                "choose another --out")
+        return old
+    if out.is_dir() and any(out.iterdir()):
+        raise CtrobustError(f"--out {out} is not empty and not a benchmark folder (no {STATE_FILE}); choose another "
+                            "--out")
+    from ctrobust.evaluation.report import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(state, path)
+    return state
+
+
+def _train_status(run: Path, steps: int) -> str:
+    """``done`` (last.pt holds ``steps`` steps and best.pt exists), ``partial`` or ``new``."""
+    last = run / "last.pt"
+    if last.exists() and (run / "best.pt").exists():
+        from ctrobust.training.checkpoint import read_checkpoint
+
+        try:
+            if int(read_checkpoint(last).get("step", 0)) >= steps:
+                return "done"
+        except CtrobustError:
+            return "partial"
+    return "partial" if run.exists() and any(run.iterdir()) else "new"
+
+
+def training_cost(run: Path) -> dict:
+    """Steps, mean seconds per step and total seconds of the optimiser steps logged in ``run/steps.jsonl``."""
+    path = run / "steps.jsonl"
+    seconds = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row.get("seconds"), (int, float)):
+                seconds.append(float(row["seconds"]))
+    if not seconds:
+        return {"train_steps": None, "train_s_per_step": None, "train_total_s": None}
+    return {"train_steps": len(seconds), "train_s_per_step": sum(seconds) / len(seconds),
+            "train_total_s": sum(seconds)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_checkpoint(path: Path, label: str, plan: Plan, train_geometry) -> dict:
+    """Refuse a user's checkpoint whose geometry is not the protocol's; returns what it records."""
+    from ctrobust.training.checkpoint import read_checkpoint
+
+    data = read_checkpoint(path)
+    geometry = data.get("geometry")
+    if geometry != train_geometry.to_dict():
+        raise CtrobustError(f"--checkpoint {label}={path}: its geometry {geometry} is not the protocol's at "
+                            f"{plan.size} px ({train_geometry.to_dict()}); train it with the protocol's geometry "
+                            "(see leaderboard.json: models.*.train_argv)")
+    run = data.get("run") or {}
+    return {"step": data.get("step"), "train_config": run.get("train_config") if isinstance(run, dict) else None}
+
+
+# -- the run --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` did: the leaderboard rows and files, and which models it trained / attacked."""
+
+    out: Path
+    rows: list
+    written: list
+    trained: list
+    attacked: list
+
+    def text(self) -> str:
+        from ctrobust.evaluation.leaderboard import markdown_table
+
+        cols = [c for c in (self.rows[0] if self.rows else {}) if c not in ("kind", "source", "protocol",
+                                                                           "fingerprint", "verified")]
+        return markdown_table(self.rows, cols)
+
+
+def _phase(index: int, total: int, name: str, text: str) -> None:
+    print(f"benchmark [{index}/{total}] {name}: {text}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
+    """Train the missing models of ``spec``, attack every model under the protocol, write the leaderboard."""
+    from ctrobust.app.acquisition import build_geometry
+    from ctrobust.app.attack import run_attack
+    from ctrobust.app.train import run_train
+    from ctrobust.evaluation.report import write_json
+
+    plan = protocol_plan(spec)
+    out = Path(spec.out)
+    specs = {name: model_specs(spec, plan, out, name) for name in spec.models}  # validated before any work
+    users = _user_checkpoints(spec)
+    train_geometry = build_geometry(TrainSpec(size=plan.size, **_fields(TrainSpec, plan.geometry)), plan.size,
+                                    plan.geometry["angles"])
+    user_info = {label: _check_checkpoint(path, label, plan, train_geometry) for label, path in users}
+    _open_folder(out, plan)
+    (out / "models").mkdir(exist_ok=True)
+    total = len(specs) + len(users)
+    trained, attacked = [], []
+    jobs = [(name, *specs[name], None) for name in spec.models] + [
+        (label, None, _user_attack(spec, plan, out, label, path), path) for label, path in users]
+    for index, (name, train, attack, user_path) in enumerate(jobs, 1):
+        record_path = out / "models" / f"{name}.json"
+        sha = _sha256(user_path) if user_path is not None else None
+        if record_path.exists():
+            old = json.loads(record_path.read_text())
+            if sha is not None and old.get("sha256") != sha:
+                raise CtrobustError(f"{out} has a row {name!r} from another file (sha256 {old.get('sha256')}); give "
+                                    f"this checkpoint another label: --checkpoint OTHER={user_path}")
+            _phase(index, total, name, "done (reused)")
+            continue
+        if train is not None:
+            status = _train_status(Path(train.out), plan.train_steps)
+            if status != "done":
+                _phase(index, total, name, f"training {plan.train_steps} steps ({train.objective}, "
+                       f"{'resuming' if status == 'partial' else 'new run'})")
+                run_train(train)
+                trained.append(name)
+            else:
+                _phase(index, total, name, "training done (reused)")
+        _phase(index, total, name, f"attacking ({attack.attack} {attack.steps} steps x {attack.restarts}, "
+               f"{len(plan.eps_grid)} eps, {plan.n_samples} samples)")
+        start = time.perf_counter()
+        run_attack(attack.replace(force=Path(attack.out).exists()))
+        seconds = time.perf_counter() - start
+        attacked.append(name)
+        record = _model_record(name, train, attack, seconds, plan, out, user_path, sha,
+                               user_info.get(name))
+        write_json(record, record_path)
+    rows, written = _write_leaderboard(out, plan)
+    print(f"benchmark: {len(rows)} models in {out}/leaderboard.md (.csv, .json, .html)", file=sys.stderr)
+    return BenchmarkResult(out=out, rows=rows, written=written, trained=trained, attacked=attacked)
+
+
+def _user_attack(spec: BenchmarkSpec, plan: Plan, out: Path, label: str, path: Path) -> AttackSpec:
+    _, attack = model_specs(spec, plan, out, "fbpconvnet-plain")
+    return attack.replace(checkpoint=(str(path),), out=str(out / "attack" / label))
+
+
+def _model_record(name, train, attack, seconds, plan, out, user_path, sha, user_info) -> dict:
+    if train is not None:
+        kind, source = "trained", os.path.relpath(Path(train.out) / "best.pt", out)
+        cost = training_cost(Path(train.out))
+    elif user_path is not None:
+        kind, source = "checkpoint", str(user_path)
+        cost = training_cost(user_path.parent)
+    else:
+        kind, source, cost = "method", f"method:{attack.method[0]}", {}
+    return {"model": name, "kind": kind, "source": source, "sha256": sha, "protocol": plan.protocol,
+            "fingerprint": plan.fingerprint, "attack_s": seconds, **cost,
+            "train_argv": ["train", *train.argv()] if train is not None else None,
+            "train_config": train.to_dict() if train is not None else (user_info or {}).get("train_config"),
+            "attack_argv": ["attack", *attack.argv()], "attack_folder": os.path.relpath(attack.out, out)}
+
+
+def _write_leaderboard(out: Path, plan: Plan) -> tuple[list, list]:
+    from ctrobust.evaluation import leaderboard as lb
+    from ctrobust.evaluation.report import SUMMARY_FILE, plot_robustness_curves
+
+    records = {}
+    for path in sorted((out / "models").glob("*.json")):
+        records[path.stem] = json.loads(path.read_text())
+    rows, summaries, galleries = [], {}, []
+    for name, rec in records.items():
+        folder = out / rec["attack_folder"]
+        result = json.loads((folder / SUMMARY_FILE).read_text())
+        summary = result.get("summary", [])
+        row = lb.model_row(name, summary, plan.eps_grid, result.get("verification", ()))
+        row.update(kind=rec["kind"], source=rec["source"], protocol=plan.protocol, fingerprint=plan.fingerprint,
+                   verified=plan.verified, attack_s=rec.get("attack_s"),
+                   **{k: rec.get(k) for k in ("train_steps", "train_s_per_step", "train_total_s")})
+        rows.append(row)
+        summaries[name] = summary
+        if (folder / "gallery.png").exists():
+            galleries.append((f"gallery: {name}", folder / "gallery.png"))
+    rows = lb.rank_rows(rows, max(plan.eps_grid))
+    figures = []
+    if summaries:
+        curve = plot_robustness_curves(summaries, out / "robustness_curves.png", reference=("fbp",),
+                                       title=f"{plan.protocol} at {plan.size} px: attacked (solid) and random "
+                                       "(dashed) relative error")
+        figures.append(("robustness curves", curve))
+    meta = {**plan.record, "protocol": plan.protocol, "fingerprint": plan.fingerprint, "card": plan.card,
+            "size": plan.size, "eps_grid": list(plan.eps_grid), "attack": plan.attack, "n_samples": plan.n_samples,
+            "seed": plan.seed, "verified": plan.verified, "rank_eps": max(plan.eps_grid),
+            "settings": plan.settings()}
+    cols = lb.columns(plan.eps_grid, extra=("source", "protocol", "fingerprint", "verified"))
+    written = lb.write_leaderboard(out, rows, cols, meta, figures + galleries, details=records)
+    return rows, written
+

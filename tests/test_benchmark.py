@@ -1,0 +1,225 @@
+"""``ctrobust benchmark``: the leaderboard files parse, its attacked errors are ``ctrobust attack``'s, a second run
+adds a row without retraining, an interrupted run resumes, and a folder of another protocol is refused.
+
+One tiny benchmark (32 px, 4 training steps, 2 test samples, FBP and one trained FBPConvNet, a 3-step attack)
+is run once per module; tests that change a folder work on a copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctrobust.app import benchmark as bm
+from ctrobust.cli import main
+from ctrobust.evaluation import leaderboard as lb
+
+PROTOCOL = next(iter(bm._protocols()))
+TINY = ["--protocol", PROTOCOL, "--quick", "--size", "32", "--steps", "4", "--n-samples", "2", "--channels", "4",
+        "--depth", "2", "--no-progress"]
+MODELS = ["--models", "fbp,fbpconvnet-plain"]
+
+
+@pytest.fixture(scope="module")
+def tiny_budget():
+    """A 3-step attack and a 3 x 1 verification instead of --quick's (the test is about bookkeeping)."""
+    mp = pytest.MonkeyPatch()
+    mp.setitem(bm.QUICK, "attack", {"attack": "apgd", "steps": 3, "restarts": 2, "verify": 1, "verify_steps": 3,
+                                     "verify_restarts": 1})
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, tiny_budget):
+    """A finished tiny benchmark folder (do not change it: copy it)."""
+    out = tmp_path_factory.mktemp("bench") / "b"
+    assert main(["benchmark", *TINY, *MODELS, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)  # copy2: modification times are kept
+    return dst
+
+
+def _mtimes(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_leaderboard_files_exist_and_parse(bench):
+    for name in lb.LEADERBOARD_FILES + ("robustness_curves.png", bm.STATE_FILE):
+        assert (bench / name).is_file(), name
+    with open(bench / "leaderboard.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["model"] for r in rows) == ["fbp", "fbpconvnet-plain"]
+    data = json.loads((bench / "leaderboard.json").read_text())
+    state = json.loads((bench / bm.STATE_FILE).read_text())
+    assert data["protocol"] == PROTOCOL and data["fingerprint"] == state["fingerprint"]
+    assert data["verified"] is False and "quick" in data["not_verified_reason"]
+    assert set(data["models"]) == {"fbp", "fbpconvnet-plain"}
+    for row in data["rows"]:
+        for col in ("clean_relative_error", "clean_psnr", "clean_ssim", "attack_relative_error@0.04",
+                    "verify_ratio", "restart_spread", "attack_s"):
+            assert isinstance(row[col], float), (row["model"], col)
+        assert row["fingerprint"] == state["fingerprint"]
+        # the attacked error grows with eps and exceeds the clean one
+        attacked = [row[lb.attack_column(e)] for e in data["eps_grid"] if e > 0]
+        assert attacked == sorted(attacked) and attacked[0] >= row["clean_relative_error"]
+    by_model = {r["model"]: r for r in data["rows"]}
+    assert by_model["fbpconvnet-plain"]["train_steps"] == 4 and by_model["fbp"]["train_steps"] is None
+    assert isinstance(by_model["fbp"]["jacobian_norm"], float)
+    assert by_model["fbp"]["dose_relative_error"] is not None  # the protocol has a dose: f on the noisy y
+    html = (bench / "leaderboard.html").read_text()
+    assert html.count("<tr>") == 3 and html.count("data:image/png;base64,") == 3  # curves + 2 galleries
+
+
+def test_markdown_leaderboard_renders_as_a_table(bench):
+    markdown_it = pytest.importorskip("markdown_it")
+    data = json.loads((bench / "leaderboard.json").read_text())
+    tokens = markdown_it.MarkdownIt().enable("table").parse((bench / "leaderboard.md").read_text())
+    assert sum(t.type == "tr_open" for t in tokens) == 1 + len(data["rows"])
+    assert sum(t.type == "th_open" for t in tokens) == len(data["columns"])
+    assert sum(t.type == "td_open" for t in tokens) == len(data["columns"]) * len(data["rows"])
+
+
+def test_markdown_cells_escape_pipes():
+    markdown_it = pytest.importorskip("markdown_it")
+    rows = [{"model": "a|b", "kind": "x\ny", "clean_relative_error": 0.5}, {"model": "c\\|", "kind": "z"}]
+    cols = ["model", "kind", "clean_relative_error"]
+    tokens = markdown_it.MarkdownIt().enable("table").parse(lb.markdown_table(rows, cols))
+    assert sum(t.type == "td_open" for t in tokens) == 6
+    cells = [t.content for t in tokens if t.type == "inline"]
+    assert "a|b" in cells and "c\\|" in cells and "x y" in cells
+
+
+def test_model_row_reads_the_summary():
+    summary = [
+        {"eps": 0.0, "condition": "clean", "relative_error_mean": 0.1, "psnr_mean": 30.0, "ssim_mean": 0.9,
+         "jacobian_norm_mean": 2.5},
+        {"eps": 0.0, "condition": "dose", "relative_error_mean": 0.12},
+        {"eps": 0.01, "condition": "random", "relative_error_mean": 0.11},
+        {"eps": 0.01, "condition": "attack", "relative_error_mean": 0.2, "restart_spread_mean": 0.03},
+        {"eps": 0.02, "condition": "attack", "relative_error_mean": 0.3, "restart_spread_mean": 0.01},
+    ]
+    verification = [{"eps": 0.01, "ratio_mean": 0.99}, {"eps": 0.02, "ratio_mean": 0.95}]
+    row = lb.model_row("m", summary, [0.0, 0.01, 0.02], verification)
+    assert row == {"model": "m", "clean_relative_error": 0.1, "clean_psnr": 30.0, "clean_ssim": 0.9,
+                   "dose_relative_error": 0.12, "attack_relative_error@0.01": 0.2, "attack_relative_error@0.02": 0.3,
+                   "verify_ratio": 0.95, "restart_spread": 0.03, "jacobian_norm": 2.5}
+    ranked = lb.rank_rows([{"model": "a", lb.attack_column(0.02): 0.3}, {"model": "b", lb.attack_column(0.02): 0.2},
+                           {"model": "c"}], 0.02)
+    assert [(r["rank"], r["model"]) for r in ranked] == [(1, "b"), (2, "a"), (3, "c")]
+
+
+def test_attacked_errors_equal_ctrobust_attack(bench, tmp_path, tiny_budget):
+    data = json.loads((bench / "leaderboard.json").read_text())
+    for name, record in data["models"].items():
+        argv = list(record["attack_argv"])
+        argv[argv.index("--out") + 1] = str(tmp_path / name)
+        assert main(argv) == 0
+        summary = json.loads((tmp_path / name / "summary.json").read_text())["summary"]
+        row = next(r for r in data["rows"] if r["model"] == name)
+        for eps in (e for e in data["eps_grid"] if e > 0):
+            ours = next(s for s in summary if s["condition"] == "attack" and s["eps"] == eps)
+            assert row[lb.attack_column(eps)] == ours["relative_error_mean"], (name, eps)
+        clean = next(s for s in summary if s["condition"] == "clean")
+        assert row["clean_relative_error"] == clean["relative_error_mean"]
+
+
+def _user_checkpoint(bench: Path, tmp_path: Path) -> Path:
+    """A user's model trained with the protocol's geometry (train_argv of the benchmark's own, other seed)."""
+    record = json.loads((bench / "models" / "fbpconvnet-plain.json").read_text())
+    argv = list(record["train_argv"])
+    argv[argv.index("--out") + 1] = str(tmp_path / "mylab")
+    argv += ["--seed", "7", "--no-resume"]
+    assert main(argv) == 0
+    return tmp_path / "mylab" / "best.pt"
+
+
+def test_second_run_with_checkpoint_adds_a_row_without_retraining(bench, tmp_path, tiny_budget):
+    out = _copy(bench, tmp_path)
+    ckpt = _user_checkpoint(bench, tmp_path)
+    before = _mtimes(out)
+    assert main(["benchmark", *TINY, *MODELS, "--checkpoint", f"mynet={ckpt}", "--out", str(out)]) == 0
+    after = _mtimes(out)
+    for name in ("train/fbpconvnet-plain/last.pt", "train/fbpconvnet-plain/best.pt", "models/fbp.json",
+                 "models/fbpconvnet-plain.json", "attack/fbp/summary.json"):
+        assert after[name] == before[name], f"{name} was rewritten"
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert sorted(r["model"] for r in data["rows"]) == ["fbp", "fbpconvnet-plain", "mynet"]
+    mine = data["models"]["mynet"]
+    assert mine["kind"] == "checkpoint" and mine["source"] == str(ckpt) and len(mine["sha256"]) == 64
+    assert next(r for r in data["rows"] if r["model"] == "mynet")["train_steps"] == 4
+    # the same label from another file is refused, nothing changes
+    other = tmp_path / "mylab" / "last.pt"
+    before = _mtimes(out)
+    assert main(["benchmark", *TINY, *MODELS, "--checkpoint", f"mynet={other}", "--out", str(out)]) == 1
+    assert _mtimes(out) == before
+
+
+def test_interrupted_run_resumes(tmp_path, tiny_budget, capsys):
+    out = tmp_path / "b"
+    # a run killed during training: the trainer had saved step 2 of 4; and a run killed during an attack
+    spec = bm.BenchmarkSpec(protocol=PROTOCOL, quick=True, size=32, steps=4, n_samples=2, channels=4, depth=2,
+                            models=("fbp", "fbpconvnet-plain"), out=str(out), progress=False)
+    plan = bm.protocol_plan(spec)
+    bm._open_folder(out, plan)
+    train, _ = bm.model_specs(spec, plan, out, "fbpconvnet-plain")
+    from ctrobust.app.train import run_train
+
+    run_train(train.replace(max_steps=2))
+    first = (out / "train" / "fbpconvnet-plain" / "steps.jsonl").read_text().splitlines()
+    (out / "attack" / "fbp").mkdir(parents=True)
+    (out / "attack" / "fbp" / "samples.csv").write_text("partial")
+    # the subset first, then the full set: the subset's rows are reused
+    assert main(["benchmark", *TINY, "--models", "fbp", "--out", str(out)]) == 0
+    assert (out / "attack" / "fbp" / "summary.json").exists()
+    fbp_record = (out / "models" / "fbp.json").stat().st_mtime_ns
+    assert main(["benchmark", *TINY, *MODELS, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "fbp: done (reused)" in err and "resuming" in err
+    steps = (out / "train" / "fbpconvnet-plain" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 4 and steps[:2] == first  # continued from step 2, not restarted
+    assert (out / "models" / "fbp.json").stat().st_mtime_ns == fbp_record
+    assert len(json.loads((out / "leaderboard.json").read_text())["rows"]) == 2
+
+
+def test_other_protocol_fingerprint_or_settings_refused(bench, tmp_path, tiny_budget, capsys):
+    out = _copy(bench, tmp_path)
+    before = _mtimes(out)
+    assert main(["benchmark", *[a if a != "32" else "40" for a in TINY], *MODELS, "--out", str(out)]) == 1
+    assert "fingerprint" in capsys.readouterr().err
+    assert main(["benchmark", *[a if a != "4" else "5" for a in TINY], *MODELS, "--out", str(out)]) == 1
+    assert "train_steps: 4 there, 5 now" in capsys.readouterr().err
+    assert _mtimes(out) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(["benchmark", *TINY, *MODELS, "--out", str(other)]) == 1
+    assert "not a benchmark folder" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+
+
+def test_list_and_bad_options(capsys):
+    assert main(["benchmark", "--list"]) == 0
+    assert PROTOCOL in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", "--protocol", PROTOCOL, "--models", "fbp,unet-nosuch"])
+    assert exc.value.code == 2
+    assert main(["benchmark", "--models", "fbp"]) == 1
+    assert "--protocol" in capsys.readouterr().err
+    assert main(["benchmark", "--protocol", "no-such-protocol", "--out", "unused"]) == 1
+    assert "unknown protocol" in capsys.readouterr().err
+
+
+def test_help_states_units_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "unit: pixels" in text and "default: fbp,tv,fbpconvnet-plain,fbpconvnet-minmax,fbpconvnet-pgd" in text
