@@ -37,7 +37,7 @@ _EXPORTS = {
         'METRICS', 'DEFAULT_EPS_GRID', 'verify_attack', 'NOISE_CONDITION',
     ), "ctrobust.evaluation.robustness"),
     **dict.fromkeys((
-        'Condition', 'ShiftResult', 'SHIFT_KINDS', 'add_noise', 'stack_images',
+        'Condition', 'ShiftResult', 'SHIFT_KINDS', 'stack_images',
         'rebuild_on_operator', 'evaluate_condition', 'gap_closed', 'distribution_shift',
         'make_shift',
     ), "ctrobust.evaluation.shift"),
