@@ -312,3 +312,34 @@ def test_training_on_low_dose_data_is_seeded(tmp_path):
     assert va["val_mse"] != vf["val_mse"]
     ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
     assert ckpt["run"]["train_config"]["photons"] == 500.0
+
+
+def test_commands_build_the_noise_in_one_place(small_ct):
+    """app.inputs.noise_model (train, attack, evaluate, demo) goes through make_noise; bad values exit 1."""
+    from types import SimpleNamespace
+
+    from ctrobust.app.inputs import noise_model
+    from ctrobust.errors import CtrobustError
+
+    op, _ = small_ct
+    assert noise_model(SimpleNamespace(photons=None), op) is None
+    assert noise_model(SimpleNamespace(photons=4096.0), op) == LogPoissonNoise(4096, image_size=24)
+    assert noise_model(SimpleNamespace(photons=3500.0, read_noise=5.0, crosstalk=0.05), op) == LogPoissonNoise(
+        3500, image_size=24, read_noise=5.0, crosstalk=0.05)
+    with pytest.raises(CtrobustError, match="photons"):
+        noise_model(SimpleNamespace(photons=None, crosstalk=0.05), op)
+    with pytest.raises(CtrobustError, match="photons"):
+        noise_model(SimpleNamespace(photons=-1.0), op)
+
+
+def test_robustness_curve_records_the_bound_noise(small_ct):
+    from ctrobust.evaluation.robustness import robustness_curve
+    from ctrobust.reconstruction.methods import FBPReconstruction
+
+    op, phantoms = small_ct
+    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], steps=1, batch_size=2, progress=False,
+                           max_samples=2, noise=LogPoissonNoise(2000))
+    assert res.config["noise"]["mu"] == pytest.approx(LODOPAB_ATTENUATION / 24)
+    bound = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], steps=1, batch_size=2, progress=False,
+                             max_samples=2, noise=LogPoissonNoise(2000, image_size=24))
+    assert [r["sq_error"] for r in res.rows] == [r["sq_error"] for r in bound.rows]

@@ -298,6 +298,8 @@ def robustness_curve(
     dev = _device_of(f, device)
     rows: list[dict] = []
     examples: dict = {}
+    if hasattr(noise, "bind"):  # operator-dependent parameters (log-Poisson's mu) filled in, and recorded
+        noise = noise.bind(operator)
     config = {"attack": attack, "steps": int(steps), "restarts": int(restarts), "relative": bool(relative),
               "target": target, "seed": int(seed), "n_samples": n, "batch_size": int(batch_size),
               "step_size": step_size, "warm_start": bool(warm_start), "eps_grid": eps_grid,
