@@ -85,10 +85,10 @@ def _finite(name: str, value, *, positive: bool = False) -> float:
     return value
 
 
-def _check_tensor(y, who: str) -> None:
+def _check_tensor(y, who: str, batched: bool = True) -> None:
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         raise TypeError(f"{who} needs a floating-point tensor, got {type(y).__name__}")
-    if y.dim() < 2:
+    if batched and y.dim() < 2:
         raise ValueError(f"{who} needs a batch of measurements (B, ...), got shape {tuple(y.shape)}")
 
 
@@ -331,7 +331,7 @@ class LogPoissonNoise(NoiseModel):
         return n
 
     def __call__(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        _check_tensor(y, "LogPoissonNoise")
+        _check_tensor(y, "LogPoissonNoise", batched=self.scale == "max")  # per-bin noise: any shape
         mu = self._mu(y)
         n = self.counts(y, generator).to(y.device)
         mu = mu.to(y.device) if isinstance(mu, torch.Tensor) else mu
