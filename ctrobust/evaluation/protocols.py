@@ -402,7 +402,14 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
 
 
 def get_protocol(name: str, size: int | None = None) -> Protocol:
-    """The protocol ``name`` (of :data:`PROTOCOLS`), at ``size`` px if given (:meth:`Protocol.at_size`)."""
+    """The protocol ``name`` (of :data:`PROTOCOLS`), at ``size`` px if given (:meth:`Protocol.at_size`).
+
+    Examples
+    --------
+    >>> p = get_protocol("lion-low-dose", size=128)
+    >>> p.scan.pixel_mm, p.scan.n_bins, round(p.geometry().source_origin, 2), p.noise.photons
+    (2.34375, 225, 245.33, 3500.0)
+    """
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
     p = PROTOCOLS[name]
