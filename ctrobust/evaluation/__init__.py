@@ -18,7 +18,7 @@ from ctrobust._lazy import lazy_getattr
 
 _EXPORTS = {
     **dict.fromkeys((
-        'FeatureSet', 'insert_disks', 'feature_scores', 'evaluate_features', 'DETECTION_THRESHOLD',
+        'FeatureSet', 'insert_disks', 'feature_scores', 'evaluate_features', 'DETECTION_THRESHOLD', 'FEATURE_ATTACK',
         'RING_GAP', 'RING_WIDTH',
     ), "ctrobust.evaluation.features"),
     **dict.fromkeys((
@@ -35,6 +35,7 @@ _EXPORTS = {
     **dict.fromkeys((
         'RobustnessResult', 'robustness_curve', 'clean_metrics', 'summarize', 'CONDITIONS',
         'METRICS', 'DEFAULT_EPS_GRID', 'verify_attack', 'NOISE_CONDITION',
+        'verification_settings', 'VERIFY_STEPS', 'VERIFY_RESTARTS', 'VERIFY_SEED',
     ), "ctrobust.evaluation.robustness"),
     **dict.fromkeys((
         'Condition', 'ShiftResult', 'SHIFT_KINDS', 'add_noise', 'stack_images',
