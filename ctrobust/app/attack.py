@@ -79,8 +79,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
         _report_convergence(rec.label, result, spec)
         _report_spread(rec.label, result)
         if spec.verify:
-            rows = verify_attack(rec.f, dataset, rec.operator, result, spec.verify, spec.verify_settings(result.config),
-                                 progress=progress, device=device, noise=noise)
+            rows = verify_attack(rec.f, dataset, rec.operator, result, spec.verify,
+                                 spec.verify_settings(result.config), progress=progress, device=device, noise=noise)
             verify_rows += [{"model": rec.label, **r} for r in rows]
         sample_rows += [{"model": rec.label, **r} for r in result.rows]
         summary_rows += [{"model": rec.label, **r} for r in result.summary]
@@ -96,8 +96,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
         gallery.append({"label": rec.label, "truth": ex["x"][0, 0].numpy(), "fbp": fbp,
                         "clean": ex["clean"][0, 0].numpy(), "attack": at["attack"][0, 0].numpy(),
                         "delta": (delta[0] if delta.dim() == 3 else delta).numpy()})
-    config = {"eps_grid": grid, "gallery_eps": gallery_eps, **settings.to_config(),
-              "linearization": spec.linearization, "data": spec.data or "built-in phantoms", "split": spec.split, "n_samples": result.config["n_samples"],
+    config = {"eps_grid": grid, "gallery_eps": gallery_eps, **settings.to_config(), "linearization": spec.linearization,
+              "data": spec.data or "built-in phantoms", "split": spec.split, "n_samples": result.config["n_samples"],
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
