@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from ctrobust.attacks import pga_attack
+from ctrobust.attacks import AttackSettings, pga_attack
 from ctrobust.data.phantoms import random_ellipses
 from ctrobust.files import resolve_device
 from ctrobust.operators.geometry import ParallelBeam2D
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         model.zero_grad(set_to_none=True)
 
     def attack():
-        pga_attack(model, y, x, 0.01, steps=args.steps, generator=torch.Generator().manual_seed(0))
+        pga_attack(model, y, x, 0.01, AttackSettings(steps=args.steps), generator=torch.Generator().manual_seed(0))
 
     # warm-up (system matrix on the device, allocator, kernels)
     v = y.detach().requires_grad_(True)

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctrobust.attacks.measurement import _step_direction, eval_mode, perturbation_radius, pga_attack, squared_error
+from ctrobust.attacks import AttackSettings, eval_mode, perturbation_radius, pga_attack, squared_error
+from ctrobust.attacks.ascent import _step_direction
 from ctrobust.data import load_split
 from ctrobust.training.checkpoint import load_model
 from ctrobust.attacks.ball import _per_sample, project_l2_ball, random_start_in_ball
@@ -81,8 +82,8 @@ def successive_halving(f, y, x, eps, seed, schedule=((4, 10), (2, 15), (1, 30)))
     best, starts = None, None
     for phase, (k, steps) in enumerate(schedule):
         yk, xk = y.repeat(k, *([1] * (y.dim() - 1))), x.repeat(k, *([1] * (x.dim() - 1)))
-        res = pga_attack(f, yk, xk, eps, steps=steps, init=starts, step_size=None if phase == 0 else 1.0,
-                         generator=torch.Generator().manual_seed(seed + 101 * phase))
+        res = pga_attack(f, yk, xk, eps, AttackSettings(steps=steps, step_size=None if phase == 0 else 1.0),
+                         init=starts, generator=torch.Generator().manual_seed(seed + 101 * phase))
         err = res.error.reshape(k, b)
         best = err.max(0).values if best is None else torch.maximum(best, err.max(0).values)
         if phase + 1 < len(schedule):
@@ -99,10 +100,11 @@ def run_rule(name: str, f, y, x, eps: float, seed: int) -> tuple[np.ndarray, int
     if name == "apgd":
         return pga_attack(f, y, x, eps, generator=gen).error.numpy(), 100
     if name == "apgd-300":
-        return pga_attack(f, y, x, eps, steps=300, generator=gen).error.numpy(), 300
+        return pga_attack(f, y, x, eps, AttackSettings(steps=300), generator=gen).error.numpy(), 300
     if name == "apgd-polish":
         first = pga_attack(f, y, x, eps, generator=gen)
-        polish = pga_attack(f, y, x, eps, steps=50, step_size=0.25, init=first.delta, random_start=False)
+        polish = pga_attack(f, y, x, eps, AttackSettings(steps=50, step_size=0.25, random_start=False),
+                            init=first.delta)
         return torch.maximum(first.error, polish.error).numpy(), 150
     if name == "best-of-4":
         errs = [pga_attack(f, y, x, eps, generator=torch.Generator().manual_seed(seed + 1000 * k)).error for k in range(4)]
@@ -164,7 +166,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         with eval_mode(f):
             for eps in eps_grid:
-                ref = pga_attack(f, y, x, eps, steps=args.reference_steps, restarts=args.reference_restarts,
+                ref = pga_attack(f, y, x, eps,
+                                 AttackSettings(steps=args.reference_steps, restarts=args.reference_restarts),
                                  generator=torch.Generator().manual_seed(7)).error.numpy()
                 found[("reference", eps, 7)] = ref
                 for rule in rules:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctrobust.attacks import eval_mode, perturbation_radius, pga_attack, squared_error
+from ctrobust.attacks import AttackSettings, eval_mode, perturbation_radius, pga_attack, squared_error
 from ctrobust.data import load_split
 from ctrobust.reconstruction.methods import FBPReconstruction
 from ctrobust.training.checkpoint import load_model
@@ -68,7 +68,8 @@ def attack_rows(result) -> dict[float, np.ndarray]:
 
 def direct(f, y, x, eps: float, steps: int, restarts: int, seed: int) -> np.ndarray:
     """``pga_attack``'s squared errors ``(B,)`` at one budget."""
-    res = pga_attack(f, y, x, eps, steps=steps, restarts=restarts, generator=torch.Generator().manual_seed(seed))
+    res = pga_attack(f, y, x, eps, AttackSettings(steps=steps, restarts=restarts),
+                     generator=torch.Generator().manual_seed(seed))
     return res.error.cpu().numpy()
 
 
@@ -123,11 +124,12 @@ def main(argv=None) -> int:
         with torch.no_grad():
             y = operator(x)
         t0 = time.perf_counter()
-        new = attack_rows(robustness_curve(f, data, operator, EPS_GRID, progress=False, batch_size=len(x), n_examples=0))
+        new = attack_rows(robustness_curve(f, data, operator, EPS_GRID, progress=False, batch_size=len(x), n_examples=0,
+                                           linearization=False))
         t_new = time.perf_counter() - t0
         t0 = time.perf_counter()
-        old = attack_rows(robustness_curve(f, data, operator, EPS_GRID, progress=False, batch_size=len(x), n_examples=0,
-                                           attack="pga", steps=50, warm_start=False))
+        old = attack_rows(robustness_curve(f, data, operator, EPS_GRID, AttackSettings(rule="pga", steps=50),
+                                           progress=False, batch_size=len(x), n_examples=0, linearization=False))
         t_old = time.perf_counter() - t0
         extra = []
         for k, (steps, restarts) in enumerate(budgets):

@@ -62,7 +62,8 @@ def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, ang
         seconds = [float(r["seconds"]) for r in csv.DictReader(fh)]
     model, _ = load_model(out / "last.pt")
     data = load_split(None, "test", size=size, n_phantoms=n_test, seed=0)
-    res = robustness_curve(model, data, model.operator, EPS_GRID, progress=False, batch_size=n_test, n_examples=0)
+    res = robustness_curve(model, data, model.operator, EPS_GRID, progress=False, batch_size=n_test, n_examples=0,
+                           linearization=False)
     errors = {e: m for e, m in zip(*res.curve("relative_error", "attack")[:2])}
     return {"objective": name, "seed": seed, "seconds_per_step": float(np.median(seconds)),
             **{f"eps {e:g}": float(errors[e]) for e in EPS_GRID}}

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ctrobust.attacks import AttackSettings
 from ctrobust.data.images import load_image_set
 from ctrobust.errors import CtrobustError
 from ctrobust.models import CSResidualNet
@@ -131,9 +132,10 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
              "n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"])}
     train_set, val_set = TensorDataset(data["train"]), TensorDataset(data["val"])
     test_set = data["test"]  # (k, 1, H, W): robustness_curve takes a tensor-indexable dataset
-    attack_kw = dict(steps=cfg["attack_steps"], restarts=cfg["attack_restarts"], batch_size=cfg["attack_batch_size"],
-                     relative=True, seed=cfg["attack_seed"], progress=args.progress, max_samples=cfg["attack_samples"],
-                     n_examples=4)
+    settings = AttackSettings(steps=cfg["attack_steps"], restarts=cfg["attack_restarts"], relative=True,
+                              seed=cfg["attack_seed"])
+    attack_kw = dict(batch_size=cfg["attack_batch_size"], progress=args.progress, max_samples=cfg["attack_samples"],
+                     n_examples=4, linearization=False)
     summaries, table, logs, examples = {}, [], {}, {}
     models_dir = out / "models"
     for name in cfg["objectives"]:
@@ -147,7 +149,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         train_s = time.perf_counter() - t0
         model.eval()
         t0 = time.perf_counter()
-        curve = robustness_curve(model, test_set, op, cfg["eps_grid"], **attack_kw)
+        curve = robustness_curve(model, test_set, op, cfg["eps_grid"], settings, **attack_kw)
         logs[name] = {"train_seconds": train_s, "attack_seconds": time.perf_counter() - t0,
                       "validation": res.validation, "final_metrics": res.metrics,
                       "history": res.history}
@@ -157,7 +159,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         # the trainer's checkpoint format: ctrobust.training.load_checkpoint(models/<name>.pt) rebuilds the model
         save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.config()})
     # the pseudo-inverse, the linear reference every network starts from (init="pinv")
-    curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], **attack_kw)
+    curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], settings, **attack_kw)
     summaries["pinv"] = curve.summary
     table += _summary_rows("pinv", curve.summary)
     examples["pinv"] = curve.examples.get(max(cfg["eps_grid"]), {}).get("attack")

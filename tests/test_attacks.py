@@ -1,12 +1,17 @@
 """PGA attacks: the ball constraint, exact linear worst cases, FBP differentiability, f untouched."""
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ctrobust.attacks import image_space_attack, pga_attack, random_perturbation, squared_error
+from ctrobust.attacks import (ATTACKS, NORMS, STEP_RULES, AttackSettings, image_space_attack, pga_attack,
+                              random_perturbation, squared_error)
 
 D64 = torch.float64
 
@@ -41,7 +46,7 @@ def test_every_iterate_stays_in_the_ball(relative, norm):
     def record(restart, step, delta):
         seen.append(delta.flatten(1).norm(dim=1) if norm == "l2" else delta.flatten(1).abs().amax(1))
 
-    res = pga_attack(lin, y, x, eps, relative=relative, steps=15, restarts=2, norm=norm, step_size=0.7,
+    res = pga_attack(lin, y, x, eps, AttackSettings(relative=relative, steps=15, restarts=2, norm=norm, step_size=0.7),
                      generator=gen(2), callback=record)
     assert len(seen) == 2 * 16
     for n in seen:
@@ -67,7 +72,7 @@ def test_linear_clean_target_reaches_exact_worst_case(shape):
 
     y = torch.randn(shape, generator=gen(4), dtype=D64)
     eps = 0.02
-    res = pga_attack(f, y, eps=eps, target="clean", steps=100, step_size=0.5, generator=gen(5))
+    res = pga_attack(f, y, eps=eps, settings=AttackSettings(target="clean", steps=100, step_size=0.5), generator=gen(5))
     bound = (eps * y.flatten(1).norm(dim=1)) ** 2 * sigma_max**2
     ratio = res.error / bound
     assert torch.all(ratio >= 0.99), ratio
@@ -80,7 +85,7 @@ def test_result_is_the_worst_iterate_and_consistent():
     net = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 8)).double()
     y = torch.randn(4, 10, generator=g, dtype=D64)
     x = torch.randn(4, 8, generator=g, dtype=D64)
-    res = pga_attack(net, y, x, 0.1, steps=20, restarts=3, generator=gen(7))
+    res = pga_attack(net, y, x, 0.1, AttackSettings(steps=20, restarts=3), generator=gen(7))
     assert res.history.shape == (3, 21, 4)
     torch.testing.assert_close(res.error, res.history.amax(dim=(0, 1)))
     with torch.no_grad():
@@ -96,9 +101,9 @@ def test_samples_are_attacked_independently():
     net = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 5)).double()
     y = torch.randn(3, 6, generator=g, dtype=D64)
     x = torch.randn(3, 5, generator=g, dtype=D64)
-    batched = pga_attack(net, y, x, 0.1, steps=10, random_start=False)
+    batched = pga_attack(net, y, x, 0.1, AttackSettings(steps=10, random_start=False))
     for i in range(3):
-        single = pga_attack(net, y[i : i + 1], x[i : i + 1], 0.1, steps=10, random_start=False)
+        single = pga_attack(net, y[i : i + 1], x[i : i + 1], 0.1, AttackSettings(steps=10, random_start=False))
         torch.testing.assert_close(single.delta[0], batched.delta[i])
 
 
@@ -106,7 +111,7 @@ def test_eps_zero_gives_the_clean_error():
     lin = nn.Linear(5, 4).double()
     y = torch.randn(2, 5, generator=gen(9), dtype=D64)
     x = torch.randn(2, 4, generator=gen(10), dtype=D64)
-    res = pga_attack(lin, y, x, 0.0, steps=5)
+    res = pga_attack(lin, y, x, 0.0, AttackSettings(steps=5))
     assert torch.count_nonzero(res.delta) == 0
     torch.testing.assert_close(res.error, squared_error(lin(y), x).detach())
 
@@ -119,7 +124,7 @@ def test_parameters_grads_and_mode_untouched():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     y = torch.randn(2, 1, 8, 8, generator=gen(11))
     x = torch.randn(2, 1, 8, 8, generator=gen(12))
-    pga_attack(net, y, x, 0.05, steps=5)
+    pga_attack(net, y, x, 0.05, AttackSettings(steps=5))
     after = net.state_dict()
     for k, v in before.items():
         assert torch.equal(v, after[k]), k  # weights and batch-norm running statistics
@@ -133,19 +138,19 @@ def test_errors_are_clear():
     with pytest.raises(ValueError, match="needs the truth images x"):
         pga_attack(lin, y, eps=0.1)
     with pytest.raises(ValueError, match="eps must be"):
-        pga_attack(lin, y, eps=-0.1, target="clean")
+        pga_attack(lin, y, eps=-0.1, settings=AttackSettings(target="clean"))
     bad = y.clone()
     bad[0, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        pga_attack(lin, bad, eps=0.1, target="clean")
+        pga_attack(lin, bad, eps=0.1, settings=AttackSettings(target="clean"))
     with pytest.raises(ValueError, match="shape of f"):
         pga_attack(lin, y, torch.zeros(2, 4), eps=0.1)
     with pytest.raises(ValueError, match="norm must be one of"):
-        pga_attack(lin, y, eps=0.1, target="clean", norm="l1")
+        pga_attack(lin, y, eps=0.1, settings=AttackSettings(target="clean", norm="l1"))
     with pytest.raises(ValueError, match="target must be one of"):
-        pga_attack(lin, y, eps=0.1, target="noise")
+        pga_attack(lin, y, eps=0.1, settings=AttackSettings(target="noise"))
     with pytest.raises(ValueError, match="restarts"):
-        pga_attack(lin, y, eps=0.1, target="clean", restarts=0)
+        pga_attack(lin, y, eps=0.1, settings=AttackSettings(target="clean", restarts=0))
 
 
 def test_random_perturbation_has_exact_norm(global_rng_untouched):
@@ -161,7 +166,7 @@ def test_random_perturbation_has_exact_norm(global_rng_untouched):
 def test_attack_uses_no_global_rng(global_rng_untouched):
     b = torch.randn(3, 4, generator=gen(23), dtype=D64)
     y = torch.randn(2, 4, generator=gen(17), dtype=D64)
-    res = pga_attack(lambda v: v @ b.T, y, eps=0.1, target="clean", steps=3, restarts=2)
+    res = pga_attack(lambda v: v @ b.T, y, eps=0.1, settings=AttackSettings(target="clean", steps=3, restarts=2))
     assert torch.all(res.error > 0)
 
 
@@ -178,7 +183,8 @@ def test_image_space_attack_linear_worst_case():
         return v @ b.T
 
     x = torch.randn(3, 6, generator=g, dtype=D64)
-    res = image_space_attack(f, operator, x, 0.05, target="clean", steps=100, step_size=0.5, generator=gen(20))
+    res = image_space_attack(f, operator, x, 0.05, AttackSettings(target="clean", steps=100, step_size=0.5),
+                             generator=gen(20))
     radius = 0.05 * x.norm(dim=1)
     assert torch.all(res.image_delta.norm(dim=1) <= radius * (1 + 1e-12))
     torch.testing.assert_close(res.delta, operator(res.image_delta))
@@ -204,7 +210,7 @@ def test_attack_differentiates_through_fbp(radon):
     loss = squared_error(radon.fbp(y + delta), x).sum()
     (grad,) = torch.autograd.grad(loss, delta)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    res = pga_attack(radon.fbp, y, x, 0.02, steps=10, generator=gen(21))
+    res = pga_attack(radon.fbp, y, x, 0.02, AttackSettings(steps=10), generator=gen(21))
     clean = squared_error(radon.fbp(y), x)
     noise = squared_error(radon.fbp(y + random_perturbation(y, 0.02, generator=gen(22))), x)
     assert torch.all(res.error > clean) and torch.all(res.error > noise)
@@ -231,7 +237,7 @@ def test_pga_beats_random_noise_on_trained_fbpconvnet(trained_fbpconvnet):
     y = model.operator(x)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]  # left by training
-    res = pga_attack(model, y, x, 0.02, steps=20, generator=gen(30))
+    res = pga_attack(model, y, x, 0.02, AttackSettings(steps=20), generator=gen(30))
     with torch.no_grad():
         clean = squared_error(model(y), x).double()
         noisy = squared_error(model(y + random_perturbation(y, 0.02, generator=gen(31))), x).double()
@@ -244,3 +250,81 @@ def test_pga_beats_random_noise_on_trained_fbpconvnet(trained_fbpconvnet):
     assert not model.training
     for p, g in zip(model.parameters(), grads):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+
+
+# -- the settings as one value, and the same numbers as before the split of measurement.py ----------------
+REFERENCE = Path(__file__).parent / "data" / "attack_reference.pt"
+
+
+def test_attack_settings_are_validated_with_clear_errors():
+    s = AttackSettings()
+    assert (s.rule, s.steps, s.restarts, s.step_size, s.norm, s.target) == ("apgd", 100, 1, None, "l2", "truth")
+    assert s.relative and s.random_start and not s.warm_start and s.seed == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.steps = 3
+    for bad, match in [(dict(rule="fgsm"), "rule must be one of"), (dict(norm="l1"), "norm must be one of"),
+                       (dict(target="noise"), "target must be one of"), (dict(steps=-1), "steps must be an integer"),
+                       (dict(steps=2.5), "steps must be an integer"), (dict(steps=True), "steps must be an integer"),
+                       (dict(restarts=0), "restarts must be an integer >= 1"), (dict(seed=-1), "seed must be"),
+                       (dict(step_size=0.0), "step_size must be a positive"),
+                       (dict(step_size=float("nan")), "step_size must be a positive"),
+                       (dict(relative="yes"), "relative must be True or False"),
+                       (dict(warm_start=None), "warm_start must be True or False")]:
+        with pytest.raises(ValueError, match=match):
+            AttackSettings(**bad)
+    with pytest.raises(ValueError, match="restarts"):
+        s.replace(restarts=0)  # replace validates again
+    # numbers from numpy or JSON are normalised, so records and equality do not depend on their type
+    t = AttackSettings(steps=np.int64(7), step_size=1, seed=np.int64(2))
+    assert t == AttackSettings(steps=7, step_size=1.0, seed=2) and type(t.steps) is int and type(t.step_size) is float
+    with pytest.raises(TypeError, match="AttackSettings"):
+        pga_attack(nn.Linear(3, 2), torch.ones(1, 3), eps=0.1, settings={"target": "clean"})
+
+
+def test_attack_settings_record_round_trips_and_the_maps_agree():
+    s = AttackSettings(rule="pga", steps=7, restarts=3, step_size=0.5, norm="linf", target="clean", relative=False,
+                       random_start=False, warm_start=True, seed=4)
+    record = s.to_config()
+    assert record["attack"] == "pga" and "rule" not in record  # the key result folders always used
+    assert json.loads(json.dumps(record)) == record and AttackSettings.from_config(record) == s
+    assert AttackSettings.from_config({"attack": "pga", "n_samples": 3}) == AttackSettings(rule="pga")
+    assert ATTACKS == tuple(STEP_RULES) == ("apgd", "pga") and NORMS == ("l2", "linf")
+
+
+@pytest.mark.parametrize("case", ["fbpconvnet", "fbp"])
+def test_same_numbers_as_before_the_settings_value(case):
+    """Bit-identical delta / error / history / converged to the results recorded on the code before
+    measurement.py was split and the attack settings became one value (tests/data/attack_reference.pt:
+    APGD and PGA, 2 restarts, l2 and linf, target truth and clean, a 24 px FBPConvNet and FBP)."""
+    from ctrobust.models.fbpconvnet import FBPConvNet
+    from ctrobust.operators.geometry import ParallelBeam2D
+    from ctrobust.operators.radon import RadonTransform
+
+    ref = torch.load(REFERENCE)  # recorded with one thread, as conftest.py runs the suite
+    op = RadonTransform(ParallelBeam2D(24, 12))
+    net = FBPConvNet(op, channels=4, depth=2).eval()
+    net.load_state_dict(ref["state_dict"])
+    f = net if case == "fbpconvnet" else op.fbp
+    x = ref["x"]
+    y = op(x)
+    got = {}
+    for rule in ATTACKS:
+        for norm in NORMS:
+            for target in ("truth", "clean"):
+                got[f"{case}-{rule}-{norm}-{target}"] = pga_attack(
+                    f, y, x, 0.02, AttackSettings(rule=rule, steps=6, restarts=2, norm=norm, target=target),
+                    generator=gen(11))
+    if case == "fbpconvnet":
+        got[f"{case}-default-generator"] = pga_attack(net, y, x, 0.02, AttackSettings(steps=5))
+        got[f"{case}-zero-start"] = pga_attack(net, y, x, 0.02, AttackSettings(steps=5, random_start=False,
+                                                                                step_size=2.0))
+        got[f"{case}-image-space-pga-clean"] = image_space_attack(
+            net, op, x, 0.02, AttackSettings(rule="pga", target="clean", steps=5, restarts=2), generator=gen(4))
+    else:
+        got[f"{case}-image-space"] = image_space_attack(f, op, x, 0.02, AttackSettings(steps=5, restarts=2),
+                                                        generator=gen(4))
+    expected = {k: v for k, v in ref["cases"].items() if k.startswith(case + "-")}
+    assert set(got) == set(expected)
+    for name, fields in expected.items():
+        for field, value in fields.items():
+            assert torch.equal(getattr(got[name], field), value), f"{name}: {field} differs from before the refactor"

@@ -179,13 +179,13 @@ def test_tv_is_differentiable_wrt_y():
 
 
 def test_pga_attack_differentiates_through_tv(radon32):
-    from ctrobust.attacks import pga_attack
+    from ctrobust.attacks import AttackSettings, pga_attack
 
     x = _blocks(32).unsqueeze(1).float()
     y = radon32(x)
     f = lambda v: tv_reconstruction(radon32, v, 0.5, 20)  # noqa: E731
     clean = ((f(y) - x) ** 2).sum()
-    res = pga_attack(f, y, x, eps=0.05, steps=3, generator=torch.Generator().manual_seed(0))
+    res = pga_attack(f, y, x, eps=0.05, settings=AttackSettings(steps=3), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(res.error).all() and float(res.error[0]) > float(clean)
 
 

@@ -171,3 +171,59 @@ def test_attack_with_restarts_reports_their_spread(checkpoint, tmp_path, capsys)
                "--restarts", "2", "--out", str(out), *SMALL])
     assert rc == 0
     assert "FBP: independent restarts agree on every sample and eps (spread <= 0.5 %)" in capsys.readouterr().err
+
+
+def test_every_attack_option_default_is_the_librarys():
+    """The spec's defaults are read from the library (AttackSettings' fields, robustness_curve's and
+    verify_attack's parameters, evaluate_features' settings): the default command attacks exactly as the
+    default Python call, and a default changed in the library changes the command line with it."""
+    import dataclasses
+
+    from ctrobust.app.specs import AttackSpec, EvaluateSpec, signature_default
+    from ctrobust.attacks import ATTACKS, TARGETS, AttackSettings
+    from ctrobust.evaluation.features import FEATURE_ATTACK, evaluate_features
+    from ctrobust.evaluation.robustness import (VERIFY_RESTARTS, VERIFY_SEED, VERIFY_STEPS, robustness_curve,
+                                                verification_settings)
+
+    spec, lib = AttackSpec(), AttackSettings()
+    assert spec.attack_settings() == lib
+    expected = {"attack": lib.rule, "steps": lib.steps, "restarts": lib.restarts, "step_size": lib.step_size,
+                "target": lib.target, "absolute": not lib.relative, "warm_start": lib.warm_start, "seed": lib.seed,
+                "linearization": signature_default(robustness_curve, "linearization"),
+                "batch_size": signature_default(robustness_curve, "batch_size"),
+                "n_samples": signature_default(robustness_curve, "max_samples"),
+                "verify_steps": VERIFY_STEPS, "verify_restarts": VERIFY_RESTARTS}
+    assert {k: getattr(spec, k) for k in expected} == expected
+    assert spec.linearization is True  # the library follows the command line: the exact FBP worst case by default
+    assert spec.verify_settings({"attack": "apgd"}) == verification_settings({"attack": "apgd"})
+    assert spec.seed + 1 == VERIFY_SEED
+    fields = {f.name: f.metadata for f in dataclasses.fields(AttackSpec)}
+    assert fields["attack"]["choices"] == ATTACKS and fields["target"]["choices"] == TARGETS
+    # evaluate --small-features attacks with the library's feature attack
+    from ctrobust.app.evaluate import feature_settings
+
+    assert signature_default(evaluate_features, "settings") is FEATURE_ATTACK
+    kw = feature_settings(EvaluateSpec(small_features=True))
+    assert kw["settings"] == FEATURE_ATTACK.replace(seed=EvaluateSpec().seed)
+    assert fields_default_text(EvaluateSpec, "feature_attack_steps") == FEATURE_ATTACK.steps
+    given = feature_settings(EvaluateSpec(small_features=True, feature_attack_steps=7, seed=3))["settings"]
+    assert given == FEATURE_ATTACK.replace(steps=7, seed=3)
+
+
+def fields_default_text(spec_cls, name):
+    """What ``--help`` shows as the library default of a ``None``-defaulted option."""
+    import dataclasses
+
+    return {f.name: f for f in dataclasses.fields(spec_cls)}[name].metadata["library_default"]()
+
+
+def test_attack_spec_builds_its_settings_once(tmp_path):
+    from ctrobust.app.specs import AttackSpec
+    from ctrobust.attacks import AttackSettings
+
+    spec = AttackSpec(attack="pga", steps=7, restarts=2, step_size=0.5, target="clean", absolute=True,
+                      warm_start=True, seed=4, verify_steps=9, verify_restarts=3)
+    assert spec.attack_settings() == AttackSettings(rule="pga", steps=7, restarts=2, step_size=0.5, target="clean",
+                                                    relative=False, warm_start=True, seed=4)
+    strong = spec.verify_settings(spec.attack_settings().to_config())
+    assert strong == AttackSettings(rule="pga", steps=9, restarts=3, target="clean", relative=False, seed=5)

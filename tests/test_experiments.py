@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust.attacks import linear_theory as theory
+from ctrobust.attacks import AttackSettings, linear_theory as theory
 from experiments import _common as C
 from experiments.linear_theory.exact import (clean_errors, per_sample_minmax_filter, shared_worst_case_expected,
                                              whitened_samples, worst_case_errors, worst_case_perturbations)
@@ -199,7 +199,8 @@ def test_cs_pinv_reference_attack_matches_the_exact_worst_case():
     x = torch.from_numpy(np.random.default_rng(0).random((4, 64)))
     y = op(x)
     eps = 0.05
-    res = pga_attack(op.pinv, y, x, eps, relative=True, steps=100, restarts=2, generator=torch.Generator().manual_seed(0))
+    res = pga_attack(op.pinv, y, x, eps, AttackSettings(relative=True, steps=100, restarts=2),
+                     generator=torch.Generator().manual_seed(0))
     radius = res.radius.numpy()
     exact = np.array([worst_case_errors(np.linalg.pinv(A), A, x[i:i + 1].numpy(), radius[i])[0] for i in range(4)])
     pga = res.error.double().numpy()

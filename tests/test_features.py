@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ctrobust.attacks import AttackSettings
 from ctrobust.evaluation.features import DETECTION_THRESHOLD, evaluate_features, feature_scores, insert_disks
 
 warnings.filterwarnings("ignore", message="Sparse")
@@ -71,7 +72,7 @@ def test_attack_on_features_lowers_their_contrast():
     op = RadonTransform(ParallelBeam2D(32, 20))
     x = _body(1, 32, 0.5)
     rows = evaluate_features({"fbp": op.fbp}, op, x, eps=(0.0, 0.05), n_features=2, radius=1.5,
-                             contrast=0.3, attack_region="features", attack_steps=5)
+                             contrast=0.3, attack_region="features", settings=AttackSettings(steps=5))
     assert len(rows) == 4 and {r["eps"] for r in rows} == {0.0, 0.05}
     clean = [r["contrast_ratio"] for r in rows if r["eps"] == 0]
     attacked = [r["contrast_ratio"] for r in rows if r["eps"] > 0]

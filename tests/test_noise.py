@@ -258,13 +258,14 @@ def small_ct():
 
 
 def test_robustness_curve_with_noise_has_a_dose_line(small_ct):
+    from ctrobust.attacks import AttackSettings
     from ctrobust.reconstruction.methods import FBPReconstruction
     from ctrobust.evaluation.robustness import robustness_curve
 
     op, phantoms = small_ct
     noise = LogPoissonNoise(2000, image_size=24)
-    kw = dict(steps=6, batch_size=2, progress=False, max_samples=3, seed=1, noise=noise)
-    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0, 0.02], **kw)
+    kw = dict(batch_size=2, progress=False, max_samples=3, noise=noise, linearization=False)
+    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0, 0.02], AttackSettings(steps=6, seed=1), **kw)
     assert res.config["noise"]["photons"] == 2000
     by = {(r["eps"], r["condition"], r["sample"]): r for r in res.rows}
     assert {c for _, c, _ in by} == {"clean", "dose", "random", "attack"}
@@ -276,13 +277,14 @@ def test_robustness_curve_with_noise_has_a_dose_line(small_ct):
         assert by[(0.02, "attack", s)]["sq_error"] > dose["sq_error"]  # the attack perturbs the noisy y
         assert by[(0.02, "dose", s)]["sq_error"] == dose["sq_error"]
     # the noise per sample does not depend on the batch size
-    again = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], **{**kw, "batch_size": 3})
+    again = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], AttackSettings(steps=6, seed=1),
+                             **{**kw, "batch_size": 3})
     assert [r["sq_error"] for r in again.rows if r["condition"] == "dose"] == pytest.approx(
         [by[(0.0, "dose", s)]["sq_error"] for s in range(3)], rel=1e-5)
 
 
 def test_attack_gradients_flow_on_noisy_data(small_ct):
-    from ctrobust.attacks import pga_attack
+    from ctrobust.attacks import AttackSettings, pga_attack
     from ctrobust.reconstruction.methods import FBPReconstruction
 
     op, phantoms = small_ct
@@ -293,7 +295,7 @@ def test_attack_gradients_flow_on_noisy_data(small_ct):
     loss = (f(y + d) - x).pow(2).sum()
     (g,) = torch.autograd.grad(loss, d)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
-    res = pga_attack(f, y, x, 0.02, steps=5, generator=torch.Generator().manual_seed(0))
+    res = pga_attack(f, y, x, 0.02, AttackSettings(steps=5), generator=torch.Generator().manual_seed(0))
     base = (f(y) - x).pow(2).flatten(1).sum(1)
     assert bool((res.error.to(base.dtype) > base).all())
 

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from ctrobust.attacks import AttackSettings
 from ctrobust.evaluation import metrics
 from ctrobust.reconstruction.methods import FBPReconstruction, build_method, register_method, METHODS
-from ctrobust.evaluation.robustness import CONDITIONS, clean_metrics, robustness_curve, summarize
+from ctrobust.evaluation.robustness import (CONDITIONS, VERIFY_RESTARTS, VERIFY_SEED, VERIFY_STEPS, clean_metrics,
+                                            robustness_curve, summarize, verification_settings, verify_attack)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,9 @@ def phantoms():
 
 @pytest.fixture(scope="module")
 def fbp_curve(radon, phantoms):
-    return robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.0, 0.01, 0.03], steps=8, batch_size=2,
-                            progress=False, max_samples=3, seed=1)
+    return robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.0, 0.01, 0.03],
+                            AttackSettings(steps=8, seed=1), batch_size=2, progress=False, max_samples=3,
+                            linearization=False)
 
 
 def test_table_structure_and_ball(fbp_curve, radon, phantoms):
@@ -81,11 +84,12 @@ def test_rows_agree_with_metrics_and_summary(fbp_curve, radon, phantoms):
 
 
 def test_reproducible_and_global_rng_untouched(radon, phantoms, fbp_curve, global_rng_untouched):
-    again = robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.0, 0.01, 0.03], steps=8, batch_size=2,
-                             progress=False, max_samples=3, seed=1)
+    again = robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.0, 0.01, 0.03],
+                             AttackSettings(steps=8, seed=1), batch_size=2, progress=False, max_samples=3,
+                             linearization=False)
     assert [r["sq_error"] for r in again.rows] == [r["sq_error"] for r in fbp_curve.rows]
-    other = robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.01], steps=8, batch_size=2,
-                             progress=False, max_samples=3, seed=2)
+    other = robustness_curve(FBPReconstruction(radon), phantoms, radon, [0.01], AttackSettings(steps=8, seed=2),
+                             batch_size=2, progress=False, max_samples=3, linearization=False)
     first = [r["sq_error"] for r in fbp_curve.rows if r["eps"] == 0.01 and r["condition"] == "random"]
     assert [r["sq_error"] for r in other.rows if r["condition"] == "random"] != first
 
@@ -110,7 +114,8 @@ def test_linear_cs_reconstruction_worst_deviation():
             g = torch.Generator().manual_seed(i)
             return torch.rand(1, 8, 8, generator=g, dtype=torch.float64)
 
-    res = robustness_curve(f, Images(), op, [0.05], steps=100, step_size=0.5, target="clean", progress=False)
+    res = robustness_curve(f, Images(), op, [0.05], AttackSettings(steps=100, step_size=0.5, target="clean"),
+                           progress=False, linearization=False)
     smax = torch.linalg.svdvals(b)[0].item()
     attack = [r for r in res.rows if r["condition"] == "attack"]
     for r in attack:
@@ -133,6 +138,29 @@ def test_bad_arguments(radon, phantoms):
         robustness_curve(f, phantoms, radon, [-0.1], progress=False)
     with pytest.raises(ValueError, match="empty"):
         robustness_curve(f, phantoms, radon, [0.0], progress=False, max_samples=0)
+    with pytest.raises(ValueError, match="settings.norm must be 'l2'"):
+        robustness_curve(f, phantoms, radon, [0.01], AttackSettings(norm="linf"), progress=False)
+    with pytest.raises(TypeError, match="AttackSettings"):
+        robustness_curve(f, phantoms, radon, [0.01], {"steps": 3}, progress=False)
+
+
+def test_curve_records_its_settings_and_verify_keeps_the_curves_objective(radon, phantoms, fbp_curve):
+    """The config holds the settings' record; verification attacks the same objective with a larger budget."""
+    settings = AttackSettings(steps=8, seed=1)
+    curve = fbp_curve
+    assert {k: curve.config[k] for k in settings.to_config()} == settings.to_config()
+    assert AttackSettings.from_config(curve.config) == settings
+    assert curve.config["linearization"] is False
+    strong = verification_settings(curve.config)
+    assert strong == settings.replace(steps=VERIFY_STEPS, restarts=VERIFY_RESTARTS, seed=VERIFY_SEED)
+    f = FBPReconstruction(radon)
+    with pytest.raises(ValueError, match="settings.target is 'clean' but the curve was measured with 'truth'"):
+        verify_attack(f, phantoms, radon, curve, 1, strong.replace(target="clean"))
+    with pytest.raises(ValueError, match="settings.relative"):
+        verify_attack(f, phantoms, radon, curve, 1, strong.replace(relative=False))
+    rows = verify_attack(f, phantoms, radon, curve, 1, strong.replace(steps=4, restarts=1))
+    assert [r["eps"] for r in rows] == [0.01, 0.03] and rows[0]["passes_strong"] == 4
+    assert all(r["ratio_min"] <= 1 for r in rows)
 
 
 def test_summarize_groups():

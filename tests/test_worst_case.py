@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ctrobust.attacks import apgd_checkpoints, pga_attack
+from ctrobust.attacks import AttackSettings, apgd_checkpoints, pga_attack
 from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.reconstruction.methods import FBPReconstruction
 from ctrobust.models.linear import LinearReconstruction
 from ctrobust.operators.radon import RadonTransform
-from ctrobust.evaluation.robustness import robustness_curve, verify_attack
+from ctrobust.evaluation.robustness import robustness_curve, verification_settings, verify_attack
 from ctrobust.attacks.linear_theory import trust_region_max, worst_case_perturbation
 from ctrobust.attacks.worst_case import exact_worst_case, jacobian_norm, linearized_worst_case
 
@@ -55,7 +55,7 @@ def test_default_attack_reaches_the_exact_worst_case_of_linear_maps(spectrum, ep
     assert ratio.min() >= 0.995 and ratio.max() <= 1 + 1e-9, ratio
     # the clean target: the worst deviation is (r sigma_max)^2 exactly
     exact_clean = (radius * SPECTRA[spectrum].max()) ** 2
-    res = pga_attack(f, y, eps=eps, target="clean")
+    res = pga_attack(f, y, eps=eps, settings=AttackSettings(target="clean"))
     ratio = (res.error / exact_clean).numpy()
     assert ratio.min() >= 0.995 and ratio.max() <= 1 + 1e-9, ratio
     # and the ball is respected to 1e-6 relative
@@ -107,7 +107,7 @@ def test_default_attack_reaches_the_exact_worst_case_of_fbp(fbp16, target, steps
     for eps in (0.01, 0.04):
         radius = eps * y.flatten(1).norm(dim=1)
         _, exact = exact_worst_case(f, y, x if target == "truth" else None, radius)
-        res = pga_attack(f, y, x, eps, target=target, steps=steps)
+        res = pga_attack(f, y, x, eps, AttackSettings(target=target, steps=steps))
         ratio = (res.error / exact).numpy()
         assert ratio.min() >= floor and ratio.max() <= 1 + 1e-7, (eps, ratio)
 
@@ -117,7 +117,7 @@ def test_old_fixed_step_rule_stays_available_and_is_weaker(fbp16):
     x = torch.rand(4, 1, 16, 16, generator=gen(6), dtype=D64)
     y = op(x)
     new = pga_attack(f, y, x, 0.04)
-    old = pga_attack(f, y, x, 0.04, attack="pga", steps=50)
+    old = pga_attack(f, y, x, 0.04, AttackSettings(rule="pga", steps=50))
     assert new.attack == "apgd" and old.attack == "pga" and old.passes == 50 and new.passes == 100
     assert float(old.error.sum()) < float(new.error.sum())
 
@@ -159,17 +159,18 @@ def test_restarts_and_warm_starts_never_lower_the_result():
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 6)).double()
     y = torch.randn(5, 8, generator=gen(13), dtype=D64)
     x = torch.randn(5, 6, generator=gen(14), dtype=D64)
-    one = pga_attack(net, y, x, 0.2, steps=20, generator=gen(15))
-    three = pga_attack(net, y, x, 0.2, steps=20, restarts=3, generator=gen(15))
+    one = pga_attack(net, y, x, 0.2, AttackSettings(steps=20), generator=gen(15))
+    three = pga_attack(net, y, x, 0.2, AttackSettings(steps=20, restarts=3), generator=gen(15))
     assert torch.all(three.error >= one.error)
     # a warm start: the result is at least the start's own loss
-    warm = pga_attack(net, y, x, 0.2, steps=5, init=one.delta)
+    warm = pga_attack(net, y, x, 0.2, AttackSettings(steps=5), init=one.delta)
     assert torch.all(warm.error >= one.error - 1e-12)
     # along a grid: a sample's attacked error never decreases with eps (the smaller ball's worst is inside)
     data = [x_ for x_ in torch.rand(6, 1, 16, 16, generator=gen(16), dtype=D64)]
     op = RadonTransform(ParallelBeam2D(16, 24))
     fbp = FBPReconstruction(op)
-    res = robustness_curve(fbp, data, op, [0.0, 0.005, 0.01, 0.02], steps=10, progress=False, linearization=True)
+    res = robustness_curve(fbp, data, op, [0.0, 0.005, 0.01, 0.02], AttackSettings(steps=10), progress=False,
+                           linearization=True)
     errs = {}
     for r in res.rows:
         if r["condition"] == "attack":
@@ -187,8 +188,9 @@ def test_warm_start_on_a_linear_map_is_not_weaker(fbp16):
     op, f = fbp16
     data = [x_ for x_ in torch.rand(4, 1, 16, 16, generator=gen(17), dtype=D64)]
     grid = [0.01, 0.02, 0.04]
-    warm = robustness_curve(f, data, op, grid, steps=15, progress=False, warm_start=True)
-    cold = robustness_curve(f, data, op, grid, steps=15, progress=False)
+    warm = robustness_curve(f, data, op, grid, AttackSettings(steps=15, warm_start=True), progress=False,
+                            linearization=False)
+    cold = robustness_curve(f, data, op, grid, AttackSettings(steps=15), progress=False, linearization=False)
     w = [r["sq_error"] for r in warm.rows if r["condition"] == "attack"]
     c = [r["sq_error"] for r in cold.rows if r["condition"] == "attack"]
     assert sum(w) >= sum(c) * (1 - 1e-9)
@@ -199,9 +201,9 @@ def test_convergence_diagnostic():
     f, _ = linear_map(SPECTRA["clustered top"], 40, seed=18)
     y = torch.randn(4, 40, generator=gen(19), dtype=D64)
     # far too small fixed steps: the loss is still climbing at the end
-    crawling = pga_attack(f, y, eps=0.05, target="clean", attack="pga", steps=20, step_size=0.01)
+    crawling = pga_attack(f, y, eps=0.05, settings=AttackSettings(target="clean", rule="pga", steps=20, step_size=0.01))
     assert crawling.n_not_converged == 4 and crawling.converged.dtype == torch.bool
-    done = pga_attack(f, y, eps=0.05, target="clean")
+    done = pga_attack(f, y, eps=0.05, settings=AttackSettings(target="clean"))
     assert done.n_not_converged == 0
 
 
@@ -211,22 +213,24 @@ def test_restart_spread_is_the_gap_between_the_two_best_runs():
     y = torch.randn(5, 8, generator=gen(20), dtype=D64)
     x = torch.randn(5, 6, generator=gen(21), dtype=D64)
     seen = {}
-    res = pga_attack(net, y, x, 0.3, steps=4, restarts=3, generator=gen(22),
-                     callback=lambda restart, k, d: seen.setdefault(restart, []).append(d.clone()))
+    res = pga_attack(net, y, x, 0.3, AttackSettings(steps=4, restarts=3), generator=gen(22), callback=lambda restart, k,
+                     d: seen.setdefault(restart, []).append(d.clone()))
     with torch.no_grad():
         runs = torch.stack([torch.stack([(net(y + d) - x).pow(2).sum(1) for d in seen[r]]).amax(0) for r in range(3)])
     best, second = runs.sort(dim=0, descending=True).values[:2]
     assert torch.allclose(res.restart_spread, 1 - second / best, rtol=1e-9, atol=1e-12)
     assert bool((res.restart_spread > 0).any())  # random starts on a ReLU net: the runs differ
     assert torch.allclose(res.error, best)
-    assert pga_attack(net, y, x, 0.3, steps=4).restart_spread is None  # one run: no spread to speak of
+    assert pga_attack(net, y, x, 0.3, AttackSettings(steps=4)).restart_spread is None  # one run: no spread to speak of
     # a robustness curve carries it per attack row, and only with restarts >= 2
     op = RadonTransform(ParallelBeam2D(16, 24))
     data = [x_ for x_ in torch.rand(2, 1, 16, 16, generator=gen(23), dtype=D64)]
-    curve = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], steps=3, restarts=2, progress=False)
+    curve = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], AttackSettings(steps=3, restarts=2),
+                             progress=False, linearization=False)
     rows = [r for r in curve.rows if r["condition"] == "attack" and r["eps"] > 0]
     assert len(rows) == 2 and all(0 <= r["restart_spread"] < 1 for r in rows)
-    single = robustness_curve(FBPReconstruction(op), data, op, [0.01], steps=3, progress=False)
+    single = robustness_curve(FBPReconstruction(op), data, op, [0.01], AttackSettings(steps=3), progress=False,
+                              linearization=False)
     assert all("restart_spread" not in r for r in single.rows)
 
 
@@ -241,16 +245,17 @@ def test_apgd_checkpoints_follow_croce_and_hein():
 def test_verify_reports_ratio_default_over_strong(fbp16):
     op, f = fbp16
     data = [x_ for x_ in torch.rand(3, 1, 16, 16, generator=gen(20), dtype=D64)]
-    weak = robustness_curve(f, data, op, [0.0, 0.04], steps=3, attack="pga", progress=False)
-    rows = verify_attack(f, data, op, weak, 2, steps=100, restarts=1)
+    weak = robustness_curve(f, data, op, [0.0, 0.04], AttackSettings(steps=3, rule="pga"), progress=False,
+                            linearization=False)
+    rows = verify_attack(f, data, op, weak, 2, verification_settings(weak.config, steps=100, restarts=1))
     assert [r["eps"] for r in rows] == [0.04] and rows[0]["n"] == 2
     assert rows[0]["ratio_min"] < 0.99  # 3 fixed steps are far from the worst case, and --verify shows it
-    strong = robustness_curve(f, data, op, [0.0, 0.04], progress=False)
-    rows = verify_attack(f, data, op, strong, 2, steps=100, restarts=2)
+    strong = robustness_curve(f, data, op, [0.0, 0.04], progress=False, linearization=False)
+    rows = verify_attack(f, data, op, strong, 2, verification_settings(strong.config, steps=100, restarts=2))
     assert rows[0]["ratio_min"] >= 0.995
 
 
 def test_overflowing_eps_is_refused():
     y = torch.rand(2, 5)
     with pytest.raises(ValueError, match="overflow"):
-        pga_attack(lambda v: v, y, eps=1e20, target="clean")
+        pga_attack(lambda v: v, y, eps=1e20, settings=AttackSettings(target="clean"))

@@ -57,6 +57,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
     from ctrobust.evaluation.robustness import robustness_curve, verify_attack
 
     grid, gallery_eps = spec.eps_settings()
+    settings = spec.attack_settings()
     folder = ResultFolder(spec.out, spec.force).check()
     device = resolve_device(spec.device)
     recs, dataset = load_inputs(spec, device)
@@ -70,19 +71,16 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
         noise = noise_model(spec, rec.operator)
         linearization = spec.linearization and not (rec.kind == "method" and rec.info.get("method") in ("tv", "dip"))
         try:
-            result = robustness_curve(rec.f, dataset, rec.operator, grid, steps=spec.steps, restarts=spec.restarts,
-                                      batch_size=spec.batch_size, relative=not spec.absolute, target=spec.target,
-                                      seed=spec.seed, progress=progress, max_samples=spec.n_samples,
-                                      step_size=spec.step_size, n_examples=1, device=device, attack=spec.attack,
-                                      warm_start=spec.warm_start, linearization=linearization, noise=noise)
+            result = robustness_curve(rec.f, dataset, rec.operator, grid, settings, batch_size=spec.batch_size,
+                                      progress=progress, max_samples=spec.n_samples, n_examples=1, device=device,
+                                      linearization=linearization, noise=noise)
         except (ValueError, FloatingPointError) as exc:
             raise CtrobustError(f"attacking {rec.label}: {exc}") from None
         _report_convergence(rec.label, result, spec)
         _report_spread(rec.label, result)
         if spec.verify:
-            rows = verify_attack(rec.f, dataset, rec.operator, result, spec.verify, steps=spec.verify_steps,
-                                 restarts=spec.verify_restarts, seed=spec.seed + 1, progress=progress, device=device,
-                                 noise=noise)
+            rows = verify_attack(rec.f, dataset, rec.operator, result, spec.verify,
+                                 spec.verify_settings(result.config), progress=progress, device=device, noise=noise)
             verify_rows += [{"model": rec.label, **r} for r in rows]
         sample_rows += [{"model": rec.label, **r} for r in result.rows]
         summary_rows += [{"model": rec.label, **r} for r in result.summary]
@@ -98,9 +96,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
         gallery.append({"label": rec.label, "truth": ex["x"][0, 0].numpy(), "fbp": fbp,
                         "clean": ex["clean"][0, 0].numpy(), "attack": at["attack"][0, 0].numpy(),
                         "delta": (delta[0] if delta.dim() == 3 else delta).numpy()})
-    config = {"eps_grid": grid, "gallery_eps": gallery_eps, "relative": not spec.absolute, "target": spec.target,
-              "attack": spec.attack, "steps": spec.steps, "restarts": spec.restarts, "step_size": spec.step_size,
-              "warm_start": spec.warm_start, "linearization": spec.linearization, "seed": spec.seed,
+    config = {"eps_grid": grid, "gallery_eps": gallery_eps, **settings.to_config(), "linearization": spec.linearization,
               "data": spec.data or "built-in phantoms", "split": spec.split, "n_samples": result.config["n_samples"],
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:

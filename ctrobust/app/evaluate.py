@@ -236,16 +236,28 @@ def evaluate_shift(spec: EvaluateSpec, plans) -> tuple[list[dict], list[dict], l
 
 # -- small features -------------------------------------------------------------------------------
 def feature_settings(spec: EvaluateSpec) -> dict:
-    """Keyword arguments of :func:`ctrobust.evaluation.features.evaluate_features`: library defaults unless given."""
+    """Keyword arguments of :func:`ctrobust.evaluation.features.evaluate_features`: library defaults unless given
+    (``settings``: the library's attack settings with ``--feature-attack-steps`` and the attack seeded ``--seed``)."""
     from ctrobust.evaluation.features import evaluate_features
 
     kw = {}
     for name, lib in FEATURE_OPTIONS.items():
         value = getattr(spec, name)
+        if lib == "settings.steps":  # the attack: the library's settings with --feature-attack-steps and --seed
+            settings = signature_default(evaluate_features, "settings")
+            kw["settings"] = settings.replace(steps=settings.steps if value is None else value, seed=spec.seed)
+            continue
         kw[lib] = value if value is not None else signature_default(evaluate_features, lib)
     kw["eps"] = [0.0] + sorted({float(e) for e in kw["eps"] if e > 0})
     kw["seed"] = spec.seed
     return kw
+
+
+def feature_record(spec: EvaluateSpec) -> dict:
+    """:func:`feature_settings` as a JSON-able record: the attack as ``attack`` (its settings' record)."""
+    kw = feature_settings(spec)
+    settings = kw.pop("settings")
+    return {**kw, "attack": settings.to_config()}
 
 
 def prepare_features(spec: EvaluateSpec, recs, dataset, device):
@@ -372,8 +384,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
         folder.write_csv("shift.csv", shift_rows)
     if feature_images is not None:
         feature_rows, feature_summary = evaluate_small_features(spec, recs, feature_images)
-        settings = feature_settings(spec)
-        tables["features"] = {"config": {**settings, "n_images": int(feature_images.shape[0])},
+        tables["features"] = {"config": {**feature_record(spec), "n_images": int(feature_images.shape[0])},
                               "summary": feature_summary}
         folder.write_csv("features.csv", feature_rows)
         folder.write_csv("features_summary.csv", feature_summary)
@@ -396,7 +407,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
     folder.write_summary("evaluate", config, models, summary_rows, **tables)
     text_config = dict(config)
     if feature_images is not None:
-        text_config["features"] = feature_settings(spec)
+        text_config["features"] = feature_record(spec)
     return EvaluateResult(out=folder.path, config=text_config, models=models, summary=summary_rows,
                           shift=shift_rows, features=feature_summary, written=list(folder.written),
                           mismatch=mismatch_summary, mismatch_worst=mismatch_worst)

@@ -17,19 +17,21 @@ from ctrobust.app.acquisition import GEOMETRY_KINDS
 from ctrobust.app.spec import (Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int, option,
                                positive_float, positive_int)
 from ctrobust.attacks import DEFAULT_STEPS
+from ctrobust.attacks.settings import ATTACKS, TARGETS, AttackSettings
 from ctrobust.errors import CtrobustError
 from ctrobust.models.adversary import MODES
 from ctrobust.models.unet import NORMS
 from ctrobust.operators.filters import FILTERS
 from ctrobust.operators.radon import BACKENDS
-from ctrobust.evaluation.robustness import DEFAULT_EPS_GRID, robustness_curve
+from ctrobust.evaluation.robustness import (DEFAULT_EPS_GRID, VERIFY_RESTARTS, VERIFY_STEPS, robustness_curve,
+                                            verification_settings)
 from ctrobust.evaluation.shift import SHIFT_KINDS, make_shift
 from ctrobust.training.objectives import OBJECTIVES
 from ctrobust.training.trainer import SCHEDULERS
 
 __all__ = ["TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
-           "ReportSpec", "BenchmarkSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
-           "signature_default"]
+           "ReportSpec", "BenchmarkSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS",
+           "METHOD_FLAGS", "signature_default", "field_default"]
 
 #: image side in pixels of the built-in phantoms when neither a size nor data is given
 DEFAULT_SIZE = 128
@@ -41,6 +43,16 @@ SPLITS = ("train", "val", "test")
 def signature_default(func, name: str):
     """The default of parameter ``name`` of ``func``: library defaults come from the library's signatures."""
     return inspect.signature(func).parameters[name].default
+
+
+def field_default(cls, name: str):
+    """The default of field ``name`` of dataclass ``cls`` (e.g. :class:`~ctrobust.attacks.AttackSettings`)."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 def _lib(func_path: str, name: str):
@@ -295,41 +307,54 @@ class AttackSpec(ModelInputs):
     eps_grid: tuple[float, ...] | None = option(
         None, "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
         f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
-    attack: str = option(signature_default(robustness_curve, "attack"),
+    attack: str = option(field_default(AttackSettings, "rule"),
                          "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020): exact on "
                          "FBP, 89-99.6 % (mean) of the best known worst case of trained networks in 100 steps, whose "
                          "loss has many local maxima: a lower bound, --restarts 2 prints the spread of independent "
                          "runs (docs/robustness.md); pga = fixed step 2.5 r / steps (Madry et al.), as many "
                          "papers use: it stalls at 71-94 %, so use it only to compare with such papers",
-                         choices=("apgd", "pga"))
-    steps: int = option(signature_default(robustness_curve, "steps"),
+                         choices=ATTACKS)
+    steps: int = option(field_default(AttackSettings, "steps"),
                         "gradient steps per restart and eps (each one forward and one backward pass of the model)",
                         parse=nonneg_int)
-    restarts: int = option(signature_default(robustness_curve, "restarts"),
+    restarts: int = option(field_default(AttackSettings, "restarts"),
                            "runs per eps from random points (with --warm-start the first starts from the previous "
                            "eps's worst perturbation); the worst iterate over all is kept; with 2 or more the "
                            "restart_spread column and a printed line say how far the second-best run fell short",
                            parse=positive_int)
-    step_size: float | None = option(None, "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
+    step_size: float | None = option(field_default(AttackSettings, "step_size"), "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
                                      parse=positive_float, default_text="4 for apgd, 2.5 / steps for pga")
-    warm_start: bool = option(signature_default(robustness_curve, "warm_start"),
+    warm_start: bool = option(field_default(AttackSettings, "warm_start"),
                               "start each eps's first run from the previous eps's worst perturbation, rescaled, instead "
                               "of a random point (measured weaker on trained FBPConvNets: it stays in the smaller ball's "
                               "basin; without it the rescaled perturbation is still tried, one forward pass)")
-    linearization: bool = option(True, "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
+    linearization: bool = option(signature_default(robustness_curve, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
                                  "worst case per sample (by Lanczos for checkpoints and FBP, about 30-300 extra "
                                  "backward passes per batch; --no-linearization skips them)")
     verify: int = option(0, "also attack the first N samples with a much stronger budget (--verify-steps x "
                          "--verify-restarts) and report default / strong per eps (1.0 = the default found the worst "
                          "case); 0: off", parse=nonneg_int, metavar="N")
-    verify_steps: int = option(300, "steps per restart of the --verify attack", parse=positive_int)
-    verify_restarts: int = option(5, "random restarts of the --verify attack", parse=positive_int)
-    absolute: bool = option(False, "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
-    target: str = option(signature_default(robustness_curve, "target"),
+    verify_steps: int = option(VERIFY_STEPS, "steps per restart of the --verify attack", parse=positive_int)
+    verify_restarts: int = option(VERIFY_RESTARTS, "random restarts of the --verify attack (seeded --seed + 1)",
+                                  parse=positive_int)
+    absolute: bool = option(not field_default(AttackSettings, "relative"), "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    target: str = option(field_default(AttackSettings, "target"),
                          "maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)",
-                         choices=("truth", "clean"))
-    seed: int = option(signature_default(robustness_curve, "seed"),
+                         choices=TARGETS)
+    seed: int = option(field_default(AttackSettings, "seed"),
                        "seed of the random starts and of the random-noise reference (>= 0)", parse=nonneg_int)
+
+    def attack_settings(self) -> AttackSettings:
+        """The attack of every eps, as one value (:class:`~ctrobust.attacks.AttackSettings`)."""
+        return AttackSettings(rule=self.attack, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
+                              target=self.target, relative=not self.absolute, warm_start=self.warm_start,
+                              seed=self.seed)
+
+    def verify_settings(self, config: dict) -> AttackSettings:
+        """The ``--verify`` attack of a curve recorded as ``config``: ``--verify-steps`` x ``--verify-restarts``
+        (:func:`~ctrobust.evaluation.robustness.verification_settings`), seeded ``--seed + 1``."""
+        return verification_settings(config, steps=self.verify_steps, restarts=self.verify_restarts,
+                                     seed=self.seed + 1)
 
     def eps_settings(self) -> tuple[list[float], float]:
         """``(grid, gallery_eps)`` from ``eps`` / ``eps_grid``."""
@@ -343,6 +368,12 @@ class AttackSpec(ModelInputs):
 _S = "distribution shift"
 _F = "small features"
 _X = "operator mismatch"
+
+
+def _feature_attack_steps():
+    from ctrobust.evaluation.features import FEATURE_ATTACK
+
+    return FEATURE_ATTACK.steps
 
 
 def _mismatch_grid():
@@ -406,7 +437,7 @@ class EvaluateSpec(ModelInputs):
         "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
         library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"))
     feature_attack_steps: int | None = option(None, "attack (APGD) steps per eps", parse=positive_int, metavar="N", group=_F,
-                                              library_default=_lib("ctrobust.evaluation.features:evaluate_features", "attack_steps"))
+                                              library_default=_feature_attack_steps)
     attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
                                        "only inside the disks (an attack trying to erase the features)",
                                        choices=("image", "features"), group=_F,
@@ -471,9 +502,10 @@ class EvaluateSpec(ModelInputs):
 #: evaluate's mismatch fields -> kind of ctrobust.evaluation.mismatch_sweep.DEFAULT_MISMATCH_GRID
 MISMATCH_OPTIONS = {"mismatch_angles": "angle", "mismatch_shifts": "shift", "mismatch_gains": "gain",
                     "mismatch_views": "views"}
-#: evaluate's small-feature fields -> keyword of ctrobust.evaluation.features.evaluate_features
+#: evaluate's small-feature fields -> keyword of ctrobust.evaluation.features.evaluate_features (``settings.steps``:
+#: the steps of its AttackSettings)
 FEATURE_OPTIONS = {"n_features": "n_features", "feature_radius": "radius", "feature_contrast": "contrast",
-                   "eps_grid": "eps", "feature_attack_steps": "attack_steps", "attack_region": "attack_region",
+                   "eps_grid": "eps", "feature_attack_steps": "settings.steps", "attack_region": "attack_region",
                    "detection_threshold": "threshold"}
 
 

@@ -19,7 +19,7 @@ from ctrobust._lazy import lazy_getattr
 
 _EXPORTS = {
     **dict.fromkeys((
-        'FeatureSet', 'insert_disks', 'feature_scores', 'evaluate_features', 'DETECTION_THRESHOLD',
+        'FeatureSet', 'insert_disks', 'feature_scores', 'evaluate_features', 'DETECTION_THRESHOLD', 'FEATURE_ATTACK',
         'RING_GAP', 'RING_WIDTH',
     ), "ctrobust.evaluation.features"),
     **dict.fromkeys((
@@ -39,6 +39,7 @@ _EXPORTS = {
     **dict.fromkeys((
         'RobustnessResult', 'robustness_curve', 'clean_metrics', 'summarize', 'CONDITIONS',
         'METRICS', 'DEFAULT_EPS_GRID', 'verify_attack', 'NOISE_CONDITION',
+        'verification_settings', 'VERIFY_STEPS', 'VERIFY_RESTARTS', 'VERIFY_SEED',
     ), "ctrobust.evaluation.robustness"),
     **dict.fromkeys((
         'Protocol', 'ScanGeometry', 'DataSplit', 'AttackBudget', 'PROTOCOLS', 'get_protocol', 'to_pixels',

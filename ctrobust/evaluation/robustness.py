@@ -5,14 +5,15 @@ inputs are reconstructed:
 
 - ``clean``: ``f(y)`` (the same at every eps; repeated per eps so each eps has a complete table);
 - ``random``: ``f(y + n)``, ``n`` Gaussian scaled to exactly the radius (the reference an attack must beat);
-- ``attack``: ``f(y + delta)``, ``delta`` found by :func:`ctrobust.attacks.pga_attack` (APGD by default).
-  The eps values are attacked in increasing order; the worst perturbation of the previous eps, rescaled
-  to the new radius, is also tried (one forward pass), or with ``warm_start=True`` starts the attack's
-  first run. The previous eps's worst perturbation itself lies in the larger ball too, so a sample's
-  attacked error never decreases along the grid.
+- ``attack``: ``f(y + delta)``, ``delta`` found by :func:`ctrobust.attacks.pga_attack` with the curve's
+  :class:`~ctrobust.attacks.AttackSettings` (APGD by default). The eps values are attacked in
+  increasing order; the worst perturbation of the previous eps, rescaled to the new radius, is also
+  tried (one forward pass), or with ``warm_start=True`` starts the attack's first run. The previous
+  eps's worst perturbation itself lies in the larger ball too, so a sample's attacked error never
+  decreases along the grid.
 
-With ``linearization=True`` every row also carries ``jacobian_norm`` ``||J_f(y)||_2`` (the local
-amplification), and the attack rows ``first_order_sq_error``, the worst case of the linearised
+With ``linearization=True`` (the default) every row also carries ``jacobian_norm`` ``||J_f(y)||_2``
+(the local amplification), and the attack rows ``first_order_sq_error``, the worst case of the linearised
 problem (:mod:`ctrobust.attacks.worst_case`): for a linear reconstruction (FBP) it is the exact worst case,
 also written as ``exact_sq_error``, and ``attack_over_exact`` says how much of it the attack reached.
 
@@ -38,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ctrobust.evaluation import metrics as _metrics
-from ctrobust.attacks import (DEFAULT_STEPS, eval_mode, perturbation_radius, pga_attack, random_perturbation,
+from ctrobust.attacks import (AttackSettings, eval_mode, perturbation_radius, pga_attack, random_perturbation,
                               squared_error)
 from ctrobust.attacks.worst_case import is_linear, linearized_worst_case
 from ctrobust.operators.noise import apply_noise, measure
@@ -52,6 +53,10 @@ __all__ = [
     "METRICS",
     "DEFAULT_EPS_GRID",
     "verify_attack",
+    "verification_settings",
+    "VERIFY_STEPS",
+    "VERIFY_RESTARTS",
+    "VERIFY_SEED",
     "NOISE_CONDITION",
 ]
 
@@ -65,6 +70,10 @@ METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error", "deviation", "pe
            "exact_relative_error", "attack_over_exact", "noise_level")
 CLEAN_METRICS = ("mse", "relative_error", "psnr", "ssim", "sq_error")
 DEFAULT_EPS_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
+#: :func:`verify_attack`'s strong budget (steps x random restarts) and the seed of its random starts
+VERIFY_STEPS = 300
+VERIFY_RESTARTS = 5
+VERIFY_SEED = 1
 
 
 @dataclasses.dataclass
@@ -82,7 +91,9 @@ class RobustnessResult:
         One row per (eps, condition): ``eps``, ``condition``, ``n`` and ``<metric>_mean`` /
         ``<metric>_std`` (population std) for each metric.
     config : dict
-        The settings (steps, restarts, relative, target, seed, n_samples, ...), JSON-able.
+        The settings, JSON-able: the attack's (:meth:`~ctrobust.attacks.AttackSettings.to_config`:
+        ``attack`` the step rule, steps, restarts, step_size, norm, target, relative, random_start,
+        warm_start, seed) and the curve's (n_samples, batch_size, eps_grid, linearization, noise).
     examples : dict
         CPU tensors of the first few samples for figures: ``x`` (truth), ``y``, ``clean``, and per
         eps (keyed by the eps value as a float) ``attack``, ``delta``, ``random``.
@@ -218,21 +229,14 @@ def robustness_curve(
     dataset,
     operator,
     eps_grid: Sequence[float] = DEFAULT_EPS_GRID,
+    settings: AttackSettings | None = None,
     *,
-    steps: int = DEFAULT_STEPS,
-    restarts: int = 1,
     batch_size: int = 8,
-    relative: bool = True,
-    target: str = "truth",
-    seed: int = 0,
     progress: bool = True,
     max_samples: int | None = None,
-    step_size: float | None = None,
     device=None,
     n_examples: int = 4,
-    attack: str = "apgd",
-    warm_start: bool = False,
-    linearization: bool = False,
+    linearization: bool = True,
     linearization_iterations: int | None = None,
     noise=None,
 ) -> RobustnessResult:
@@ -247,21 +251,22 @@ def robustness_curve(
     operator : LinearOperator
         ``A``, giving ``y = A x`` (noise-free); images are vectorised for CS operators.
     eps_grid : sequence of float
-        Perturbation sizes >= 0, relative to ``||y||_2`` per sample (or absolute, ``relative=False``).
-        ``eps = 0`` is evaluated without attacking (all three conditions equal the clean one).
-    steps, restarts, step_size, target, attack
-        Passed to :func:`ctrobust.attacks.pga_attack` (default: APGD, 100 steps, 1 restart).
-    warm_start : bool
-        Start each attack's first run from the previous eps's worst perturbation rescaled to the new
-        radius instead of a random point. Off by default: on trained FBPConvNets it measured weaker
-        (the run stays in the smaller ball's basin: 97.2 % of the best known worst case at eps 0.01
-        against 98.7 % from a random start, docs/robustness.md); the rescaled perturbation is tried
-        either way.
+        Perturbation sizes >= 0, relative to ``||y||_2`` per sample (or absolute,
+        ``settings.relative=False``). ``eps = 0`` is evaluated without attacking (all three
+        conditions equal the clean one).
+    settings : AttackSettings, optional
+        The attack, one value (default ``AttackSettings()``: APGD, 100 steps, 1 restart, the l2 ball,
+        target the truth, relative eps); passed to :func:`ctrobust.attacks.pga_attack` at every eps.
+        Curves use the l2 ball (``settings.norm="l2"``). ``settings.warm_start``: start each attack's
+        first run from the previous eps's worst perturbation rescaled to the new radius instead of a
+        random point; off by default: on trained FBPConvNets it measured weaker (the run stays in the
+        smaller ball's basin: 97.2 % of the best known worst case at eps 0.01 against 98.7 % from a
+        random start, docs/robustness.md); the rescaled perturbation is tried either way.
+        ``settings.seed``: seed of the random starts, the random-noise reference (per eps and batch,
+        so results do not depend on ``max_samples``) and of the measurement ``noise``. The global
+        RNG is not used.
     batch_size : int
         Samples per batch.
-    seed : int
-        Seed of the random starts and the random-noise reference (per eps and batch, so results do
-        not depend on ``max_samples``). The global RNG is not used.
     progress : bool
         tqdm bars over samples (and over the attack's steps); off when not a terminal.
     max_samples : int, optional
@@ -272,8 +277,9 @@ def robustness_curve(
         Number of leading samples whose tensors are kept in ``examples`` for figures.
     linearization : bool
         Also compute ``jacobian_norm`` and the linearised worst case per sample and eps (exact for a
-        linear ``f``: ``exact_sq_error``, ``attack_over_exact``); costs about three backward passes
-        per Lanczos iteration and batch, once for the whole grid.
+        linear ``f``: ``exact_sq_error``, ``attack_over_exact``, which says how much of the worst case
+        the attack reached); costs about three backward passes per Lanczos iteration and batch, once
+        for the whole grid. On by default, as on the command line (``--no-linearization``).
     linearization_iterations : int, optional
         Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
     noise : callable, optional
@@ -287,6 +293,8 @@ def robustness_curve(
     -------
     RobustnessResult
     """
+    settings = _curve_settings(settings)
+    relative, target, seed = settings.relative, settings.target, settings.seed
     eps_grid = [float(e) for e in eps_grid]
     if not eps_grid or any(not math.isfinite(e) or e < 0 for e in eps_grid):
         raise ValueError(f"eps_grid must be a non-empty list of finite numbers >= 0, got {eps_grid!r}")
@@ -300,9 +308,7 @@ def robustness_curve(
     examples: dict = {}
     if hasattr(noise, "bind"):  # operator-dependent parameters (log-Poisson's mu) filled in, and recorded
         noise = noise.bind(operator)
-    config = {"attack": attack, "steps": int(steps), "restarts": int(restarts), "relative": bool(relative),
-              "target": target, "seed": int(seed), "n_samples": n, "batch_size": int(batch_size),
-              "step_size": step_size, "warm_start": bool(warm_start), "eps_grid": eps_grid,
+    config = {**settings.to_config(), "n_samples": n, "batch_size": int(batch_size), "eps_grid": eps_grid,
               "linearization": bool(linearization),
               "noise": noise.to_config() if hasattr(noise, "to_config") else (None if noise is None else repr(noise))}
     noise_model = noise  # (``noise`` is the random reference's draw below)
@@ -364,13 +370,12 @@ def robustness_curve(
                         scale = perturbation_radius(y, eps, relative) / prev_res.radius.to(y.dtype).clamp_min(
                             torch.finfo(y.dtype).tiny)
                         scaled = prev_res.delta * scale.reshape(-1, *([1] * (y.dim() - 1)))
-                    res = pga_attack(f, y, x.reshape(clean.shape), eps, relative=relative, steps=steps,
-                                     step_size=step_size, restarts=restarts, target=target, attack=attack,
-                                     init=scaled if warm_start else None,
+                    res = pga_attack(f, y, x.reshape(clean.shape), eps, settings,
+                                     init=scaled if settings.warm_start else None,
                                      generator=torch.Generator().manual_seed(_seed(seed, 2, e_index, b_index)),
                                      progress=progress)
                     if previous is not None:
-                        if not warm_start:  # still try the rescaled worst case of the previous eps: one forward pass
+                        if not settings.warm_start:  # still try the rescaled worst case of the previous eps: one forward pass
                             _keep_candidate(f, y, clean if target == "clean" else x.reshape(clean.shape), res, scaled)
                         _keep_previous_if_worse(res, previous[1])
                     previous = (eps, res)
@@ -434,8 +439,9 @@ def clean_metrics(
     ``noise`` model the metrics are those of ``f`` on the noisy measurement (the ``dose`` condition,
     noise seeded by ``seed`` as in :func:`robustness_curve`).
     """
-    result = robustness_curve(f, dataset, operator, [0.0], batch_size=batch_size, progress=progress,
-                              max_samples=max_samples, device=device, n_examples=0, noise=noise, seed=seed)
+    result = robustness_curve(f, dataset, operator, [0.0], AttackSettings(seed=seed), batch_size=batch_size,
+                              progress=progress, max_samples=max_samples, device=device, n_examples=0,
+                              linearization=False, noise=noise)
     cond = "clean" if noise is None else NOISE_CONDITION
     rows = [{"sample": r["sample"], **{k: r[k] for k in CLEAN_METRICS if k in r}}
             for r in result.rows if r["condition"] == cond]
@@ -448,16 +454,37 @@ def clean_metrics(
     return rows, summary
 
 
+def _curve_settings(settings) -> AttackSettings:
+    """``settings`` (default ``AttackSettings()``) if a robustness curve can use it."""
+    settings = AttackSettings() if settings is None else settings
+    if not isinstance(settings, AttackSettings):
+        raise TypeError(f"settings must be an AttackSettings (ctrobust.attacks.AttackSettings), got "
+                        f"{type(settings).__name__}")
+    if settings.norm != "l2":
+        raise ValueError(f"robustness curves measure the l2 ball (radius eps ||y||_2, the random reference and "
+                         f"the linearised worst case are l2); settings.norm must be 'l2', got {settings.norm!r}")
+    return settings
+
+
+def verification_settings(config: dict, *, steps: int = VERIFY_STEPS, restarts: int = VERIFY_RESTARTS,
+                          seed: int = VERIFY_SEED) -> AttackSettings:
+    """The attack of :func:`verify_attack` for a curve recorded as ``config`` (:attr:`RobustnessResult.config`).
+
+    The curve's step rule, target, ball and eps convention with a much stronger budget: ``steps`` x
+    ``restarts`` runs from random starts (seeded ``seed``), each at the rule's default step size.
+    """
+    return AttackSettings.from_config(config).replace(steps=steps, restarts=restarts, seed=seed, step_size=None,
+                                                      random_start=True, warm_start=False)
+
+
 def verify_attack(
     f: Callable[[torch.Tensor], torch.Tensor],
     dataset,
     operator,
     result: RobustnessResult,
     n_samples: int = 4,
+    settings: AttackSettings | None = None,
     *,
-    steps: int = 300,
-    restarts: int = 5,
-    seed: int = 1,
     progress: bool = False,
     device=None,
     noise=None,
@@ -465,13 +492,22 @@ def verify_attack(
     """Check that an attack converged: a much stronger budget on the first ``n_samples`` samples.
 
     For every eps > 0 of ``result`` (a :func:`robustness_curve` of ``f``), runs
-    :func:`~ctrobust.attacks.pga_attack` with ``steps`` x ``restarts`` (random starts, same attack,
-    target and eps convention as ``result``) and takes per sample the larger of its squared error and
-    the curve's. Returns one row per eps: ``eps``, ``n``, ``ratio_mean`` / ``ratio_min`` (the curve's
-    squared error over the strong one: 1 means the default found the worst case the strong budget
-    found), the relative errors of both, and the passes per sample of each.
+    :func:`~ctrobust.attacks.pga_attack` with ``settings``, by default
+    :func:`verification_settings` ``(result.config)``: the curve's rule, target and eps convention,
+    ``VERIFY_STEPS`` (300) steps x ``VERIFY_RESTARTS`` (5) random restarts seeded ``VERIFY_SEED``
+    (1). The settings' target, ball and eps convention must be the curve's (the errors are compared).
+    Takes per sample the larger of its squared error and the curve's. Returns one row per eps:
+    ``eps``, ``n``, ``ratio_mean`` / ``ratio_min`` (the curve's squared error over the strong one:
+    1 means the default found the worst case the strong budget found), the relative errors of both,
+    and the passes per sample of each.
     """
     cfg = result.config
+    curve = AttackSettings.from_config(cfg)
+    settings = verification_settings(cfg) if settings is None else _curve_settings(settings)
+    for name in ("target", "relative", "norm"):
+        if getattr(settings, name) != getattr(curve, name):
+            raise ValueError(f"verify_attack: settings.{name} is {getattr(settings, name)!r} but the curve was "
+                             f"measured with {getattr(curve, name)!r}; the errors would not be comparable")
     n = min(int(n_samples), cfg["n_samples"], len(dataset))
     if n < 1:
         raise ValueError("n_samples must be >= 1")
@@ -488,13 +524,13 @@ def verify_attack(
         default = np.array([got[i] for i in idx])
         with torch.no_grad(), eval_mode(f):
             out_shape = f(y[:1]).shape[1:]
-        strong = pga_attack(f, y, x.reshape(-1, *out_shape), eps, relative=cfg["relative"], steps=steps,
-                            restarts=restarts, target=cfg["target"], attack=cfg.get("attack", "apgd"),
-                            generator=torch.Generator().manual_seed(_seed(seed, 3, int(eps * 1e9))), progress=progress)
+        strong = pga_attack(f, y, x.reshape(-1, *out_shape), eps, settings,
+                            generator=torch.Generator().manual_seed(_seed(settings.seed, 3, int(eps * 1e9))),
+                            progress=progress)
         best = np.maximum(strong.error.cpu().numpy(), default)
         ratio = np.where(best > 0, default / np.where(best > 0, best, 1.0), 1.0)
         rows.append({"eps": eps, "n": n, "ratio_mean": float(ratio.mean()), "ratio_min": float(ratio.min()),
                      "relative_error_default": float(np.sqrt(default / x_norm2).mean()),
                      "relative_error_strong": float(np.sqrt(best / x_norm2).mean()),
-                     "passes_default": cfg["steps"] * cfg["restarts"], "passes_strong": steps * restarts})
+                     "passes_default": cfg["steps"] * cfg["restarts"], "passes_strong": settings.steps * settings.restarts})
     return rows

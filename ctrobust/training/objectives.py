@@ -37,7 +37,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ctrobust.attacks import eval_mode, pga_attack, training_perturbation
+from ctrobust.attacks import AttackSettings, eval_mode, pga_attack, training_perturbation
 from ctrobust.models.adversary import DIRECTION_MODES, Adversary
 from ctrobust.attacks.ball import eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
@@ -379,7 +379,8 @@ class MinMax(_Perturbed):
             clean = mse(module(y), x)
             g_loss = self._g_loss(module, x, y)
         with eval_mode(module):
-            res = pga_attack(module, y, x, self.eps, relative=self.relative, steps=self.efficiency_steps,
+            res = pga_attack(module, y, x, self.eps,
+                             AttackSettings(relative=self.relative, steps=self.efficiency_steps),
                              generator=torch.Generator().manual_seed(self.seed))
         attack = res.error.sum() / x.numel()
         gain = float(attack) - float(clean)

@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from ctrobust.attacks import pga_attack
+from ctrobust.attacks import AttackSettings, pga_attack
 from ctrobust.reconstruction.classical import DIPReconstruction, TVReconstruction
 from ctrobust.data import load_split
 from ctrobust.operators.geometry import ParallelBeam2D
@@ -128,7 +128,7 @@ def body(cfg: dict, out, args) -> dict:
                 with torch.no_grad():
                     rec = f(y)
             else:
-                res = pga_attack(f, y, x, eps=float(eps), steps=steps, progress=progress,
+                res = pga_attack(f, y, x, float(eps), AttackSettings(steps=steps), progress=progress,
                                  generator=torch.Generator().manual_seed(cfg["attack_seed"]))
                 rec = res.reconstruction
             m = all_metrics(rec, x)

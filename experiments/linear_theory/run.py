@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ctrobust.attacks import linear_theory as theory
+from ctrobust.attacks import AttackSettings, linear_theory as theory
 from ctrobust.attacks import pga_attack
 from ctrobust.errors import CtrobustError
 from ctrobust.models import LinearReconstruction
@@ -96,8 +96,9 @@ def pga_check(B: np.ndarray, A: np.ndarray, X: np.ndarray, eps: float, cfg: dict
     Bt = torch.from_numpy(B)
     x = torch.from_numpy(X)
     y = x @ torch.from_numpy(A).T
-    res = pga_attack(lambda v: v @ Bt.T, y, x, eps, relative=False, steps=cfg["pga_steps"],
-                     restarts=cfg["pga_restarts"], generator=torch.Generator().manual_seed(0))
+    res = pga_attack(lambda v: v @ Bt.T, y, x, eps,
+                     AttackSettings(relative=False, steps=cfg["pga_steps"], restarts=cfg["pga_restarts"]),
+                     generator=torch.Generator().manual_seed(0))
     return res.error.double().numpy()
 
 
