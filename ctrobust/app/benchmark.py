@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ctrobust.app.specs import BENCHMARK_NETWORK as FULL_NETWORK
 from ctrobust.app.specs import BENCHMARK_QUICK as QUICK
+from ctrobust.app.specs import BENCHMARK_TRAIN_STEPS as TRAIN_STEPS
 from ctrobust.app.specs import AttackSpec, BenchmarkSpec, TrainSpec
 from ctrobust.errors import CtrobustError
 
@@ -49,16 +50,14 @@ class Plan:
     fingerprint: str
     card: str
     size: int
-    geometry: dict  # TrainSpec / AttackSpec fields: angles, geometry, fan lengths, ...
-    noise: dict  # TrainSpec / AttackSpec fields: photons, ...
     eps_grid: tuple
-    attack: dict  # AttackSpec fields: attack, steps, restarts, verify, verify_steps, verify_restarts
+    attack: dict  # AttackSpec fields: attack, steps, restarts, verify, verify_steps, verify_restarts, target
     verified: bool
     train_steps: int
     n_samples: int
     network: dict  # channels, depth
     seed: int
-    record: dict  # protocol name, fingerprint, geometry, dose, ... for the results
+    record: dict  # protocol name, fingerprint, geometry, dose, data, ... for the results
 
     def settings(self) -> dict:
         """The settings a benchmark folder is tied to (besides the fingerprint)."""
@@ -68,30 +67,20 @@ class Plan:
 
 
 def _protocols() -> dict:
-    """Name -> protocol (the library's registry)."""
-    try:
-        from ctrobust.evaluation.protocols import PROTOCOLS
-    except ImportError:  # the protocols module is not in this build yet
-        return dict(_INTERIM)
+    """Name -> protocol (:data:`ctrobust.evaluation.protocols.PROTOCOLS`)."""
+    from ctrobust.evaluation.protocols import PROTOCOLS
+
     return dict(PROTOCOLS)
 
 
 def list_protocols() -> list[tuple[str, str]]:
-    """``(name, one-line card)`` of every protocol, as ``ctrobust benchmark --list`` prints them."""
-    return [(name, _one_line(p)) for name, p in _protocols().items()]
+    """``(name, one line)`` of every protocol, as ``ctrobust benchmark --list`` prints them."""
+    return [(name, p.summary().split(": ", 1)[-1]) for name, p in _protocols().items()]
 
 
-def _one_line(protocol) -> str:
-    for attr in ("one_line", "summary", "description"):
-        value = getattr(protocol, attr, None)
-        if value:
-            return value() if callable(value) else str(value)
-    return _card(protocol).splitlines()[0]
-
-
-def _card(protocol) -> str:
-    card = getattr(protocol, "card")
-    return card() if callable(card) else str(card)
+#: the data every benchmark trains and tests on for now: the built-in phantoms (their test split)
+PHANTOM_DATA = "built-in random-ellipse phantoms (train 256 / val 32 / test 32, data seed 0)"
+PHANTOM_TEST = 32
 
 
 def protocol_plan(spec: BenchmarkSpec) -> Plan:
@@ -101,82 +90,39 @@ def protocol_plan(spec: BenchmarkSpec) -> Plan:
         raise CtrobustError(f"unknown protocol {spec.protocol!r}; choose one of {', '.join(protocols)} "
                             "(ctrobust benchmark --list)")
     base = protocols[spec.protocol]
-    size = spec.size or (QUICK["size"] if spec.quick else base.size)
+    size = spec.size or (QUICK["size"] if spec.quick else base.scan.image_size)
     p = base.at_size(size)
     quick = spec.quick
-    attack = dict(QUICK["attack"]) if quick else {
-        "attack": p.attack, "steps": p.attack_steps, "restarts": p.attack_restarts, "verify": p.verify_samples,
-        "verify_steps": p.verify_steps, "verify_restarts": p.verify_restarts}
-    geometry = {"angles": p.angles, "geometry": p.geometry}
-    noise = {"photons": p.photons}
+    b = p.attack
+    attack = {**QUICK["attack"], "target": b.target} if quick else {
+        "attack": b.rule, "steps": b.steps, "restarts": b.restarts, "verify": b.verify,
+        "verify_steps": b.verify_steps, "verify_restarts": b.verify_restarts, "target": b.target}
     network = {"channels": spec.channels or (QUICK["channels"] if quick else FULL_NETWORK["channels"]),
                "depth": spec.depth if spec.depth is not None else (QUICK["depth"] if quick else FULL_NETWORK["depth"])}
-    record = {"protocol": p.name, "fingerprint": p.fingerprint(), "base_fingerprint": base.fingerprint(),
-              "size": size, "geometry": p.geometry_record(), "geometry_text": p.geometry_text(),
-              "dose": p.dose_record(), "dose_text": p.dose_text(), "data": p.data_text()}
-    reason = None
+    train_steps = spec.steps or (QUICK["train_steps"] if quick else TRAIN_STEPS)
+    n_test = PHANTOM_TEST if p.data.dataset != "phantoms" or p.data.test is None else min(p.data.test, PHANTOM_TEST)
+    n_samples = min(spec.n_samples or (QUICK["n_samples"] if quick else n_test), PHANTOM_TEST)
+    reasons = []
     if quick:
-        reason = "--quick: a smaller attack budget than the protocol's verified one, and short training"
-    elif spec.steps is not None and spec.steps < p.train_steps:
-        reason = f"--steps {spec.steps} trains less than the protocol's {p.train_steps} steps"
-    elif spec.n_samples is not None and spec.n_samples < p.n_test:
-        reason = f"--n-samples {spec.n_samples} attacks fewer test samples than the protocol's {p.n_test}"
-    return Plan(protocol=p.name, fingerprint=p.fingerprint(), card=_card(p), size=size, geometry=geometry, noise=noise,
-                eps_grid=tuple(p.eps_grid), attack=attack, verified=reason is None,
-                train_steps=spec.steps or (QUICK["train_steps"] if quick else p.train_steps),
-                n_samples=spec.n_samples or (QUICK["n_samples"] if quick else p.n_test), network=network, seed=spec.seed,
-                record={**record, "not_verified_reason": reason})
-
-
-@dataclasses.dataclass(frozen=True)
-class _InterimProtocol:
-    """A stand-in with the interface :func:`protocol_plan` reads, until ``ctrobust.evaluation.protocols`` exists."""
-
-    name: str
-    size: int
-    angles: int
-    photons: float | None
-    eps_grid: tuple = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04)
-    geometry: str = "parallel"
-    attack: str = "apgd"
-    attack_steps: int = 300
-    attack_restarts: int = 2
-    verify_samples: int = 8
-    verify_steps: int = 300
-    verify_restarts: int = 5
-    train_steps: int = 1500
-    n_test: int = 32
-
-    def at_size(self, n: int) -> "_InterimProtocol":
-        return dataclasses.replace(self, size=int(n))
-
-    def card(self) -> str:
-        return "\n".join(f"{k}: {v}" for k, v in dataclasses.asdict(self).items())
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.card().encode()).hexdigest()[:16]
-
-    def one_line(self) -> str:
-        return (f"{self.geometry} beam, {self.angles} views on [0, pi), {self.size} px, "
-                f"{'noise-free' if self.photons is None else f'I0 = {self.photons:g} photons'}")
-
-    def geometry_record(self) -> dict:
-        return {"type": self.geometry, "image_size": self.size, "n_angles": self.angles}
-
-    def geometry_text(self) -> str:
-        return f"{self.geometry} beam, {self.angles} views on [0, pi), {self.size} x {self.size} px"
-
-    def dose_record(self) -> dict:
-        return {"photons": self.photons}
-
-    def dose_text(self) -> str:
-        return "noise-free" if self.photons is None else f"log-Poisson, I0 = {self.photons:g} photons per bin"
-
-    def data_text(self) -> str:
-        return "built-in random-ellipse phantoms (train 256, val 32, test 32; data seed 0)"
-
-
-_INTERIM = {"paper": _InterimProtocol("paper", 128, 143, 4096.0)}
+        reasons.append("--quick: an attack budget below the protocol's verified one, short training, few samples")
+    if spec.steps is not None and spec.steps < TRAIN_STEPS:
+        reasons.append(f"--steps {spec.steps}: shorter training than the benchmark's {TRAIN_STEPS} steps")
+    if not quick and n_samples < n_test:
+        reasons.append(f"--n-samples {n_samples}: fewer test samples than the {n_test} of the test split")
+    if p.data.dataset != "phantoms":
+        reasons.append(f"built-in phantoms instead of the protocol's data ({p.data.dataset})")
+    g = p.geometry()
+    record = {"protocol": p.name, "fingerprint": p.fingerprint(), "base_fingerprint": base.fingerprint(),
+              "title": p.title, "size": size, "geometry": g.to_dict(),
+              "geometry_text": f"{p.scan.beam} beam, {p.scan.n_views} views, {p.scan.n_bins} bins, "
+                               f"{size} x {size} px of {p.scan.pixel_mm:.4g} mm",
+              "dose": None if p.noise is None else p.noise.to_config(),
+              "dose_text": "noise-free" if p.noise is None else p.noise.describe(),
+              "data": PHANTOM_DATA, "protocol_data": dataclasses.asdict(p.data),
+              "not_verified_reason": "; ".join(reasons) or None}
+    return Plan(protocol=p.name, fingerprint=p.fingerprint(), card=p.card(), size=size, eps_grid=tuple(p.eps_grid),
+                attack=attack, verified=not reasons, train_steps=train_steps, n_samples=n_samples, network=network,
+                seed=spec.seed, record=record)
 
 
 # -- models ---------------------------------------------------------------------------------------------
@@ -196,31 +142,21 @@ def _arch_fields(arch: str) -> dict:
                         "fbpconvnet only); drop it or bring it as --checkpoint")
 
 
-def _fields(spec_cls, values: dict) -> dict:
-    """The entries of ``values`` that are fields of ``spec_cls``; a protocol value it cannot express is refused."""
-    names = {f.name for f in dataclasses.fields(spec_cls)}
-    for key, value in values.items():
-        if key not in names and value not in (None, 0, 0.0):
-            raise CtrobustError(f"the protocol needs {key}={value!r}, which {spec_cls.__name__} cannot express in "
-                                "this build")
-    return {k: v for k, v in values.items() if k in names}
-
-
 def model_specs(spec: BenchmarkSpec, plan: Plan, out: Path, name: str) -> tuple[TrainSpec | None, AttackSpec]:
-    """The train spec (None for a method) and the attack spec of model ``name`` of ``--models``."""
-    common = dict(seed=plan.seed, device=spec.device, progress=spec.progress)
+    """The train spec (None for a method) and the attack spec of model ``name`` of ``--models``: both take the
+    geometry and the noise from ``--protocol`` at ``--size``, so ``ctrobust train`` / ``ctrobust attack`` with
+    their argument lists (recorded in ``models/<model>.json``) do exactly the same."""
+    common = dict(protocol=plan.protocol, size=plan.size, seed=plan.seed, device=spec.device, progress=spec.progress)
     attack = dict(eps_grid=plan.eps_grid, n_samples=plan.n_samples, out=str(out / "attack" / name), fbp=False,
                   linearization=True, **plan.attack, **common)
     if name in _METHODS:
-        return None, AttackSpec(method=(name,), size=plan.size, **_fields(AttackSpec, {**plan.geometry, **plan.noise}),
-                                **attack)
+        return None, AttackSpec(method=(name,), **attack)
     arch, objective = _arch_objective(name)
     run = out / "train" / name
-    train = TrainSpec(size=plan.size, objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size,
-                      out=str(run), resume=True, save_every=max(10, plan.train_steps // 20),
-                      **plan.network, **_arch_fields(arch), **_fields(TrainSpec, {**plan.geometry, **plan.noise}),
+    train = TrainSpec(objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size, out=str(run),
+                      resume=True, save_every=max(10, plan.train_steps // 20), **plan.network, **_arch_fields(arch),
                       **common)
-    return train, AttackSpec(checkpoint=(str(run / "best.pt"),), **_fields(AttackSpec, plan.noise), **attack)
+    return train, AttackSpec(checkpoint=(str(run / "best.pt"),), **attack)
 
 
 def _user_checkpoints(spec: BenchmarkSpec) -> list[tuple[str, Path]]:
@@ -365,8 +301,7 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
     out = Path(spec.out)
     specs = {name: model_specs(spec, plan, out, name) for name in spec.models}  # validated before any work
     users = _user_checkpoints(spec)
-    train_geometry = build_geometry(TrainSpec(size=plan.size, **_fields(TrainSpec, plan.geometry)), plan.size,
-                                    plan.geometry["angles"])
+    train_geometry = build_geometry(TrainSpec(protocol=plan.protocol, size=plan.size), plan.size, 0)
     user_info = {label: _check_checkpoint(path, label, plan, train_geometry) for label, path in users}
     _open_folder(out, plan)
     (out / "models").mkdir(exist_ok=True)

@@ -59,6 +59,11 @@ def noise_model(spec, operator):
     (:func:`ctrobust.operators.noise.make_noise`); a spec's ``read_noise`` (counts) and ``crosstalk``, where
     it has them, add LION's read noise and detector cross-talk.
     """
+    if getattr(spec, "protocol", None) is not None:  # --protocol NAME: the protocol's noise, bound to the operator
+        from ctrobust.app.acquisition import protocol_of
+
+        noise = protocol_of(spec, image_shape(operator)[-1]).noise
+        return None if noise is None else noise.bind(operator)
     photons = getattr(spec, "photons", None)
     read_noise = getattr(spec, "read_noise", None) or 0.0
     crosstalk = getattr(spec, "crosstalk", None) or 0.0

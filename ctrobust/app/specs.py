@@ -107,6 +107,13 @@ _GD = _geometry_options("geometry and data")
 _GM = _geometry_options(None, "; only when no checkpoint gives one")
 
 
+def _protocol(group: str | None = None):
+    """``--protocol NAME``: a named protocol's geometry and noise at ``--size`` (ctrobust benchmark --list)."""
+    return option(None, "a named protocol (ctrobust benchmark --list, docs/protocols.md): its scan at --size and its "
+                  "measurement noise replace --angles, --geometry, the fan lengths and --photons",
+                  metavar="NAME", group=group, default_text="none")
+
+
 def _force(what: str = "a non-empty --out, overwriting its files"):
     return option(False, f"write into {what}")
 
@@ -122,6 +129,7 @@ class TrainSpec(Spec):
     source_origin: float | None = _GD["source_origin"]
     origin_detector: float | None = _GD["origin_detector"]
     detector_spacing: float | None = _GD["detector_spacing"]
+    protocol: str | None = _protocol("geometry and data")
     size: int | None = option(None, "image side N", unit="pixels", parse=image_size, group="geometry and data",
                               default_text=f"the data's size, or {DEFAULT_SIZE} for phantoms")
     data: str | None = option(None, "prepared-slice HDF5 file (ctrobust prepare-dicom / make-phantoms): trains on its "
@@ -273,6 +281,7 @@ class ModelInputs(Spec):
     source_origin: float | None = _GM["source_origin"]
     origin_detector: float | None = _GM["origin_detector"]
     detector_spacing: float | None = _GM["detector_spacing"]
+    protocol: str | None = _protocol()
     device: str = _device()
     fbp: bool = option(True, "add FBP as a reference (for CT operators)")
     photons: float | None = _photons(None, ": the models see the noisy measurement (seeded per sample by --seed)")
@@ -667,6 +676,8 @@ BENCHMARK_QUICK = {"size": 64, "train_steps": 300, "n_samples": 4, "channels": 1
                               "verify_restarts": 2}}
 #: U-Net width and depth of the networks ``ctrobust benchmark`` trains without --quick (Jin et al.'s FBPConvNet)
 BENCHMARK_NETWORK = {"channels": 64, "depth": 4}
+#: optimiser steps per network ``ctrobust benchmark`` trains without --quick (issue 22: to a plateau, >= 1500)
+BENCHMARK_TRAIN_STEPS = 1500
 _Q, _QA = BENCHMARK_QUICK, BENCHMARK_QUICK["attack"]
 
 
@@ -693,9 +704,9 @@ class BenchmarkSpec(Spec):
                          f"{_QA['verify_steps']} x {_QA['verify_restarts']} on {_QA['verify']} samples; the "
                          "leaderboard says it is not verified", group=_B)
     steps: int | None = option(None, "optimiser steps per trained network (batch --batch-size)", parse=positive_int,
-                               group=_B, default_text=f"the protocol's; {_Q['train_steps']} with --quick")
+                               group=_B, default_text=f"{BENCHMARK_TRAIN_STEPS}; {_Q['train_steps']} with --quick")
     n_samples: int | None = option(None, "test samples attacked per model", parse=positive_int, metavar="N",
-                                   group=_B, default_text=f"the protocol's test split; {_Q['n_samples']} with --quick")
+                                   group=_B, default_text=f"the test split (32 built-in phantoms); {_Q['n_samples']} with --quick")
     channels: int | None = option(None, "U-Net channels of the first level of the trained networks",
                                   parse=positive_int, group=_B, default_text=f"{BENCHMARK_NETWORK['channels']} "
                                   f"(Jin et al.); {_Q['channels']} with --quick")
