@@ -154,7 +154,7 @@ def model_specs(spec: BenchmarkSpec, plan: Plan, out: Path, name: str) -> tuple[
     arch, objective = _arch_objective(name)
     run = out / "train" / name
     train = TrainSpec(objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size, out=str(run),
-                      resume=True, save_every=max(10, plan.train_steps // 20), **plan.network, **_arch_fields(arch),
+                      save_every=max(10, plan.train_steps // 20), **plan.network, **_arch_fields(arch),
                       **common)
     return train, AttackSpec(checkpoint=(str(run / "best.pt"),), **attack)
 
@@ -324,7 +324,7 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
             if status != "done":
                 _phase(index, total, name, f"training {plan.train_steps} steps ({train.objective}, "
                        f"{'resuming' if status == 'partial' else 'new run'})")
-                run_train(train)
+                run_train(train.replace(resume=status == "partial"))
                 trained.append(name)
             else:
                 _phase(index, total, name, "training done (reused)")

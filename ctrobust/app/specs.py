@@ -672,7 +672,7 @@ def model_names(text: str) -> tuple[str, ...]:
 _B = "what is run"
 #: what ``ctrobust benchmark --quick`` sets where the spec leaves it open (BenchmarkSpec.QUICK)
 BENCHMARK_QUICK = {"size": 64, "train_steps": 300, "n_samples": 4, "channels": 16, "depth": 3,
-                   "attack": {"attack": "apgd", "steps": 30, "restarts": 2, "verify": 2, "verify_steps": 60,
+                   "attack": {"attack": "apgd", "steps": 20, "restarts": 2, "verify": 1, "verify_steps": 60,
                               "verify_restarts": 2}}
 #: U-Net width and depth of the networks ``ctrobust benchmark`` trains without --quick (Jin et al.'s FBPConvNet)
 BENCHMARK_NETWORK = {"channels": 64, "depth": 4}
