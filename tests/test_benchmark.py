@@ -225,3 +225,35 @@ def test_help_states_units_and_defaults(capsys):
     text = "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens too
     assert "unit:pixels" in text and "default:fbp,tv,fbpconvnet-plain,fbpconvnet-minmax,fbpconvnet-pgd" in text
     assert "(default:1500;300with--quick)" in text
+
+
+def test_protocol_option_gives_train_and_attack_the_protocols_scan_and_noise():
+    from ctrobust.app import AttackSpec, TrainSpec
+    from ctrobust.app.acquisition import build_geometry
+    from ctrobust.app.inputs import noise_model
+    from ctrobust.errors import CtrobustError
+    from ctrobust.operators.radon import RadonTransform
+
+    geometry = build_geometry(TrainSpec(protocol="raj2020", size=32), 32, 0)
+    # raj2020: 725 bins at 512 px -> round(725 * 32 / 512) = 45 at 32 px (ctrobust's default would be 46)
+    assert (geometry.image_size, geometry.n_angles, geometry.n_detectors) == (32, 143, 45)
+    noise = noise_model(AttackSpec(protocol="raj2020", size=32), RadonTransform(geometry))
+    # I0 = 4096 on LoDoPaB's scale over 260 mm: mu = 81.35858 / m * 0.26 m / 32 px per pixel
+    assert noise.photons == 4096 and noise.mu == pytest.approx(81.35858 * 0.26 / 32, rel=1e-12)
+    with pytest.raises(CtrobustError, match="drop --photons"):
+        noise_model(AttackSpec(protocol="raj2020", size=32, photons=1000.0), RadonTransform(geometry))
+    with pytest.raises(CtrobustError, match="drop --angles"):
+        build_geometry(TrainSpec(protocol="raj2020", size=32, angles=60), 32, 60)
+    with pytest.raises(CtrobustError, match="unknown"):
+        build_geometry(TrainSpec(protocol="nosuch", size=32), 32, 0)
+
+
+def test_checkpoint_of_another_geometry_is_refused(bench, tmp_path, tiny_budget, capsys):
+    out = _copy(bench, tmp_path)
+    assert main(["train", "--size", "32", "--angles", "143", "--max-steps", "1", "--channels", "4", "--depth", "2",
+                 "--n-train", "8", "--n-val", "2", "--no-progress", "--out", str(tmp_path / "other")]) == 0
+    before = _mtimes(out)
+    assert main(["benchmark", *TINY, *MODELS, "--checkpoint", str(tmp_path / "other" / "best.pt"),
+                 "--out", str(out)]) == 1
+    assert "is not the protocol's" in capsys.readouterr().err
+    assert _mtimes(out) == before
