@@ -274,6 +274,7 @@ class BenchmarkResult:
 
     out: Path
     rows: list
+    columns: list
     written: list
     trained: list
     attacked: list
@@ -281,9 +282,7 @@ class BenchmarkResult:
     def text(self) -> str:
         from ctrobust.evaluation.leaderboard import markdown_table
 
-        cols = [c for c in (self.rows[0] if self.rows else {}) if c not in ("kind", "source", "protocol",
-                                                                           "fingerprint", "verified")]
-        return markdown_table(self.rows, cols)
+        return markdown_table(self.rows, self.columns)
 
 
 def _phase(index: int, total: int, name: str, text: str) -> None:
@@ -337,9 +336,10 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
         record = _model_record(name, train, attack, seconds, plan, out, user_path, sha,
                                user_info.get(name))
         write_json(record, record_path)
-    rows, written = _write_leaderboard(out, plan)
+    rows, cols, written = _write_leaderboard(out, plan)
     print(f"benchmark: {len(rows)} models in {out}/leaderboard.md (.csv, .json, .html)", file=sys.stderr)
-    return BenchmarkResult(out=out, rows=rows, written=written, trained=trained, attacked=attacked)
+    return BenchmarkResult(out=out, rows=rows, columns=[c for c in cols if c not in _PRINT_SKIP], written=written,
+                           trained=trained, attacked=attacked)
 
 
 def _user_attack(spec: BenchmarkSpec, plan: Plan, out: Path, label: str, path: Path) -> AttackSpec:
@@ -363,7 +363,11 @@ def _model_record(name, train, attack, seconds, plan, out, user_path, sha, user_
             "attack_argv": ["attack", *attack.argv()], "attack_folder": os.path.relpath(attack.out, out)}
 
 
-def _write_leaderboard(out: Path, plan: Plan) -> tuple[list, list]:
+#: leaderboard columns the command does not print (they are in the files)
+_PRINT_SKIP = ("kind", "source", "protocol", "fingerprint", "verified")
+
+
+def _write_leaderboard(out: Path, plan: Plan) -> tuple[list, list, list]:
     from ctrobust.evaluation import leaderboard as lb
     from ctrobust.evaluation.report import SUMMARY_FILE, plot_robustness_curves
 
@@ -396,5 +400,5 @@ def _write_leaderboard(out: Path, plan: Plan) -> tuple[list, list]:
             "settings": plan.settings()}
     cols = lb.columns(plan.eps_grid, extra=("source", "protocol", "fingerprint", "verified"))
     written = lb.write_leaderboard(out, rows, cols, meta, figures + galleries, details=records)
-    return rows, written
+    return rows, cols, written
 

@@ -148,12 +148,16 @@ def _notes(meta: Mapping) -> list[str]:
     return lines
 
 
-def markdown_page(rows: Sequence[Mapping], cols: Sequence[str], meta: Mapping, figures: Sequence[str] = ()) -> str:
-    """The leaderboard as a Markdown page: notes, the table, then the figures (relative links)."""
+def markdown_page(rows: Sequence[Mapping], cols: Sequence[str], meta: Mapping,
+                  figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The leaderboard as a Markdown page: notes, the table, then the figures (``(title, relative path)``)."""
     from urllib.parse import quote
 
+    def label(text: str) -> str:
+        return "".join("\\" + c if c in "\\[]" else c for c in text)
+
     parts = [f"# Leaderboard: {_markdown_cell(str(meta.get('protocol')))}", *_notes(meta), markdown_table(rows, cols)]
-    parts += [f"![{_markdown_cell(Path(f).stem)}]({quote(f, safe='/')})" for f in figures]
+    parts += [f"![{label(title)}]({quote(rel, safe='/')})" for title, rel in figures]
     return "\n\n".join(parts) + "\n"
 
 
@@ -194,7 +198,7 @@ def write_leaderboard(out: str | os.PathLike, rows: Sequence[Mapping], cols: Seq
     ``details`` (per-model records) go into the JSON beside the rows.
     """
     out = Path(out)
-    rel = [os.path.relpath(p, out).replace(os.sep, "/") for _, p in figures]
+    rel = [(title, os.path.relpath(p, out).replace(os.sep, "/")) for title, p in figures]
     written = [write_csv([{c: r.get(c) for c in cols} for r in rows], out / "leaderboard.csv", list(cols)),
                write_json({**dict(meta), "columns": list(cols), "rows": [dict(r) for r in rows],
                            "models": dict(details or {})}, out / "leaderboard.json"),
