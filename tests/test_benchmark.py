@@ -257,3 +257,12 @@ def test_checkpoint_of_another_geometry_is_refused(bench, tmp_path, tiny_budget,
                  "--out", str(out)]) == 1
     assert "is not the protocol's" in capsys.readouterr().err
     assert _mtimes(out) == before
+
+
+def test_training_cost_from_the_step_log(tmp_path):
+    rows = [{"step": s, "seconds": t} for s, t in ((1, 0.5), (2, 0.25), (3, 0.75))]
+    (tmp_path / "steps.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert bm.training_cost(tmp_path) == {"train_steps": 3, "train_s_per_step": 0.5, "train_total_s": 1.5}
+    # a log of every 10th step of a 30-step run: the checkpoint's step count, the mean per logged step
+    assert bm.training_cost(tmp_path, 30) == {"train_steps": 30, "train_s_per_step": 0.5, "train_total_s": 15.0}
+    assert bm.training_cost(tmp_path / "none")["train_steps"] is None

@@ -227,8 +227,10 @@ def _train_status(run: Path, steps: int) -> str:
     return "partial" if run.exists() and any(run.iterdir()) else "new"
 
 
-def training_cost(run: Path) -> dict:
-    """Steps, mean seconds per step and total seconds of the optimiser steps logged in ``run/steps.jsonl``."""
+def training_cost(run: Path, steps: int | None = None) -> dict:
+    """Steps, mean seconds per step and total seconds of the optimiser steps logged in ``run/steps.jsonl``
+    (``steps``: the checkpoint's step, used when the log holds fewer rows, every k-th step; the total is then
+    ``steps`` x the mean)."""
     path = run / "steps.jsonl"
     seconds = []
     if path.exists():
@@ -241,8 +243,10 @@ def training_cost(run: Path) -> dict:
                 seconds.append(float(row["seconds"]))
     if not seconds:
         return {"train_steps": None, "train_s_per_step": None, "train_total_s": None}
-    return {"train_steps": len(seconds), "train_s_per_step": sum(seconds) / len(seconds),
-            "train_total_s": sum(seconds)}
+    mean = sum(seconds) / len(seconds)
+    if steps is not None and int(steps) > len(seconds):  # a log of every k-th step
+        return {"train_steps": int(steps), "train_s_per_step": mean, "train_total_s": mean * int(steps)}
+    return {"train_steps": len(seconds), "train_s_per_step": mean, "train_total_s": sum(seconds)}
 
 
 def _sha256(path: Path) -> str:
@@ -353,7 +357,7 @@ def _model_record(name, train, attack, seconds, plan, out, user_path, sha, user_
         cost = training_cost(Path(train.out))
     elif user_path is not None:
         kind, source = "checkpoint", str(user_path)
-        cost = training_cost(user_path.parent)
+        cost = training_cost(user_path.parent, (user_info or {}).get("step"))
     else:
         kind, source, cost = "method", f"method:{attack.method[0]}", {}
     return {"model": name, "kind": kind, "source": source, "sha256": sha, "protocol": plan.protocol,
