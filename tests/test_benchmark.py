@@ -65,6 +65,9 @@ def test_leaderboard_files_exist_and_parse(bench):
     assert data["protocol"] == PROTOCOL and data["fingerprint"] == state["fingerprint"]
     assert data["verified"] is False and "quick" in data["not_verified_reason"]
     assert set(data["models"]) == {"fbp", "fbpconvnet-plain"}
+    for name in data["models"]:  # each attack result names the protocol it was measured under
+        attack = json.loads((bench / "attack" / name / "summary.json").read_text())["config"]
+        assert attack["protocol"] == {"name": PROTOCOL, "fingerprint": state["fingerprint"], "size": 32}
     for row in data["rows"]:
         for col in ("clean_relative_error", "clean_psnr", "clean_ssim", "attack_relative_error@0.04",
                     "verify_ratio", "restart_spread", "attack_s"):

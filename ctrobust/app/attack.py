@@ -11,7 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
+from ctrobust.app.inputs import (image_shape, load_inputs, method_options_record, models_record, noise_model,
+                                 progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.attacks import CONVERGENCE_TOLERANCE
@@ -101,6 +102,11 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
+    if spec.protocol is not None:  # --protocol: which one, at which size, by its fingerprint
+        from ctrobust.app.acquisition import protocol_of
+
+        used = protocol_of(spec, spec.size or image_shape(recs[0].operator)[-1])
+        config["protocol"] = {"name": used.name, "fingerprint": used.fingerprint(), "size": used.scan.image_size}
     models = models_record(recs)
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
