@@ -69,9 +69,18 @@ def test_prepare_dicom_cli_summary_log_and_force(tmp_path, capsys):
     out = tmp_path / "ct.h5"
     argv = ["prepare-dicom", str(root), "--out", str(out), "--size", "32", "--window=-100,900",
             "--val-fraction", "0.25", "--test-fraction", "0.25", "--no-progress"]
+    # CT_small's 2.65 mm pixels beside 1 mm pixels: refused, with the sizes, the files and the remedy named
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "pixel sizes differ" in err and "2.65 mm: 1 slice(s)" in err and "real/IM0001" in err
+    assert "--fov MM" in err and "--allow-mixed-spacing" in err
+    assert not out.exists() and (tmp_path / "ct.log.json").exists()
+    argv += ["--fov", "80"]  # every slice 80 mm / 32 px = 2.5 mm
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "CT slices kept           7" in text
+    assert "pixel size (mm)   2.50 mm (7)" in text and "warning: pixel sizes" not in text
+    assert (tmp_path / "ct.qc" / "qc.md").is_file() and "QC page" in text
     assert "not-ct" in text and "not-dicom" in text
     assert "train" in text and "names input files" in text
     info = describe(out)
@@ -79,6 +88,13 @@ def test_prepare_dicom_cli_summary_log_and_force(tmp_path, capsys):
     assert sum(s["n_patients"] for s in info["splits"].values()) == 4
     log = json.loads((tmp_path / "ct.log.json").read_text())
     assert {Path(s["path"]).name: s["reason"] for s in log["skipped"]} == {"1.dcm": "not-ct", "readme.txt": "not-dicom"}
+    # the used files, as named in the input tree, each with the split of its patient
+    used = {str(Path(u["path"]).relative_to(root)): (u["split"], u["slices"]) for u in log["used"]}
+    assert sorted(used) == ["pat0/0.dcm", "pat0/1.dcm", "pat1/0.dcm", "pat1/1.dcm", "pat2/0.dcm", "pat2/1.dcm",
+                            "real/IM0001"]
+    assert used["pat0/0.dcm"][0] == used["pat0/1.dcm"][0] and all(n == 1 for _, n in used.values())
+    assert sorted({s for s, _ in used.values()}) == ["test", "train", "val"]
+    assert "ID0" not in json.dumps(log) and "NAME0" not in json.dumps(log)
 
     before = out.read_bytes()
     assert main(argv) == 1
@@ -114,7 +130,8 @@ def test_prepare_dicom_cli_interrupt_leaves_nothing(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(prepare, "_write_output", interrupted)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    assert main(["prepare-dicom", str(root), "--out", str(out_dir / "ct.h5"), "--no-progress"]) == 130
+    assert main(["prepare-dicom", str(root), "--out", str(out_dir / "ct.h5"), "--no-progress",
+                 "--allow-mixed-spacing"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
 

@@ -223,7 +223,7 @@ def _read_all(path):
 
 def test_prepare_keeps_right_slices_and_reports_skips(clinic, tmp_path):
     out = tmp_path / "ct.h5"
-    report = prepare_dicom([clinic["root"]], out, size=N, window="full", val_fraction=0.2, test_fraction=0.2,
+    report = prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, window="full", val_fraction=0.2, test_fraction=0.2,
                            seed=3, progress=False)
     # 4 patients x series x 3 slices (patient 0 has 2 series) + 3 frames + 1 real slice
     assert report["slices_kept"] == (2 + 1 + 1 + 1) * 3 + 3 + 1
@@ -264,7 +264,7 @@ def test_prepare_keeps_right_slices_and_reports_skips(clinic, tmp_path):
 def test_no_identifier_in_output_bytes(clinic, tmp_path):
     out = tmp_path / "share" / "ct.h5"
     out.parent.mkdir()
-    prepare_dicom([clinic["root"]], out, size=N, progress=False)
+    prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False)
     raw = out.read_bytes()
     for ident in clinic["ids"] + [str(clinic["root"]), "incoming", "dir0", "img0", "notes", "volume.bin",
                                   "ct_small", "19450312"]:
@@ -274,12 +274,20 @@ def test_no_identifier_in_output_bytes(clinic, tmp_path):
     log = log_path_for(out).read_text()
     for ident in clinic["ids"]:
         assert ident not in log, f"{ident!r} leaked into the log"
+    # the QC page (text and PNG bytes) holds no identifier and no path or file name either
+    qc = out.parent / "ct.qc"
+    assert sorted(p.name for p in qc.iterdir()) == ["pixel_spacing.png", "qc.md", "thumbs_test.png",
+                                                   "thumbs_train.png", "thumbs_val.png"]
+    for page in qc.iterdir():
+        raw = page.read_bytes()
+        for ident in clinic["ids"] + [str(clinic["root"]), "incoming", "dir0", "img0", "volume.bin", "ct_small"]:
+            assert ident.encode() not in raw, f"{ident!r} leaked into {page.name}"
 
 
 def test_split_is_deterministic_and_pseudonyms_salted(clinic, tmp_path):
     kw = dict(size=N, val_fraction=0.2, test_fraction=0.2, seed=11, progress=False)
-    prepare_dicom([clinic["root"]], tmp_path / "a.h5", **kw)
-    prepare_dicom([clinic["root"]], tmp_path / "b.h5", **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "a.h5", allow_mixed_spacing=True, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "b.h5", allow_mixed_spacing=True, **kw)
     a, _ = _read_all(tmp_path / "a.h5")
     b, _ = _read_all(tmp_path / "b.h5")
     for s in a:
@@ -290,7 +298,7 @@ def test_split_is_deterministic_and_pseudonyms_salted(clinic, tmp_path):
     # a salt file makes them stable and equal to the documented HMAC
     salt = tmp_path / "salt.txt"
     salt.write_text("0123456789abcdef0123456789abcdef\n")
-    prepare_dicom([clinic["root"]], tmp_path / "c.h5", salt_file=salt, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "c.h5", allow_mixed_spacing=True, salt_file=salt, **kw)
     c, _ = _read_all(tmp_path / "c.h5")
     keys = set(np.concatenate([c[s]["patient"] for s in c]).astype(str))
     assert pseudonym(b"0123456789abcdef0123456789abcdef", "patient", "id:PID-ALICE-0001") in keys
@@ -324,7 +332,7 @@ def test_interrupted_run_leaves_no_output(clinic, tmp_path, monkeypatch):
     out_dir = tmp_path / "o"
     out_dir.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        prepare_dicom([clinic["root"]], out_dir / "ct.h5", size=N, progress=False)
+        prepare_dicom([clinic["root"]], out_dir / "ct.h5", allow_mixed_spacing=True, size=N, progress=False)
     assert calls["n"] == 2
     assert list(out_dir.iterdir()) == []  # no output, no temporary or scratch file left
 
@@ -333,9 +341,9 @@ def test_existing_output_needs_force(clinic, tmp_path):
     out = tmp_path / "ct.h5"
     out.write_bytes(b"precious")
     with pytest.raises(CtrobustError, match="already exists.*--force"):
-        prepare_dicom([clinic["root"]], out, size=N, progress=False)
+        prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False)
     assert out.read_bytes() == b"precious"
-    prepare_dicom([clinic["root"]], out, size=N, progress=False, force=True)
+    prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False, force=True)
     assert len(open_dataset(out, "train")) > 0
 
 
@@ -351,8 +359,8 @@ def test_no_ct_slice_is_an_error_with_log(tmp_path):
 
 def test_worker_pool_gives_same_result(clinic, tmp_path):
     kw = dict(size=N, seed=1, progress=False)
-    prepare_dicom([clinic["root"]], tmp_path / "one.h5", workers=1, **kw)
-    prepare_dicom([clinic["root"]], tmp_path / "two.h5", workers=2, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "one.h5", allow_mixed_spacing=True, workers=1, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "two.h5", allow_mixed_spacing=True, workers=2, **kw)
     a, _ = _read_all(tmp_path / "one.h5")
     b, _ = _read_all(tmp_path / "two.h5")
     for s in a:

@@ -17,7 +17,9 @@ def run_prepare_dicom(spec: PrepareDicomSpec) -> dict:
 
     return prepare_dicom(list(spec.inputs), spec.out, size=spec.size, window=spec.window,
                          val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, seed=spec.seed,
-                         fov=spec.fov, workers=spec.workers, salt_file=spec.salt_file, force=spec.force,
+                         fov=spec.fov, workers=spec.workers, salt_file=spec.salt_file,
+                         keep_flagged=spec.keep_flagged, max_clipped=spec.max_clipped,
+                         allow_mixed_spacing=spec.allow_mixed_spacing, qc_page=spec.qc_page, force=spec.force,
                          progress=None if spec.progress else False)
 
 

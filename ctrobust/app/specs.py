@@ -532,7 +532,17 @@ class PrepareDicomSpec(Spec):
     salt_file: str | None = option(_prepare_default("salt_file"), "secret file whose bytes salt the pseudonyms "
                                    "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
     workers: int = option(_prepare_default("workers"), "processes reading DICOM files in parallel", parse=positive_int)
-    force: bool = _force("an existing output file (overwrite it)")
+    keep_flagged: bool = option(_prepare_default("keep_flagged"), "keep constant and saturated slices (QC flags them; "
+                                "without this option they are skipped and listed)", group="quality control")
+    max_clipped: float = option(_prepare_default("max_clipped"), "a slice with at least this fraction of pixels at the "
+                                "window's minimum or maximum is saturated", parse=fraction, metavar="FRACTION",
+                                group="quality control")
+    allow_mixed_spacing: bool = option(_prepare_default("allow_mixed_spacing"), "write an output whose pixel sizes "
+                                       "differ by more than a factor 2 (refused otherwise; --fov gives every slice one "
+                                       "pixel size)", group="quality control")
+    qc_page: bool = option(_prepare_default("qc_page"), "write DATASET.qc/qc.md: thumbnails per split and a pixel-size "
+                           "histogram, no identifiers", group="quality control")
+    force: bool = _force("an existing output file and QC folder (overwrite them)")
     progress: bool = _progress()
 
 
