@@ -160,6 +160,112 @@ def test_bad_files_are_skipped_with_reason(tmp_path, kind, reason):
     assert not res.frames and res.detail
 
 
+def _cut_file(tmp_path, name, cut):
+    """A CT written by the factory, cut ``cut`` bytes into the value of element ``name`` (or its header)."""
+    import pydicom
+
+    write_ct(tmp_path / "whole", ramp())
+    raw = (tmp_path / "whole").read_bytes()
+    ds = pydicom.dcmread(tmp_path / "whole")
+    tag = ds.data_element(name).tag
+    elem = pydicom.dcmread(tmp_path / "whole", stop_before_pixels=False).get_item(tag)
+    path = tmp_path / f"cut-{name}-{cut}"
+    path.write_bytes(raw[: elem.value_tell + cut])
+    return path, elem
+
+
+@pytest.mark.parametrize("name, where", [
+    ("pydicom:UN_sequence.dcm", "unidentified"), ("pydicom:priv_SQ.dcm", "unidentified"),
+    ("pydicom:MR_truncated.dcm", "truncated"),
+    ("pydicom:dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/IM000000", "no-pixels"),
+    ("cut:PatientName:3", "truncated"), ("cut:PatientName:-3", "truncated"), ("cut:PixelData:100", "truncated"),
+])
+def test_every_skip_has_its_true_reason(tmp_path, name, where):
+    """Intact files without Modality/SOP class are not called truncated; cut files are, wherever the cut."""
+    kind, rest = name.split(":", 1)
+    if kind == "pydicom":
+        path = copy_testdata(rest, tmp_path / rest.replace("/", "_"))
+    else:
+        element, cut = rest.split(":")
+        path, elem = _cut_file(tmp_path, element, int(cut))
+    res = dcm.read_ct_file(str(path), FULL, N)
+    assert res.skip == where, (res.skip, res.detail)
+    if where == "truncated" and kind == "cut":
+        expected = "inside the header of the element after" if int(cut) < 0 else f"inside element ({elem.tag.group:04X}"
+        assert expected in res.detail, res.detail
+    if where == "unidentified":
+        assert "complete file" in res.detail and "truncat" not in res.detail
+
+
+def test_truncation_finds_nothing_in_intact_files():
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "UN_sequence.dcm", "693_J2KI.dcm"):
+        path = get_testdata_file(name)
+        ds = pydicom.dcmread(path)
+        import os
+
+        assert dcm.truncation(ds, os.path.getsize(path)) is None, name
+
+
+def _series(root, patient, spacing, n=3, stored=None, **kw):
+    for k in range(n):
+        write_ct(root / patient / f"{k}.dcm", ramp(10 * k) if stored is None else stored[k], patient_id=patient,
+                 spacing=spacing, z=float(k), **kw)
+
+
+def test_mixed_pixel_spacing_warns_names_files_and_refuses_above_the_bound(tmp_path):
+    root = tmp_path / "in"
+    _series(root, "A", (1.0, 1.0))
+    _series(root, "B", (1.25, 1.25))
+    report = prepare_dicom(root, tmp_path / "a.h5", size=N, progress=False)
+    warning = report["qc"]["spacing_warning"]
+    assert "1 to 1.25 mm, a ratio of 1.25" in warning and "B/0.dcm" in warning and "--fov MM" in warning
+    assert report["qc"]["pixel_spacing"]["counts"] == {"1.25": 3, "1.00": 3}
+    _series(root, "C", (2.5, 2.5))
+    with pytest.raises(CtrobustError, match="ratio of 2.5"):
+        prepare_dicom(root, tmp_path / "b.h5", size=N, progress=False)
+    assert not (tmp_path / "b.h5").exists() and log_path_for(tmp_path / "b.h5").exists()
+    report = prepare_dicom(root, tmp_path / "c.h5", size=N, progress=False, allow_mixed_spacing=True)
+    assert report["qc"]["pixel_spacing"]["max"] == pytest.approx(2.5)
+    # one field of view: one pixel size, no warning
+    report = prepare_dicom(root, tmp_path / "d.h5", size=N, fov=40.0, progress=False)
+    assert report["qc"]["spacing_warning"] is None and list(report["qc"]["pixel_spacing"]["counts"]) == ["1.25"]
+
+
+def test_saturated_and_constant_dicom_slices_are_flagged(tmp_path):
+    root = tmp_path / "in"
+    normal = ramp()
+    saturated = np.full((N, N), 4000, np.int16)  # 2976 HU: above the abdomen window
+    saturated[0, :5] = 1024  # 0 HU: 5 of 1024 pixels inside the window
+    constant = np.zeros((N, N), np.int16)  # -1024 HU everywhere
+    _series(root, "P", (1.0, 1.0), stored=[normal + 1000, saturated, constant])
+    report = prepare_dicom(root, tmp_path / "a.h5", size=N, window="abdomen", progress=False)
+    reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]}
+    assert reasons == {"1.dcm": "saturated", "2.dcm": "constant"}
+    assert report["slices_kept"] == 1 and report["used"][0]["path"].endswith("P/0.dcm")
+    assert {s["reason"] for s in report["qc"]["flagged_slices"]} == {"saturated", "constant"}
+    report = prepare_dicom(root, tmp_path / "b.h5", size=N, window="abdomen", keep_flagged=True, progress=False)
+    assert report["slices_kept"] == 3 and len(report["qc"]["flagged_slices"]) == 2
+
+
+def test_flag_slice_thresholds():
+    from ctrobust.data.qc import flag_slice
+
+    image = np.full((10, 10), 0.5)
+    assert flag_slice(image)[0] == "constant"
+    image[0, 0] = 0.6
+    assert flag_slice(image) == (None, "")
+    image = np.zeros((10, 10))
+    image[0, :2] = 0.5  # 98 % clipped: kept at the default 0.99, flagged at 0.95
+    assert flag_slice(image)[0] is None and flag_slice(image, max_clipped=0.95)[0] == "saturated"
+    image[0, 1] = 1.0  # 99 % at a bound (98 % minimum, 1 % maximum)
+    reason, detail = flag_slice(image, window=(40.0, 400.0))
+    assert reason == "saturated" and "98.0 % of pixels at the window's minimum and 1.0 % at its maximum" in detail
+    assert "(-160 / 240 HU)" in detail
+
+
 # ---------------------------------------------------------------------------------------- the pipeline
 
 

@@ -81,6 +81,9 @@ SKIP_REASONS = {
     "duplicate": "same SOP instance as a file already read",
     "constant": "every slice is (nearly) constant: no image content (see QC in docs/cli/prepare-dicom.md)",
     "saturated": "every slice is (nearly) all at the window's minimum or maximum (see QC)",
+    # prepare-volumes (ctrobust.data.volumes)
+    "not-nifti": "not a NIfTI file (nibabel cannot recognise it)",
+    "no-patient-key": "the file's path does not match --patient-pattern",
 }
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF

@@ -463,6 +463,88 @@ def _umask() -> int:
     return mask
 
 
+def write_slices(images, out, *, patients=None, positions=None, pixel_spacing=None, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, seed: int = 0, salt_file=None, force: bool = False,
+                 description: str = "slices written with ctrobust.data.write_slices") -> dict:
+    """Write plain arrays as a prepared-slice HDF5 file, split by patient like ``prepare-dicom``.
+
+    Parameters
+    ----------
+    images : array (n, N, N)
+        Intensities in [0, 1] (window HU first, e.g. with :func:`ctrobust.data.dicom.apply_window`);
+        finite, else refused.
+    out : path-like
+        Output HDF5 file; refused if it exists unless ``force``. Written atomically.
+    patients : sequence of n str, or None
+        The patient of each slice (any text: it is pseudonymised with the salted HMAC and never stored).
+        Slices of one patient always land in one split. None: every slice is its own patient, with a
+        warning (slices of one person could then fall into train and test).
+    positions, pixel_spacing : sequence of n float, or None
+        Slice positions and pixel sizes in mm (NaN: unknown, the default).
+    val_fraction, test_fraction, seed : as :func:`split_patients`.
+    salt_file : path-like or None
+        As in :func:`prepare_dicom` (None: a random salt, never stored).
+
+    Returns
+    -------
+    dict
+        ``{"out", "splits": {split: {"patients", "slices"}}}``.
+    """
+    import warnings
+
+    import h5py
+
+    from ctrobust.data.store import DataValidationError, _check_slice
+
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[0] == 0:
+        raise CtrobustError(f"images must be an array (n, N, N) of square slices with n >= 1, got shape {images.shape}")
+    if images.dtype.kind not in "fiub":
+        raise CtrobustError(f"images must be numbers, got dtype {images.dtype}")
+    n, size = int(images.shape[0]), int(images.shape[1])
+    for i in range(n):
+        try:
+            _check_slice("images", i, images[i])
+        except DataValidationError as exc:
+            raise CtrobustError(str(exc)) from None
+    try:
+        split_counts(10, val_fraction, test_fraction)
+    except ValueError as exc:
+        raise CtrobustError(str(exc)) from None
+    if patients is None:
+        warnings.warn("write_slices without patients=: every slice is its own patient, so slices of one person "
+                      "may land in train and test; pass patients= to keep each patient in one split", stacklevel=2)
+        patients = [f"slice-{i}" for i in range(n)]
+    patients = [str(p) for p in patients]
+    columns = {"patients": patients}
+    for name, values in (("positions", positions), ("pixel_spacing", pixel_spacing)):
+        columns[name] = np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+    for name, values in columns.items():
+        if len(values) != n:
+            raise CtrobustError(f"{name} has {len(values)} entries for {n} images; give one per slice")
+    salt = load_salt(salt_file)
+    assignment = split_patients(patients, val_fraction, test_fraction, seed)
+    order = {p: i for i, p in enumerate(np.random.default_rng(seed).permutation(sorted(assignment)))}
+    splits = {}
+    with atomic_output(out, force=force) as tmp:
+        with h5py.File(tmp, "w") as f:
+            writer = SliceWriter(f, size)
+            for split in SPLITS:
+                for patient in sorted((p for p in assignment if assignment[p] == split), key=order.get):
+                    rows = [i for i in range(n) if patients[i] == patient]
+                    key = pseudonym(salt, "patient", patient)
+                    writer.append(split, images[rows].astype(np.float32), key, key,
+                                  columns["positions"][rows], columns["pixel_spacing"][rows])
+            counts = writer.finish({"source": "arrays", "description": description, "seed": int(seed),
+                                    "val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
+                                    "pseudonym": "hmac-sha256-64bit"})
+    for split in SPLITS:
+        splits[split] = {"patients": sum(1 for p in assignment.values() if p == split), "slices": counts[split]}
+    return {"out": str(out), "splits": splits}
+
+
 def _order_key(fr):
     pos = fr.position if math.isfinite(fr.position) else math.inf
     inst = fr.instance_number if math.isfinite(fr.instance_number) else math.inf
@@ -528,7 +610,8 @@ def _write_log(path: Path, report: dict) -> None:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
-_SHOWN_REASONS = ("bad-header", "unreadable", "decode-error", "truncated", "not-regular")
+_SHOWN_REASONS = ("bad-header", "unreadable", "decode-error", "truncated", "not-regular", "not-nifti",
+                  "no-patient-key")
 _SHOWN_FILES = 20
 
 
