@@ -192,3 +192,69 @@ def test_lodopab_converter(tmp_path, capsys):
     np.testing.assert_allclose(lodopab_to_hu(np.array([20.0 / MU_MAX, 1.0])), [0.0, 3071.0], atol=1e-9)
     assert script.main([str(tmp_path), "--out", str(tmp_path / "none.h5")]) == 1
     assert "no ground_truth_" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- the docs' examples
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_prepare_dicom_docs_example_runs_as_documented(tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    import pydicom
+
+    page = DOCS / "cli" / "prepare-dicom.md"
+    example = page.read_text().split("## Example: the two real CT slices")[1].split("## Performance")[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    for name in ("CT_small.dcm", "693_J2KI.dcm", "MR_small.dcm", "rtdose.dcm"):
+        shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / name, tmp_path / "demo")
+    commands = [line for block in _blocks_of(example, "bash") for line in block.splitlines()
+                if line.startswith("ctrobust ")]
+    outputs = _blocks_of(example, "")
+    assert len(commands) == 2 and len(outputs) == 2
+    assert main(shlex.split(commands[0])[1:]) == 1  # mixed pixel sizes: refused
+    err = capsys.readouterr().err.strip()
+    head, tail = outputs[0].strip().split(" ... ")
+    assert err.startswith(head) and err.endswith(tail)
+    assert main(shlex.split(commands[1])[1:]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(outputs[1].strip())
+    # the 2-patient file trains, announcing that there is no validation
+    rc = main(["train", "--data", "demo.h5", "--angles", "8", "--max-steps", "1", "--batch-size", "2",
+               "--channels", "2", "--depth", "1", "--out", "run", "--no-progress"])
+    assert rc == 0 and "training WITHOUT validation" in capsys.readouterr().err
+
+
+def _blocks_of(text: str, language: str) -> list[str]:
+    """The fenced code blocks of ``text`` whose info string is ``language`` ("" for plain blocks)."""
+    blocks, current, lang = [], None, None
+    for line in text.splitlines():
+        if current is None and line.startswith("```"):
+            current, lang = [], line[3:].strip()
+        elif current is not None and line.strip() == "```":
+            if lang == language:
+                blocks.append("\n".join(current) + "\n")
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_prepare_volumes_and_write_slices_docs_examples_run(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    pytest.importorskip("nibabel")
+    monkeypatch.chdir(tmp_path)
+    page = DOCS / "cli" / "prepare-volumes.md"
+    example = page.read_text().split("## Example")[1]
+    exec(_blocks_of(example, "python")[0], {})
+    command = _blocks_of(example, "bash")[0].splitlines()[0]
+    assert main(shlex.split(command)[1:]) == 0
+    assert "CT slices kept          20" in capsys.readouterr().out
+    assert describe("vol.h5")["attrs"]["source"] == "nifti"
+    arrays = (DOCS / "data.md").read_text().split("## Plain arrays")[1].split("## Quality control")[0]
+    exec(_blocks_of(arrays, "python")[0], {})
+    assert "{'train': {'patients': 1, 'slices': 10}, 'val': {'patients': 1, 'slices': 10}" in capsys.readouterr().out
