@@ -209,3 +209,37 @@ def test_write_slices_splits_by_patient(tmp_path):
         warnings.simplefilter("always")
         write_slices(images, tmp_path / "d.h5")
     assert any("every slice is its own patient" in str(w.message) for w in caught)
+
+
+def test_read_volume_same_slices_from_any_voxel_order_and_bad_files(tmp_path):
+    from ctrobust.data.volumes import read_volume
+
+    hu = _body(n=16, k=5, seed=4)
+    hu[12, 13, :] = 900.0  # a bright marker: right, anterior
+    a = _save(tmp_path / "ras.nii.gz", hu, zooms=(1.0, 1.0, 2.0))
+    # stored superior-axis first and flipped, with the affine saying so (read the slow, whole-volume way)
+    stored = np.flip(hu.transpose(2, 0, 1), axis=0).copy()
+    to_ras = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [-1, 0, 0, 4], [0, 0, 0, 1]], dtype=float)
+    b = tmp_path / "zfirst.nii.gz"
+    nib.save(nib.Nifti1Image(stored.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]) @ to_ras), str(b))
+    # and as LPS (both in-plane axes reversed, as DICOM-derived NIfTI often are)
+    c = tmp_path / "lps.nii"
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    lps[:2, 3] = 15.0
+    nib.save(nib.Nifti1Image(np.flip(hu, axis=(0, 1)).astype(np.float32).copy(), lps), str(c))
+    results = [read_volume(str(p), (40.0, 400.0), 16) for p in (a, b, c)]
+    frames = [sorted(r.frames, key=lambda fr: fr.position) for r in results]
+    for other in frames[1:]:
+        assert [fr.position for fr in other] == [fr.position for fr in frames[0]]
+        for f0, f1 in zip(frames[0], other):
+            np.testing.assert_array_equal(f0.image, f1.image)
+    # the marker (right, anterior) is near the top left of every displayed slice
+    assert all(np.unravel_index(np.argmax(fr.image), fr.image.shape) == (2, 3) for fr in frames[0])
+    whole = a.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "fake.nii").write_bytes(b"\0" * 400)
+    four_d = tmp_path / "series.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.float32), np.eye(4)), str(four_d))
+    for name, reason in (("cut.nii.gz", "unreadable"), ("fake.nii", "not-nifti"), ("series.nii", "bad-header")):
+        res = read_volume(str(tmp_path / name), (40.0, 400.0), 16)
+        assert res.skip == reason and not res.frames, (name, res.skip, res.detail)

@@ -40,7 +40,8 @@ from ctrobust.data.dicom import FileResult, Frame, apply_window, resample_slice
 from ctrobust.data.qc import MAX_CLIPPED
 from ctrobust.errors import CtrobustError
 
-__all__ = ["NIFTI_SUFFIXES", "prepare_volumes", "read_volume", "axial_slices", "volume_key"]
+__all__ = ["NIFTI_SUFFIXES", "prepare_volumes", "read_volume", "axial_layout", "axial_slice", "axial_slices",
+           "volume_key"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 WARN_NOT_HU = "no voxel below -500: the volume is probably not in HU (air is about -1000 HU); see --hu-offset"
@@ -70,34 +71,64 @@ def volume_key(rel_path: str, patient_pattern: str | None = None) -> str | None:
     return match.group(1) if match.groups() and match.group(1) is not None else match.group(0)
 
 
-def axial_slices(img) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
-    """Axial slices of a nibabel image in HU-as-stored (scaled) values.
+def axial_layout(img) -> dict:
+    """How to cut a nibabel image into axial slices without loading it whole.
 
-    Returns
-    -------
-    (slices, spacing, positions)
-        float64 ``(S, rows, cols)`` with rows anterior -> posterior and columns right -> left (the DICOM
-        display of an axial slice); ``(row_spacing, col_spacing)`` in mm; slice positions (mm, superior
-        coordinate of each slice centre), increasing.
+    Returns ``{"axis", "flip", "transform", "n", "spacing", "positions"}``: the array axis that runs
+    inferior -> superior in the closest canonical (RAS+) orientation, whether it runs backwards in the
+    array, the nibabel orientation transform to RAS+, the number of slices, ``(row_spacing,
+    col_spacing)`` in mm of the displayed slices and the slice positions (mm, superior coordinate of
+    each slice centre, increasing). Raises ``ValueError`` for an image that is not 3-D.
     """
-    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
-    if len(img.shape) < 3 or any(n < 1 for n in img.shape[:3]):
-        raise ValueError(f"expected a 3-D volume, got shape {img.shape}")
-    extra = img.shape[3:]
-    if any(n != 1 for n in extra):
-        raise ValueError(f"expected a 3-D volume, got shape {img.shape} (a 4-D series: split it into volumes)")
-    canonical = nib.as_closest_canonical(img)
-    data = np.asarray(canonical.get_fdata(dtype=np.float64))
-    data = data.reshape(data.shape[:3])
-    zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
-    # RAS+: axis 0 runs towards the patient's Right, axis 1 Anterior, axis 2 Superior. The DICOM display of an
-    # axial slice has columns running to the patient's left (-x) and rows to posterior (-y): flip both.
-    slices = np.flip(data, axis=(0, 1)).transpose(2, 1, 0)  # (S, rows = -y, cols = -x)
-    affine = canonical.affine
-    ci, cj = (data.shape[0] - 1) / 2.0, (data.shape[1] - 1) / 2.0
-    positions = np.array([float((affine @ np.array([ci, cj, k, 1.0]))[2]) for k in range(data.shape[2])])
-    return slices, (zooms[1], zooms[0]), positions
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) < 3 or any(n < 1 for n in shape[:3]):
+        raise ValueError(f"expected a 3-D volume, got shape {shape}")
+    if any(n != 1 for n in shape[3:]):
+        raise ValueError(f"expected a 3-D volume, got shape {shape} (a 4-D series: split it into volumes)")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError("the affine is singular or not finite: the voxel orientation is unknown")
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
+    axis = int(np.flatnonzero(transform[:, 0] == 2)[0])
+    flip = bool(transform[axis, 1] < 0)
+    canonical_affine = affine @ inv_ornt_aff(transform, shape[:3])
+    zooms = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
+    canonical_shape = [0, 0, 0]
+    for ax in range(3):
+        canonical_shape[int(transform[ax, 0])] = shape[ax]
+    ci, cj = (canonical_shape[0] - 1) / 2.0, (canonical_shape[1] - 1) / 2.0
+    n = shape[axis]
+    positions = np.array([float((canonical_affine @ np.array([ci, cj, k, 1.0]))[2]) for k in range(n)])
+    return {"axis": axis, "flip": flip, "transform": transform, "n": n,
+            "spacing": (float(zooms[1]), float(zooms[0])), "positions": positions}
+
+
+def axial_slice(img, layout: dict, k: int, data=None) -> np.ndarray:
+    """Axial slice ``k`` (0 = most inferior) of a nibabel image: scaled values (nibabel applies
+    ``scl_slope`` / ``scl_inter``), float64 ``(rows, cols)``, rows anterior -> posterior, columns the
+    patient's right -> left (the DICOM display of an axial slice). Reads only that slice from disk, or
+    takes it from ``data`` (the image's scaled array, when already loaded)."""
+    from nibabel.orientations import apply_orientation
+
+    index = layout["n"] - 1 - k if layout["flip"] else k
+    slicer = [slice(None)] * len(img.shape)
+    slicer[layout["axis"]] = slice(index, index + 1)
+    source = img.dataobj if data is None else data
+    slab = np.asarray(source[tuple(slicer)], dtype=np.float64)
+    slab = slab.reshape(slab.shape[:3])
+    canonical = apply_orientation(slab, layout["transform"])[:, :, 0]  # (R, A): axis 0 towards the Right
+    # DICOM display: columns run to the patient's left (-x in RAS), rows to posterior (-y): flip both.
+    return np.ascontiguousarray(np.flip(canonical, axis=(0, 1)).T)
+
+
+def axial_slices(img) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    """All axial slices of a nibabel image: ``(slices (S, rows, cols), (row_spacing, col_spacing) mm,
+    positions mm)``; see :func:`axial_layout` and :func:`axial_slice`."""
+    layout = axial_layout(img)
+    slices = np.stack([axial_slice(img, layout, k) for k in range(layout["n"])])
+    return slices, layout["spacing"], layout["positions"]
 
 
 def read_volume(path: str, window: tuple[float, float], size: int, fov: float | None = None, *,
@@ -115,7 +146,7 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                img = nib.load(path)
+                img = nib.load(path, keep_file_open=True)  # slices are read one by one
             except nib.filebasedimages.ImageFileError as exc:
                 result.skip, result.detail = "not-nifti", f"{type(exc).__name__}: {exc}"
                 return result
@@ -123,31 +154,47 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
                 result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
                 return result
             try:
-                slices, spacing, positions = axial_slices(img)
+                layout = axial_layout(img)
             except ValueError as exc:
                 result.skip, result.detail = "bad-header", str(exc)
                 return result
+            spacing, positions = layout["spacing"], layout["positions"]
+            if not all(math.isfinite(v) and v > 0 for v in spacing):
+                result.skip, result.detail = "bad-header", f"voxel sizes must be positive mm, got {list(spacing)}"
+                return result
+            if abs(spacing[0] - spacing[1]) > 1e-6 * max(spacing):
+                result.warnings.append("non-square pixels resampled to square")
+            level, width = window
+            rel = key if key is not None else _stem(Path(path).name)
+            lowest = math.inf
+            data = None
+            n = layout["n"]
+            try:
+                if layout["axis"] != 2:  # slices are not contiguous on disk: read the volume once
+                    data = np.asarray(img.get_fdata(dtype=np.float32))
             except Exception as exc:  # noqa: BLE001 - truncated data, bad compression
                 result.skip, result.detail = "unreadable", f"cannot read the voxels: {type(exc).__name__}: {exc}"
                 return result
-        if not all(math.isfinite(v) and v > 0 for v in spacing):
-            result.skip, result.detail = "bad-header", f"voxel sizes must be positive mm, got {list(spacing)}"
-            return result
-        hu = slices + float(hu_offset)
-        if not np.isfinite(hu).all():
-            result.skip, result.detail = "bad-header", "voxel values are not finite (NaN or infinite after scaling)"
-            return result
-        if float(hu.min()) > _AIR_CHECK_HU:
-            result.warnings.append(WARN_NOT_HU)
-        if abs(spacing[0] - spacing[1]) > 1e-6 * max(spacing):
-            result.warnings.append("non-square pixels resampled to square")
-        level, width = window
-        rel = key if key is not None else _stem(Path(path).name)
-        for k in range(hu.shape[0]):
-            out, step = resample_slice(hu[k], spacing, size, fov)
-            result.frames.append(Frame(patient_id="nifti:" + rel, study_uid="", series_uid=str(path), sop_uid="",
-                                       frame_index=k, position=float(positions[k]), instance_number=float(k),
-                                       pixel_spacing=step, image=apply_window(out, level, width)))
+            # in file order (a compressed file is read forwards once); the pipeline orders slices by position
+            for k in (range(n - 1, -1, -1) if layout["flip"] else range(n)):
+                try:
+                    hu = axial_slice(img, layout, k, data) + float(hu_offset)
+                except Exception as exc:  # noqa: BLE001 - truncated data, bad compression
+                    result.frames, result.skip = [], "unreadable"
+                    result.detail = f"cannot read the voxels of slice {k}: {type(exc).__name__}: {exc}"
+                    return result
+                if not np.isfinite(hu).all():
+                    result.frames, result.skip = [], "bad-header"
+                    result.detail = f"voxel values of slice {k} are not finite (NaN or infinite after scaling)"
+                    return result
+                lowest = min(lowest, float(hu.min()))
+                out, step = resample_slice(hu, spacing, size, fov)
+                result.frames.append(Frame(patient_id="nifti:" + rel, study_uid="", series_uid=str(path),
+                                           sop_uid="", frame_index=k, position=float(positions[k]),
+                                           instance_number=float(k), pixel_spacing=step,
+                                           image=apply_window(out, level, width)))
+            if lowest > _AIR_CHECK_HU:
+                result.warnings.append(WARN_NOT_HU)
     except Exception as exc:  # noqa: BLE001 - documented: never raise for a bad file
         result.frames, result.skip = [], "unreadable"
         result.detail = f"{type(exc).__name__}: {exc}"
