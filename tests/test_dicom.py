@@ -484,3 +484,23 @@ def test_position_fallback_to_instance_number(tmp_path):
     assert all(math.isnan(p) for p in ds.positions)
     for i, inst in enumerate([1, 2, 3]):
         np.testing.assert_allclose(ds[i][0].numpy(), full_window(ramp(10 * inst) - 1024.0), atol=1e-6)
+
+
+def test_exception_text_in_the_log_drops_quoted_header_values():
+    text = dcm.exception_text(ValueError("Invalid value for VR PN: 'DOE^JANE' (tag \"PatientName\")"))
+    assert text == "ValueError: Invalid value for VR PN: '...' (tag '...')"
+    assert "DOE" not in text and len(dcm.exception_text(OSError("x" * 1000))) < 320
+
+
+def test_output_qc_folder_inside_the_inputs_is_not_read_back(tmp_path):
+    root = tmp_path / "in"
+    _series(root, "A", (1.0, 1.0))
+    first = prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    assert (root / "ct.qc" / "qc.md").is_file() and first["files_found"] == 3
+    with pytest.raises(CtrobustError, match="already exists"):
+        prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    (root / "ct.h5").unlink()
+    with pytest.raises(CtrobustError, match="QC folder .*ct.qc already exists; pass --force"):
+        prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    again = prepare_dicom(root, root / "ct.h5", size=N, progress=False, force=True)
+    assert again["files_found"] == 3 and not again["skipped"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ __all__ = [
     "resample_slice",
     "read_ct_file",
     "truncation",
+    "exception_text",
     "Frame",
     "FileResult",
 ]
@@ -201,6 +203,21 @@ class FileResult:
     skip: str | None = None
     detail: str = ""
     warnings: list = field(default_factory=list)
+
+
+_QUOTED = re.compile("'[^']*'|\"[^\"]*\"")  # a single- or double-quoted value
+
+
+def exception_text(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` of an exception for the log, with every quoted value replaced by ``'...'``.
+
+    pydicom quotes the offending header value in its messages (``Invalid value for VR DA: '19510203x'``);
+    that value may be a name, an ID or a date, and the log must not carry identifiers.
+    """
+    text = _QUOTED.sub("'...'", str(exc))
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def _num(value, default=float("nan")) -> float:
@@ -425,7 +442,7 @@ def read_ct_file(path: str, window: tuple[float, float], size: int, fov: float |
             result.frames, result.skip, result.detail = [], "bad-header", str(exc)
         except Exception as exc:  # noqa: BLE001 - documented: never raise for a bad file
             result.frames, result.skip = [], "unreadable"
-            result.detail = f"cannot interpret the header: {type(exc).__name__}: {exc}"
+            result.detail = f"cannot interpret the header: {exception_text(exc)}"
     if result.skip is not None:
         result.warnings = []
     result.warnings = sorted(set(result.warnings))
@@ -456,10 +473,11 @@ def _read_into(result: FileResult, path, window, size, fov) -> None:
                 ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
                 result.warnings.append("no DICOM preamble: read as CT Image Storage")
     except (EOFError, OSError) as exc:
-        result.skip, result.detail = "truncated" if isinstance(exc, EOFError) else "unreadable", str(exc)
+        result.skip = "truncated" if isinstance(exc, EOFError) else "unreadable"
+        result.detail = exception_text(exc)
         return
     except Exception as exc:  # pydicom raises many types on corrupt headers
-        result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
+        result.skip, result.detail = "unreadable", exception_text(exc)
         return
 
     reason, detail = _classify(ds, cut)
@@ -470,7 +488,7 @@ def _read_into(result: FileResult, path, window, size, fov) -> None:
     try:
         raw = ds.pixel_array
     except Exception as exc:
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = exception_text(exc)
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         if "less than expected" in str(exc) or "truncat" in str(exc).lower() or isinstance(exc, EOFError):
             result.skip = "truncated"

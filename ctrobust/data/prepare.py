@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctrobust.data.dicom import SKIP_REASONS, FileResult, parse_window, read_ct_file
+from ctrobust.data.dicom import SKIP_REASONS, FileResult, exception_text, parse_window, read_ct_file
 from ctrobust.data.make import split_counts
 from ctrobust.data.qc import MAX_CLIPPED, qc_dir_for
 from ctrobust.data.store import (SPLITS, SliceWriter, atomic_output, check_writable, new_temporary,
@@ -158,7 +158,7 @@ def _read_safely(path: str, window, size, fov) -> FileResult:
     try:
         return read_ct_file(path, window, size, fov)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-        return FileResult(path=str(path), skip="unreadable", detail=f"{type(exc).__name__}: {exc}")
+        return FileResult(path=str(path), skip="unreadable", detail=exception_text(exc))
 
 
 def _worker_init() -> None:
@@ -287,7 +287,7 @@ def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: 
     for stale in (out, log_path):  # temporary files of killed earlier runs (SIGKILL, power loss)
         remove_stale_temporaries(stale)
     problems: list = []
-    files = collect_files(inputs, exclude=(out, log_path), problems=problems)
+    files = outside(collect_files(inputs, exclude=(out, log_path), problems=problems), qc_dir_for(out))
     report = new_report("ctrobust_prepare_dicom_log", inputs, files, problems, out, window, size=size,
                         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, fov=fov,
                         salt_file=salt_file, keep_flagged=keep_flagged, max_clipped=max_clipped)
@@ -297,6 +297,18 @@ def prepare_dicom(inputs, out, *, size: int = 256, window="full", val_fraction: 
                         fov=fov, workers=workers, force=force, progress=progress, keep_flagged=keep_flagged,
                         max_clipped=max_clipped, allow_mixed_spacing=allow_mixed_spacing, source="dicom",
                         command="prepare-dicom", desc="reading DICOM")
+
+
+def outside(files, folder: Path) -> list:
+    """``files`` less those inside ``folder`` (the QC folder of the output, or its temporary twins)."""
+    folder = Path(folder).resolve()
+    keep = []
+    for f in files:
+        parents = Path(f).resolve().parents
+        if any(p == folder or (p.parent == folder.parent and p.name.startswith(f".{folder.name}.")) for p in parents):
+            continue
+        keep.append(f)
+    return keep
 
 
 def new_report(kind: str, inputs, files, problems, out, window, *, size, val_fraction, test_fraction, seed, fov,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctrobust.data.dicom import FileResult, Frame, apply_window, resample_slice
+from ctrobust.data.dicom import FileResult, Frame, apply_window, exception_text, resample_slice
 from ctrobust.data.qc import MAX_CLIPPED
 from ctrobust.errors import CtrobustError
 
@@ -148,10 +148,10 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
             try:
                 img = nib.load(path, keep_file_open=True)  # slices are read one by one
             except nib.filebasedimages.ImageFileError as exc:
-                result.skip, result.detail = "not-nifti", f"{type(exc).__name__}: {exc}"
+                result.skip, result.detail = "not-nifti", exception_text(exc)
                 return result
             except Exception as exc:  # noqa: BLE001 - gzip, EOF, header errors: never raise for a file
-                result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
+                result.skip, result.detail = "unreadable", exception_text(exc)
                 return result
             try:
                 layout = axial_layout(img)
@@ -173,7 +173,7 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
                 if layout["axis"] != 2:  # slices are not contiguous on disk: read the volume once
                     data = np.asarray(img.get_fdata(dtype=np.float32))
             except Exception as exc:  # noqa: BLE001 - truncated data, bad compression
-                result.skip, result.detail = "unreadable", f"cannot read the voxels: {type(exc).__name__}: {exc}"
+                result.skip, result.detail = "unreadable", "cannot read the voxels: " + exception_text(exc)
                 return result
             # in file order (a compressed file is read forwards once); the pipeline orders slices by position
             for k in (range(n - 1, -1, -1) if layout["flip"] else range(n)):
@@ -181,7 +181,7 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
                     hu = axial_slice(img, layout, k, data) + float(hu_offset)
                 except Exception as exc:  # noqa: BLE001 - truncated data, bad compression
                     result.frames, result.skip = [], "unreadable"
-                    result.detail = f"cannot read the voxels of slice {k}: {type(exc).__name__}: {exc}"
+                    result.detail = f"cannot read the voxels of slice {k}: " + exception_text(exc)
                     return result
                 if not np.isfinite(hu).all():
                     result.frames, result.skip = [], "bad-header"
@@ -197,7 +197,7 @@ def read_volume(path: str, window: tuple[float, float], size: int, fov: float | 
                 result.warnings.append(WARN_NOT_HU)
     except Exception as exc:  # noqa: BLE001 - documented: never raise for a bad file
         result.frames, result.skip = [], "unreadable"
-        result.detail = f"{type(exc).__name__}: {exc}"
+        result.detail = exception_text(exc)
     return result
 
 
@@ -231,8 +231,9 @@ def prepare_volumes(inputs, out, *, size: int = 256, window="full", val_fraction
     :func:`ctrobust.data.prepare.prepare_dicom`. Skip reasons: ``not-nifti``, ``unreadable``,
     ``bad-header``, ``no-patient-key``, ``constant``, ``saturated`` (see docs/cli/prepare-volumes.md).
     """
-    from ctrobust.data.prepare import (check_options, check_outputs, collect_files, load_salt, new_report,
+    from ctrobust.data.prepare import (check_options, check_outputs, collect_files, load_salt, new_report, outside,
                                        remove_stale_temporaries, run_pipeline)
+    from ctrobust.data.qc import qc_dir_for
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -255,7 +256,7 @@ def prepare_volumes(inputs, out, *, size: int = 256, window="full", val_fraction
     keys: dict = {}
     files = []
     for item in inputs:
-        found = collect_files([item], exclude=(out, log_path), problems=problems)
+        found = outside(collect_files([item], exclude=(out, log_path), problems=problems), qc_dir_for(out))
         base = Path(item) if Path(item).is_dir() else Path(item).parent
         for f in found:
             if Path(item).is_dir() and not _is_nifti(f):
