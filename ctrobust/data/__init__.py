@@ -1,4 +1,4 @@
-"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM preparation.
+"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM and NIfTI preparation with quality control.
 
 Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] and has ``.image_size``
 (N). Names are imported lazily so ``import ctrobust.data`` stays cheap.
