@@ -60,8 +60,8 @@ class TrainResult:
     ``model`` is the trained network (the module itself, not a DDP wrapper, left in eval mode);
     ``steps`` the optimiser steps done in total (including steps before a resume); ``history`` the
     logged step rows of this call; ``validation`` the validation rows of this call; ``metrics`` the
-    last validation metrics; ``best`` ``{"step", "val_mse"}`` (or the training-loss criterion without a
-    validation set); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
+    last validation metrics; ``best`` ``{"step", "criterion", CRITERION: score}`` with criterion ``val_mse``,
+    or ``train_loss`` without a validation set (never a training loss under ``val_mse``); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
     """
 
     model: nn.Module
@@ -194,14 +194,18 @@ def _objective_validation(objective, module, operator, val_set, batch_size, devi
     with torch.no_grad():
         y = operator(x)
     out = objective.validation_metrics(module, x, y)
-    eff = out.get("g_efficiency")
-    low = eff is not None and eff < 0.5
-    # warn once per run, when the efficiency stays below 0.5 at two validations in a row
+    eff, floor = out.get("g_efficiency"), out.get("g_random_efficiency")
+    # G is failing when it is hardly stronger than noise of its own size: its loss gain below twice that of a
+    # random direction at the same radius (FBP-based nets amplify random noise little: the floor is ~0.01-0.1,
+    # while a working G sits at 0.2-0.5 against its moving f and above 0.6 against a frozen one)
+    low = eff is not None and floor is not None and not eff > 2 * max(floor, 0.0)
+    # warn once per run, when it stays so at two validations in a row
     if low and getattr(objective, "_low_efficiency", False) and not getattr(objective, "_efficiency_warned", False):
         objective._efficiency_warned = True
-        print(f"ctrobust: warning: the adversary reaches only {eff:.2f} of a per-sample attack's loss gain on the "
-              "validation batch (g_efficiency < 0.5 at two validations in a row): f is trained against a weak inner "
-              "maximisation; see g_efficiency in validation.csv and docs/training.md", file=sys.stderr)
+        print(f"ctrobust: warning: the adversary reaches {eff:.2f} of a per-sample attack's loss gain, hardly more than "
+              f"a random perturbation of the same size ({floor:.2f}), at two validations in a row: f is trained "
+              "against noise, not an adversary (try a larger --u-step or --adversary-mode memory; see g_efficiency "
+              "in validation.csv and docs/training.md)", file=sys.stderr)
     objective._low_efficiency = low
     return out
 
@@ -280,8 +284,9 @@ class _Trainer:
 
         self.step, self.epoch, self.in_epoch = 0, 0, 0
         self.metrics: dict = {}
-        self.best = {"step": None, "val_mse": None,
-                     "criterion": "val_mse" if self.val_set is not None else "train_loss"}
+        # the best score is stored under its criterion's name: "val_mse", or "train_loss" without a val set
+        criterion = "val_mse" if self.val_set is not None else "train_loss"
+        self.best = {"step": None, criterion: None, "criterion": criterion}
         self.last_path = self.out / "last.pt" if self.out is not None else None
         self.best_path = self.out / "best.pt" if self.out is not None else None
         self.resumed = self.resume()
@@ -338,6 +343,7 @@ class _Trainer:
         indices = list(self.sampler)
         bs = self.batch_size
         batches = [indices[i * bs:(i + 1) * bs] for i in range(self.in_epoch, self.per_epoch)]
+        self.pending_indices = iter(batches)  # the dataset indices of each batch, in the loader's order
         # an explicit generator: the loader's worker base seed must not come from the global RNG
         return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
@@ -350,6 +356,7 @@ class _Trainer:
         x = x.reshape(x.shape[0], *operator.domain_shape)
         # fresh measurement noise every step, seeded by (seed, step, process): reproducible across resumes
         y = _measure_noisy(operator, x, self.noise, (self.seed * 1_000_003 + self.step) * 1009 + self.rank)
+        self.objective.observe_batch(next(getattr(self, "pending_indices", iter(())), None))
         loss, logs = self.objective.loss(self.ddp, x, y, module)
         if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
             where = (f"{self.last_path} (step {self.saved_at})" if self.out is not None and self.saved_at >= 0
@@ -425,8 +432,9 @@ class _Trainer:
             score = train_loss
         else:
             return
-        if self.best["val_mse"] is None or score <= self.best["val_mse"] or not self.best_path.exists():
-            self.best = {"step": self.step, "val_mse": float(score), "criterion": self.best["criterion"]}
+        criterion = self.best["criterion"]
+        if self.best.get(criterion) is None or score <= self.best[criterion] or not self.best_path.exists():
+            self.best = {"step": self.step, criterion: float(score), "criterion": criterion}
             data["best"] = self.best
             save_checkpoint(self.best_path, data)
 
