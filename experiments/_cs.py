@@ -126,7 +126,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
     op = build_operator(cfg, image_shape)
     n = image_shape[0] * image_shape[1]
     s = op.singular_values()
-    facts = {"operator": op.to_dict(), "m": op.m, "n": n, "image_shape": list(image_shape), "cond": op.cond(),
+    facts = {"operator": op.to_config(), "m": op.m, "n": n, "image_shape": list(image_shape), "cond": op.cond(),
              "sigma_max": float(s[0]), "sigma_min": float(s[-1]),
              "n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"])}
     train_set, val_set = TensorDataset(data["train"]), TensorDataset(data["val"])
@@ -155,7 +155,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         table += _summary_rows(name, curve.summary)
         examples[name] = curve.examples.get(max(cfg["eps_grid"]), {}).get("attack")
         # the trainer's checkpoint format: ctrobust.training.load_checkpoint(models/<name>.pt) rebuilds the model
-        save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.config()})
+        save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.to_config()})
     # the pseudo-inverse, the linear reference every network starts from (init="pinv")
     curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], **attack_kw)
     summaries["pinv"] = curve.summary

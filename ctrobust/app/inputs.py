@@ -218,8 +218,8 @@ def load_reconstructions(
             known = method_options(name)
             effective = {**{k: v for k, v in (known or {}).items() if v is not inspect.Parameter.empty}, **opts}
             info = {"method": name, "options": effective}
-            if hasattr(f, "config"):
-                info["config"] = f.config()
+            if hasattr(f, "to_config"):
+                info["config"] = f.to_config()
             out.append(Reconstruction(label, f, operator, f"method:{name}", "method", info))
     labels = [r.label for r in out]
     if len(set(labels)) < len(labels):
