@@ -82,9 +82,9 @@ def test_switches_are_boolean_optional_and_their_defaults_are_the_specs():
     text = _help("train")
     assert "--progress, --no-progress" in text and "--absolute, --no-absolute" in text
     assert re.search(r"--no-progress progress bar \(only on a terminal\) \(default: on\)", text)
-    args = build_parser().parse_args(["train", "--no-progress", "--absolute"])
+    args = build_parser().parse_args(["train", "--no-progress", "--objective", "pgd", "--absolute"])
     spec = spec_from_args(TrainSpec, args)
-    assert spec == TrainSpec(progress=False, absolute=True)
+    assert spec == TrainSpec(progress=False, objective="pgd", absolute=True)
 
 
 @pytest.mark.parametrize("spec_cls, command, argv", [
@@ -93,7 +93,7 @@ def test_switches_are_boolean_optional_and_their_defaults_are_the_specs():
 ])
 def test_the_parser_defaults_are_the_spec_defaults(spec_cls, command, argv):
     spec = spec_from_args(spec_cls, build_parser().parse_args([command, *argv]))
-    expected = {f.name: f.default for f in dataclasses.fields(spec_cls)}
+    expected = {f.name: spec_cls.default(f.name) for f in dataclasses.fields(spec_cls)}
     got = dataclasses.asdict(spec)
     if command == "report":
         expected["results"] = ("some/folder",)
