@@ -36,7 +36,7 @@ from ctrobust.models import CSResidualNet
 from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT
 from ctrobust.evaluation.report import plot_robustness_curves
 from ctrobust.evaluation.robustness import robustness_curve
-from ctrobust.training import fit, make_objective
+from ctrobust.training import build_objective, fit
 from ctrobust.training.checkpoint import save_model
 from experiments import _common as C
 
@@ -71,8 +71,14 @@ def build_operator(cfg: dict, image_shape: tuple[int, int]):
 
 
 def _objective(name: str, cfg: dict):
-    return make_objective(name, eps=cfg["eps_train"], lam=cfg["lam"], relative=True, mu=cfg["mu"], beta=cfg["beta"],
-                          g_lr=cfg["g_lr"], g_steps=cfg["g_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"])
+    """The objective ``name`` with the options of the config that apply to it (as the flat options did before:
+    ``g_steps`` is minmax's and universal's number of ascent steps)."""
+    perturbed = {"eps": cfg["eps_train"], "lam": cfg["lam"], "relative": True}
+    options = {"weight-decay": {"mu": cfg["mu"]}, "parseval": {"beta": cfg["beta"]},
+               "minmax": {**perturbed, "g_lr": cfg["g_lr"], "g_steps": cfg["g_steps"]},
+               "pgd": {**perturbed, "steps": cfg["pgd_steps"]},
+               "universal": {**perturbed, "steps": cfg["g_steps"]}, "jitter": perturbed}.get(name, {})
+    return build_objective(name, **options, seed=cfg["train_seed"])
 
 
 def _summary_rows(label: str, summary: list[dict]) -> list[dict]:

@@ -259,9 +259,9 @@ class SignalInStep:
     """A plain objective whose loss sends ``signals`` (one per entry) while step ``at`` runs."""
 
     def __init__(self, at, signals):
-        from ctrobust.training.objectives import make_objective
+        from ctrobust.training.objectives import build_objective
 
-        self.objective = make_objective("plain")
+        self.objective = build_objective("plain")
         real = self.objective.loss
         calls = {"n": 0}
 

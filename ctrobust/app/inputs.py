@@ -146,10 +146,14 @@ class Reconstruction:
 
 
 def _record_info(record) -> dict:
-    """The small, JSON-able part of a checkpoint record: objective config, step, metrics, best."""
+    """The small, JSON-able part of a checkpoint record: model description and factory, objective config, step,
+    metrics, best."""
     if not isinstance(record, dict):
         return {}
     info = {}
+    model = record.get("model")
+    if isinstance(model, dict) and isinstance(model.get("config"), dict):
+        info["model"] = {"config": model["config"], "factory": model.get("factory")}
     objective = record.get("objective")
     if isinstance(objective, dict):
         info["objective"] = objective.get("config", objective)
