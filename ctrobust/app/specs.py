@@ -25,7 +25,7 @@ _FIT = "ctrobust.training.trainer:fit"
 _FBPCONVNET = "ctrobust.models.fbpconvnet:FBPConvNet"
 _OBJ = "ctrobust.training.objectives:"
 
-__all__ = ["OBJECTIVE_FIELDS", "FBPCONVNET_FIELDS", "model_option_value", "TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
+__all__ = ["OBJECTIVE_FIELDS", "FBPCONVNET_FIELDS", "objective_fields", "model_option_value", "TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
            "ReportSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
            "signature_default"]
 
@@ -155,6 +155,15 @@ OBJECTIVE_FIELDS = {
     "mu": (("weight-decay",), "mu"),
     "beta": (("parseval",), "beta"),
 }
+
+
+def objective_fields(objective: str, **fields) -> dict:
+    """``fields`` (TrainSpec field values) without the objective options that do not apply to ``objective``.
+
+    For callers that sweep objectives with one set of options: ``TrainSpec(objective=o, **objective_fields(o,
+    eps=0.01, pgd_steps=3, lr=1e-3))`` (a TrainSpec refuses an option of another objective).
+    """
+    return {k: v for k, v in fields.items() if k not in OBJECTIVE_FIELDS or objective in OBJECTIVE_FIELDS[k][0]}
 
 
 def _objective_default(objective: str, keyword: str):
