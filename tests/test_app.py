@@ -153,3 +153,37 @@ def test_mean_std_is_the_population_statistic():
     assert mean_std("e", [1.0, 2.0, 3.0, 4.0]) == {"e_mean": 2.5, "e_std": math.sqrt(1.25)}
     nan = mean_std("e", [1.0, float("nan"), 3.0], ignore_nan=True)
     assert nan == {"e_mean": 2.0, "e_std": 1.0}
+
+
+def test_version_and_help_of_the_parser_import_no_torch():
+    """``ctrobust --version`` answers without importing torch; ``train --help`` reads the library's defaults."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ctrobust.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip().endswith("[]"), res.stdout
+    text = _help("train")  # help formatted now: the defaults come from the classes' signatures
+    assert re.search(r"--universal-steps UNIVERSAL_STEPS universal: .*\(default: 3\)", text)
+    assert "--objective {plain,weight-decay,parseval,minmax,pgd,universal,jitter}" in text
+
+
+def test_train_refuses_options_of_another_objective_or_model():
+    with pytest.raises(CtrobustError, match=r"--g-steps does not apply to --objective universal.*--universal-steps"):
+        TrainSpec(objective="universal", g_steps=2)
+    with pytest.raises(CtrobustError, match="--channels only apply to --model fbpconvnet"):
+        TrainSpec(model="mypkg.nets:make_net", channels=8)
+    with pytest.raises(CtrobustError, match="give FBPConvNet's depth with --depth"):
+        TrainSpec(model_option=("depth=2",))
+    spec = spec_from_args(TrainSpec, build_parser().parse_args(
+        ["train", "--model", "mypkg.nets:make_net", "--model-option", "width=8", "--model-option", "widths=[1, 2]",
+         "--model-option", "name=abc"]))
+    assert spec.model_config() == {"type": "mypkg.nets:make_net", "width": 8, "widths": [1, 2], "name": "abc"}
+    assert TrainSpec(channels=8).model_config() == {"type": "fbpconvnet", "channels": 8, "depth": 4,
+                                                    "filter": "ram-lak", "norm": "batch"}
+    for bad in (["--model", "not a name"], ["--model-option", "noequals"]):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["train", *bad])
+        assert exc.value.code == 2
