@@ -197,3 +197,11 @@ def test_unknown_options_and_names_are_refused_before_training():
         build_model({"type": "nope"}, op)
     with pytest.raises(CtrobustError, match="module 'byo_models' has no 'missing'"):
         build_model({"type": "byo_models:missing"}, op)
+
+
+def test_ctrobust_evaluate_rebuilds_the_user_model_on_a_shifted_geometry(trained):
+    res = _run(["-m", "ctrobust", "evaluate", "--checkpoint", "run/best.pt", "--n-samples", "2", "--shift", "views",
+                "--shift-angles", "8", "--no-fbp", "--out", "ev", "--device", "cpu", "--no-progress"], trained)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader((trained / "ev" / "shift.csv").open()))
+    assert [r["model"] for r in rows] == ["run"] and rows[0]["shifted"] == "views_8"  # rebuilt on 8 views
