@@ -25,7 +25,8 @@ _FIT = "ctrobust.training.trainer:fit"
 _FBPCONVNET = "ctrobust.models.fbpconvnet:FBPConvNet"
 _OBJ = "ctrobust.training.objectives:"
 
-__all__ = ["OBJECTIVE_FIELDS", "FBPCONVNET_FIELDS", "objective_fields", "model_option_value", "TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
+__all__ = ["OBJECTIVE_FIELDS", "FBPCONVNET_FIELDS", "objective_fields", "model_option_value", "TrainSpec", "AttackSpec", "EvaluateSpec",
+           "PrepareDicomSpec", "PrepareVolumesSpec", "MakePhantomsSpec", "DemoSpec",
            "ReportSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
            "signature_default"]
 
@@ -663,7 +664,78 @@ class PrepareDicomSpec(Spec):
     salt_file: str | None = option(_prepare_default("salt_file"), "secret file whose bytes salt the pseudonyms "
                                    "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
     workers: int = option(_prepare_default("workers"), "processes reading DICOM files in parallel", parse=positive_int)
-    force: bool = _force("an existing output file (overwrite it)")
+    keep_flagged: bool = option(_prepare_default("keep_flagged"), "keep constant and saturated slices (QC flags them; "
+                                "without this option they are skipped and listed)", group="quality control")
+    max_clipped: float = option(_prepare_default("max_clipped"), "a slice with at least this fraction of pixels at the "
+                                "window's minimum or maximum is saturated", parse=fraction, metavar="FRACTION",
+                                group="quality control")
+    allow_mixed_spacing: bool = option(_prepare_default("allow_mixed_spacing"), "write an output whose pixel sizes "
+                                       "differ by more than a factor 2 (refused otherwise; --fov gives every slice one "
+                                       "pixel size)", group="quality control")
+    qc_page: bool = option(_prepare_default("qc_page"), "write DATASET.qc/qc.md: thumbnails per split and a pixel-size "
+                           "histogram, no identifiers", group="quality control")
+    force: bool = _force("an existing output file and QC folder (overwrite them)")
+    progress: bool = _progress()
+
+
+def _volumes_default(name: str):
+    return signature_default("ctrobust.data.volumes:prepare_volumes", name)
+
+
+def _finite_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareVolumesSpec(Spec):
+    """``ctrobust prepare-volumes``: NIfTI CT volumes -> a de-identified prepared-slice HDF5 file
+    (docs/cli/prepare-volumes.md)."""
+
+    inputs: tuple[str, ...] = option((), "NIfTI files (.nii, .nii.gz) or folders (searched recursively for them)",
+                                     positional=True, repeat=True, metavar="INPUT", required=True)
+    out: str | None = option(None, "output HDF5 file (the log goes to DATASET.log.json, the QC page to DATASET.qc/)",
+                             metavar="DATASET.h5", required=True)
+    size: int = option(_volumes_default("size"), "output image side (square slices, at least 8)", unit="pixels",
+                       parse=image_size)
+    window: str = option(_volumes_default("window"), _window_help, parse=_window)
+    fov: float | None = option(_volumes_default("fov"), "output field of view, the same for every slice, centred",
+                               unit="mm", parse=positive_float, default_text="each slice's own longer side")
+    hu_offset: float = option(_volumes_default("hu_offset"), "HU added to the (scl_slope/scl_inter scaled) voxel values: "
+                              "0 for volumes in HU, -1024 for volumes stored as HU + 1024", unit="HU",
+                              parse=_finite_float, metavar="HU")
+    patient_pattern: str | None = option(_volumes_default("patient_pattern"), "regular expression searched in each "
+                                         "file's path below its input folder; its first group (else the whole match) is "
+                                         "the patient, so that several volumes of one person stay in one split",
+                                         metavar="REGEX", default_text="each file is its own patient")
+    val_fraction: float = option(_volumes_default("val_fraction"), "fraction of patients in the val split",
+                                 parse=nonneg_float)
+    test_fraction: float = option(_volumes_default("test_fraction"), "fraction of patients in the test split",
+                                  parse=nonneg_float)
+    seed: int = option(_volumes_default("seed"), "seed of the patient split, >= 0 (deterministic for a seed)",
+                       parse=nonneg_int)
+    salt_file: str | None = option(_volumes_default("salt_file"), "secret file whose bytes salt the pseudonyms "
+                                   "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
+    workers: int = option(_volumes_default("workers"), "processes reading volumes in parallel", parse=positive_int)
+    keep_flagged: bool = option(_volumes_default("keep_flagged"), "keep constant and saturated slices (QC flags them; "
+                                "without this option they are skipped and listed)", group="quality control")
+    max_clipped: float = option(_volumes_default("max_clipped"), "a slice with at least this fraction of pixels at the "
+                                "window's minimum or maximum is saturated", parse=fraction, metavar="FRACTION",
+                                group="quality control")
+    allow_mixed_spacing: bool = option(_volumes_default("allow_mixed_spacing"), "write an output whose pixel sizes "
+                                       "differ by more than a factor 2 (refused otherwise; --fov gives every slice one "
+                                       "pixel size)", group="quality control")
+    qc_page: bool = option(_volumes_default("qc_page"), "write DATASET.qc/qc.md: thumbnails per split and a pixel-size "
+                           "histogram, no identifiers", group="quality control")
+    force: bool = _force("an existing output file and QC folder (overwrite them)")
     progress: bool = _progress()
 
 

@@ -10,6 +10,7 @@ Every input is built (and so validated) before ``fit`` creates or changes the ru
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 from ctrobust.app.specs import DEFAULT_SIZE, TrainSpec
@@ -51,6 +52,12 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
         size = int(train_set.image_size)
     if len(val_set) == 0:
         val_set = None
+        if spec.data is not None and os.environ.get("RANK", "0") in ("", "0"):  # announced once: no validation
+            import sys
+
+            print(f"warning: the val split of {spec.data} is empty: training WITHOUT validation. best.pt is chosen by "
+                  "the training loss (criterion 'train_loss'; no val_mse is reported). Prepare the data with 3 or more "
+                  "patients and --val-fraction > 0 to validate", file=sys.stderr)
     try:
         operator = RadonTransform(build_geometry(spec, size, spec.angles), backend=spec.backend)
         objective = build_objective(spec.objective, **spec.objective_options())

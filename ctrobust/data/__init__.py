@@ -1,4 +1,4 @@
-"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM preparation.
+"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM and NIfTI preparation with quality control.
 
 Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] and has ``.image_size``
 (N). Names are imported lazily so ``import ctrobust.data`` stays cheap.
@@ -6,7 +6,10 @@ Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] an
 - :func:`load_split` is what every ``--data`` option uses: built-in phantoms when no file is given,
   else one split of a prepared-slice file.
 - :func:`open_dataset`, :func:`describe`: the prepared-slice format (``ctrobust.data.store``).
-- :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``).
+- :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``), with QC
+  (``ctrobust.data.qc``).
+- :func:`prepare_volumes`: NIfTI volumes to a prepared-slice file (``ctrobust.data.volumes``);
+  :func:`write_slices`: plain arrays to one, with the same patient splits and pseudonyms.
 - :func:`make_phantoms`: phantoms to a prepared-slice file.
 - :func:`real_ct_slices`: the real CT slices available offline (pydicom's test files), the reserved
   ``--data real`` (an evaluation set of a handful of slices, not a training set).
@@ -23,6 +26,8 @@ __all__ = [
     "open_dataset",
     "describe",
     "prepare_dicom",
+    "prepare_volumes",
+    "write_slices",
     "PhantomDataset",
     "SliceDataset",
     "random_ellipses",
@@ -44,6 +49,8 @@ _EXPORTS = {
     "shepp_logan": "ctrobust.data.phantoms",
     "DEFAULT_COUNTS": "ctrobust.data.phantoms",
     "prepare_dicom": "ctrobust.data.prepare",
+    "prepare_volumes": "ctrobust.data.volumes",
+    "write_slices": "ctrobust.data.prepare",
     "make_phantoms": "ctrobust.data.make",
     "load_image_set": "ctrobust.data.images",
     "real_ct_slices": "ctrobust.data.real",
@@ -54,7 +61,7 @@ _EXPORTS = {
 
 
 #: modules reachable as attributes on first use
-SUBMODULES = ('dicom', 'images', 'lodopab', 'make', 'phantoms', 'prepare', 'real', 'store')
+SUBMODULES = ('dicom', 'images', 'lodopab', 'make', 'phantoms', 'prepare', 'qc', 'real', 'store', 'volumes')
 __getattr__ = lazy_getattr("ctrobust.data", _EXPORTS, globals(), SUBMODULES)
 
 

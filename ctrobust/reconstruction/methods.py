@@ -1,4 +1,4 @@
-"""Reconstruction methods by name, and loading what ``attack`` / ``evaluate`` compare.
+"""Reconstruction methods by name: the registry behind ``--method fbp|tv|dip``.
 
 A *method* is a reconstruction that is not a trained checkpoint (FBP; later TV, the deep image
 prior, ...). Each is built by a function registered in :data:`METHODS`:

@@ -61,8 +61,8 @@ class TrainResult:
     ``model`` is the trained network (the module itself, not a DDP wrapper, left in eval mode);
     ``steps`` the optimiser steps done in total (including steps before a resume); ``history`` the
     logged step rows of this call; ``validation`` the validation rows of this call; ``metrics`` the
-    last validation metrics; ``best`` ``{"step", "val_mse"}`` (or the training-loss criterion without a
-    validation set); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
+    last validation metrics; ``best`` ``{"step", "criterion", CRITERION: score}`` with criterion ``val_mse``,
+    or ``train_loss`` without a validation set (never a training loss under ``val_mse``); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
     """
 
     model: nn.Module
@@ -283,8 +283,9 @@ class _Trainer:
 
         self.step, self.epoch, self.in_epoch = 0, 0, 0
         self.metrics: dict = {}
-        self.best = {"step": None, "val_mse": None,
-                     "criterion": "val_mse" if self.val_set is not None else "train_loss"}
+        # the best score is stored under its criterion's name: "val_mse", or "train_loss" without a val set
+        criterion = "val_mse" if self.val_set is not None else "train_loss"
+        self.best = {"step": None, criterion: None, "criterion": criterion}
         self.last_path = self.out / "last.pt" if self.out is not None else None
         self.best_path = self.out / "best.pt" if self.out is not None else None
         self.resumed = self.resume()
@@ -428,8 +429,9 @@ class _Trainer:
             score = train_loss
         else:
             return
-        if self.best["val_mse"] is None or score <= self.best["val_mse"] or not self.best_path.exists():
-            self.best = {"step": self.step, "val_mse": float(score), "criterion": self.best["criterion"]}
+        criterion = self.best["criterion"]
+        if self.best.get(criterion) is None or score <= self.best[criterion] or not self.best_path.exists():
+            self.best = {"step": self.step, criterion: float(score), "criterion": criterion}
             data["best"] = self.best
             save_checkpoint(self.best_path, data)
 
