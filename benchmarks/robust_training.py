@@ -35,6 +35,7 @@ EPS_GRID = (0.0, 0.005, 0.01, 0.02, 0.04)
 
 #: extra names: an objective with non-default options
 VARIANTS = {"minmax-conditioned": ("minmax", {"adversary_mode": "conditioned", "g_lr": 1e-2}),
+            "minmax-memory": ("minmax", {"adversary_mode": "memory"}),
             "minmax-project": ("minmax", {"adversary_mode": "project"}),
             "minmax-lam0.5": ("minmax", {"lam": 0.5}),
             "minmax-lam1": ("minmax", {"lam": 1.0})}

@@ -234,12 +234,14 @@ class TrainSpec(Spec):
                                "docs/training.md), 1 for pgd/universal/jitter: each objective's own default")
     adversary_mode: str = option(
         _objective_default("minmax", "mode"), "minmax: the adversary G. shared: one learned direction u at the full "
-        "radius, moved by normalised ascent with the gradient of f's own backward pass (no extra pass); conditioned: "
-        "normalize(u + h(y)) with a CNN h (the paper's y-dependent G); project / sphere / penalty: a CNN alone with its "
-        "own Adam ascent passes (kept for comparison: weak in CT, docs/training.md)",
+        "radius, moved by normalised ascent with the gradient of f's own backward pass (no extra pass); memory: one "
+        "direction per training sample, carried across epochs and moved the same way at each visit (sample-specific at "
+        "shared's cost; new samples start at u); conditioned: normalize(u + h(y)) with a CNN h (the paper's "
+        "y-dependent G); project / sphere / penalty: a CNN alone with its own Adam ascent passes (kept for comparison: "
+        "weak in CT, docs/training.md)",
         choices=Library("ctrobust.models.adversary:MODES"), group="objective")
-    u_step: float = option(_objective_default("minmax", "u_step"), "minmax shared/conditioned: normalised ascent step "
-                           "of the unit direction u per f step", unit="dimensionless, a fraction of ||u|| = 1",
+    u_step: float = option(_objective_default("minmax", "u_step"), "minmax shared/memory/conditioned: normalised ascent "
+                           "step of the unit direction u (memory: of each visited sample's direction) per f step", unit="dimensionless, a fraction of ||u|| = 1",
                            parse=positive_float, group="objective")
     g_lr: float = option(_objective_default("minmax", "g_lr"), "minmax: Adam learning rate of G's network (h in "
                          "conditioned mode, the CNN in project/sphere/penalty)", parse=positive_float, group="objective")

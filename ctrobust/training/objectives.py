@@ -110,6 +110,9 @@ class Objective:
     def after_step(self, module: nn.Module) -> None:
         """Hook after every optimiser step of f."""
 
+    def observe_batch(self, indices) -> None:
+        """Hook before ``loss``: the dataset indices of the batch (objectives with per-sample state use them)."""
+
     def validation_metrics(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
         """Extra validation numbers on one validation batch (``x`` images, ``y = A x``); default none."""
         return {}
@@ -281,6 +284,8 @@ class MinMax(_Perturbed):
         self.penalty_weight, self.channels, self.layers = float(penalty_weight), int(channels), int(layers)
         self.adversary: Adversary | None = None
         self.g_optimizer: torch.optim.Optimizer | None = None
+        self._indices: list[int] | None = None
+        self._last_batch: tuple | None = None  # "memory": the last training batch, where G's efficiency is defined
 
     def to_config(self):
         return {**super().to_config(), "g_lr": self.g_lr, "g_steps": self.g_steps, "mode": self.mode,
@@ -338,8 +343,17 @@ class MinMax(_Perturbed):
         with torch.no_grad():
             return self.adversary(y)
 
+    def observe_batch(self, indices) -> None:
+        self._indices = None if indices is None else [int(i) for i in indices]
+
     def loss(self, model, x, y, module=None):
         self._require_setup()
+        if self.mode == "memory":
+            if self._indices is None or len(self._indices) != y.shape[0]:
+                raise RuntimeError("MinMax(mode='memory') needs the batch's dataset indices: call "
+                                   "observe_batch(indices) before loss (fit does)")
+            self.adversary.select(self._indices)
+            self._last_batch = (x.detach(), y.detach(), list(self._indices))
         if not self.reuses_backward:
             total, logs = super().loss(model, x, y, module)
             logs["g_objective"] = self.lam * self._last_adv
@@ -366,38 +380,77 @@ class MinMax(_Perturbed):
                 p.grad = -p.grad  # ascent: Adam minimises
             self.g_optimizer.step()
             self.g_optimizer.zero_grad(set_to_none=True)
-        g.ascend_direction(self.u_step)
-
-    @torch.no_grad()
-    def _g_loss(self, module, x, y):
-        return mse(module(y + self.adversary(y)), x)
+        if self.mode == "memory":
+            g.ascend_memory(self.u_step)
+            g.select(None)
+            self._indices = None
+        else:
+            g.ascend_direction(self.u_step)
 
     def validation_metrics(self, module, x, y) -> dict:
         """``g_efficiency``: G's loss gain over clean divided by a per-sample attack's (``efficiency_steps``
-        APGD steps), on ``(x, y)`` with f and G in eval mode. 1 means G is as strong as the attack."""
+        APGD steps), with f and G in eval mode; 1 means G is as strong as the attack. ``g_cosine``: the mean
+        ``|cos|`` between G's perturbations of two different samples (1 for one shared direction).
+
+        On ``(x, y)`` (a validation batch), except in ``memory`` mode, whose per-sample directions exist only
+        for training samples: there both are measured on the last training batch."""
         self._require_setup()
-        with eval_mode(module), eval_mode(self.adversary), torch.no_grad():
-            clean = mse(module(y), x)
-            g_loss = self._g_loss(module, x, y)
+        if self.mode == "memory" and self._last_batch is not None:
+            x, y, indices = self._last_batch
+            self.adversary.select(indices)
+        try:
+            with eval_mode(module), eval_mode(self.adversary), torch.no_grad():
+                clean = mse(module(y), x)
+                delta = self.adversary(y)
+                g_loss = mse(module(y + delta), x)
+        finally:
+            if self.mode == "memory":
+                self.adversary.select(None)
         with eval_mode(module):
             res = pga_attack(module, y, x, self.eps, relative=self.relative, steps=self.efficiency_steps,
                              generator=torch.Generator().manual_seed(self.seed))
         attack = res.error.sum() / x.numel()
         gain = float(attack) - float(clean)
         eff = (float(g_loss) - float(clean)) / gain if gain > 0 else float("nan")
-        return {"g_efficiency": eff}
+        noise = random_unit_directions(tuple(y.shape), torch.Generator().manual_seed(self.seed), dtype=y.dtype,
+                                       device=y.device) * _per_sample_radius(self.radius(y), y)
+        with eval_mode(module), torch.no_grad():
+            random_loss = mse(module(y + noise), x)
+        floor = (float(random_loss) - float(clean)) / gain if gain > 0 else float("nan")
+        return {"g_efficiency": eff, "g_random_efficiency": floor, "g_cosine": mean_abs_cosine(delta)}
 
     def state_dict(self):
         self._require_setup()
-        return {**super().state_dict(), "adversary": self.adversary.state_dict(),
-                "g_optimizer": self.g_optimizer.state_dict() if self.g_optimizer is not None else {}}
+        state = {**super().state_dict(), "adversary": self.adversary.state_dict(),
+                 "g_optimizer": self.g_optimizer.state_dict() if self.g_optimizer is not None else {}}
+        if self.mode == "memory":
+            state["memory"] = self.adversary.memory_state()
+        return state
 
     def load_state_dict(self, state):
         self._require_setup()
         super().load_state_dict(state)
         self.adversary.load_state_dict(state["adversary"])
+        if self.mode == "memory":
+            self.adversary.load_memory_state(state["memory"])
         if self.g_optimizer is not None:
             self.g_optimizer.load_state_dict(state["g_optimizer"])
+
+
+def _per_sample_radius(radius: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return radius.reshape(_view(like.shape[0], like)).to(like.dtype)
+
+
+def mean_abs_cosine(delta: torch.Tensor) -> float:
+    """Mean ``|cos|`` between the perturbations of every pair of different samples of ``delta`` ``(B, ...)``
+    (NaN for one sample): 1 when all samples share one direction, ~0 for unrelated random directions."""
+    b = delta.shape[0]
+    if b < 2:
+        return float("nan")
+    v = delta.detach().flatten(1).to(torch.float64)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    c = (v @ v.T).abs()
+    return float((c.sum() - c.diagonal().sum()) / (b * (b - 1)))
 
 
 class PGD(_Perturbed):
