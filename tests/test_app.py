@@ -121,7 +121,9 @@ def test_lead_flags_survive_with_their_help():
                  "--verify-restarts"):
         assert flag in attack, flag
     assert "Croce & Hein 2020" in attack and "Jacobian norm" in attack
-    assert "--adversary-mode {shared,conditioned,project,sphere,penalty}" in train and "--u-step" in train
+    from ctrobust.models.adversary import MODES
+
+    assert "--adversary-mode {" + ",".join(MODES) + "}" in train and "--u-step" in train  # choices from the library
     spec = spec_from_args(AttackSpec, build_parser().parse_args(
         ["attack", "--attack", "pga", "--no-warm-start", "--no-linearization", "--verify", "2"]))
     assert (spec.attack, spec.warm_start, spec.linearization, spec.verify) == ("pga", False, False, 2)
