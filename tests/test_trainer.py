@@ -48,7 +48,7 @@ def test_checkpoint_round_trip(ct, tmp_path, global_rng_untouched):
     with torch.no_grad():
         assert torch.equal(loaded(y), result.model.eval()(y))
     data = read_checkpoint(result.last_checkpoint)
-    assert data["step"] == 2 and data["geometry"] == op.geometry.to_dict()
+    assert data["step"] == 2 and data["geometry"] == op.geometry.to_config()
     assert data["objective"]["config"]["name"] == "plain" and "val_psnr" in data["metrics"]
     assert set(data["rng"]) >= {"torch", "numpy", "python"} and data["data"]["n"] == 12
     assert (tmp_path / "run" / "best.pt").exists()

@@ -97,15 +97,30 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if data is None:
-        from ctrobust.data.phantoms import DEFAULT_COUNTS, PhantomDataset, split_seed
+    source = DATA_SOURCES.get(data) if data is None or isinstance(data, str) else None
+    return (source or _prepared_file)(data, split, size=size, n_phantoms=n_phantoms, seed=seed,
+                                      allow_empty=allow_empty)
 
-        n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
-        return PhantomDataset(n, size, split_seed(seed, split))
-    if isinstance(data, str) and data == "real":
-        from ctrobust.data.real import RealSliceDataset
 
-        return RealSliceDataset(size)
+def _phantoms(data, split, *, size, n_phantoms, seed, allow_empty):
+    from ctrobust.data.phantoms import DEFAULT_COUNTS, PhantomDataset, split_seed
+
+    n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
+    return PhantomDataset(n, size, split_seed(seed, split))
+
+
+def _real_slices(data, split, *, size, n_phantoms, seed, allow_empty):
+    from ctrobust.data.real import RealSliceDataset
+
+    return RealSliceDataset(size)
+
+
+def _prepared_file(data, split, *, size, n_phantoms, seed, allow_empty):
     from ctrobust.data.store import open_dataset
 
     return open_dataset(data, split, allow_empty=allow_empty)
+
+
+#: the reserved ``--data`` values -> their loader ``(data, split, *, size, n_phantoms, seed, allow_empty)``;
+#: any other value is a prepared-slice file
+DATA_SOURCES = {None: _phantoms, "real": _real_slices}

@@ -323,7 +323,7 @@ def robustness_curve(
     examples: dict = {}
     config = {**settings.to_config(), "n_samples": n, "batch_size": int(batch_size), "eps_grid": eps_grid,
               "linearization": bool(linearization),
-              "noise": noise.to_dict() if hasattr(noise, "to_dict") else (None if noise is None else repr(noise))}
+              "noise": noise.to_config() if hasattr(noise, "to_config") else (None if noise is None else repr(noise))}
     noise_model = noise  # (``noise`` is the random reference's draw below)
     linear = is_linear(f)
     lin_iters = linearization_iterations or (300 if linear else 30)

@@ -109,7 +109,7 @@ class Adversary(nn.Module):
             nn.init.zeros_(last.weight)  # h starts at 0: G starts as the shared direction
             nn.init.zeros_(last.bias)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able constructor arguments."""
         return {"type": "Adversary", "measurement_shape": list(self.measurement_shape), "eps": self.eps,
                 "relative": self.relative, "channels": self.channels, "layers": self.layers,

@@ -142,7 +142,7 @@ class LogPoissonNoise:
         var = 1.0 / (self.mu ** 2 * self.transmission(y).clamp_min(1.0))
         return var.flatten(1).sum(1).sqrt() / y.detach().double().flatten(1).norm(dim=1).clamp_min(1e-300)
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "LogPoissonNoise", "photons": self.photons, "mu": self.mu, "read_noise": self.read_noise}
 
     def __repr__(self) -> str:

@@ -28,8 +28,9 @@ from ctrobust.files import check_output_dir, resolve_device
 from ctrobust.training import distributed as D
 from ctrobust.training.checkpoint import (model_payload, operator_config, read_checkpoint, rng_state,
                                           save_checkpoint, set_rng_state)
+from ctrobust.models.registry import check_checkpointable, model_config
 from ctrobust.training.logs import RunLog, data_fingerprint
-from ctrobust.training.objectives import OBJECTIVES, Objective, make_objective
+from ctrobust.training.objectives import OBJECTIVES, Objective, build_objective
 
 __all__ = ["TrainResult", "fit", "NonFiniteLossError", "SCHEDULERS", "RUN_FILES"]
 
@@ -242,13 +243,15 @@ class _Trainer:
         if isinstance(self.objective, str):
             if self.objective not in OBJECTIVES:
                 raise CtrobustError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-            self.objective = make_objective(self.objective, seed=self.seed)
+            self.objective = build_objective(self.objective, seed=self.seed)
         if self.scheduler not in SCHEDULERS:
             raise CtrobustError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.max_steps is not None and self.max_steps < 0:
             raise CtrobustError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.batch_size < 1:
             raise CtrobustError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.out is not None:  # refuse now what could not be checkpointed after training
+            check_checkpointable(self.model)
         self.out = Path(self.out) if self.out is not None else None
         info = D.init_distributed(resolve_device(self.requested_device))
         self.device, self.main, self.world = info.device, info.is_main, info.world_size
@@ -330,9 +333,9 @@ class _Trainer:
             log.truncate(self.step)
         else:
             module = self.module
-            log.write_json("config.json", {"model": module.config() if hasattr(module, "config") else None,
+            log.write_json("config.json", {"model": model_config(module),
                                            "operator": operator_config(self.operator),
-                                           "objective": self.objective.config(), "data": self.fingerprint,
+                                           "objective": self.objective.to_config(), "data": self.fingerprint,
                                            "run": self.run_record})
         return log
 
@@ -413,7 +416,7 @@ class _Trainer:
         """Everything ``last.pt`` holds (docs in :mod:`ctrobust.training.checkpoint`)."""
         return {
             **model_payload(self.module, self.operator),
-            "objective": {"config": self.objective.config(), "state": self.objective.state_dict()},
+            "objective": {"config": self.objective.to_config(), "state": self.objective.state_dict()},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.in_epoch, "data": self.fingerprint,
             "metrics": self.metrics, "best": self.best, "run": self.run_record,
@@ -562,7 +565,9 @@ def fit(
     model : torch.nn.Module
         ``f``: measurements ``(B, *operator.range_shape)`` -> ``(B, *operator.domain_shape)``, e.g.
         FBPConvNet (sinograms ``(B, 1, A, D)`` -> images ``(B, 1, N, N)``), CSResidualNet or
-        LinearReconstruction (``(B, m)`` -> ``(B, n)``). Must have ``config()`` to be checkpointed.
+        LinearReconstruction (``(B, m)`` -> ``(B, n)``). With ``out``, it must describe how to rebuild it
+        (built by :func:`ctrobust.models.build_model`, or ``to_config()``; docs/models.md), else ``fit``
+        refuses it before training.
     operator : LinearOperator
         ``A`` (RadonTransform or a CS operator); it measures each batch, ``y = A x``.
     objective : Objective or str
@@ -624,16 +629,17 @@ def fit(
 
 def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, path) -> None:
     problems = []
-    if hasattr(module, "config") and ckpt["model"].get("config") != module.config():
-        problems.append(f"model {ckpt['model'].get('config')} vs now {module.config()}")
+    now = model_config(module)
+    if now is not None and ckpt["model"].get("config") != now:
+        problems.append(f"model {ckpt['model'].get('config')} vs now {now}")
     stored_op, now_op = dict(ckpt["operator"]), operator_config(operator)
     for cfg in (stored_op, now_op):
         cfg.pop("backend", None)
         cfg.pop("rebuildable", None)
     if stored_op != now_op:
         problems.append(f"operator {stored_op} vs now {now_op}")
-    if ckpt["objective"]["config"] != objective.config():
-        problems.append(f"objective {ckpt['objective']['config']} vs now {objective.config()}")
+    if ckpt["objective"]["config"] != objective.to_config():
+        problems.append(f"objective {ckpt['objective']['config']} vs now {objective.to_config()}")
     if ckpt.get("data") != fingerprint:
         problems.append("the training data differ from the checkpoint's (fingerprint mismatch)")
     run = ckpt.get("run", {})
