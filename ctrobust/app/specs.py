@@ -813,7 +813,7 @@ class DemoSpec(Spec):
                         "norm)", parse=nonneg_float)
     eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
                                          parse=eps_list, metavar="E1,E2,...")
-    attack_steps: int = option(signature_default(_ROBUSTNESS, "steps"), "steps of the attack (APGD) per eps, each one forward and one backward "
+    attack_steps: int = option(signature_default(_SETTINGS, "steps"), "steps of the attack (APGD) per eps, each one forward and one backward "
                                "pass of the model", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
     photons: float | None = _photons(None, ": both networks train on noisy data and the attack perturbs the noisy "
