@@ -53,14 +53,21 @@ def image_shape(operator) -> tuple:
 
 
 def noise_model(spec, operator):
-    """The measurement noise of ``spec.photons`` for ``operator`` (None: noise-free)."""
+    """The measurement noise of a spec for ``operator`` (None: noise-free), built in one place for every command.
+
+    ``spec.photons`` (``--photons``) gives low-dose CT noise with LoDoPaB's attenuation scale
+    (:func:`ctrobust.operators.noise.make_noise`); a spec's ``read_noise`` (counts) and ``crosstalk``, where
+    it has them, add LION's read noise and detector cross-talk.
+    """
     photons = getattr(spec, "photons", None)
-    if photons is None:
+    read_noise = getattr(spec, "read_noise", None) or 0.0
+    crosstalk = getattr(spec, "crosstalk", None) or 0.0
+    if photons is None and not (read_noise or crosstalk):
         return None
-    from ctrobust.operators.noise import LogPoissonNoise
+    from ctrobust.operators.noise import make_noise
 
     try:
-        return LogPoissonNoise.for_operator(photons, operator)
+        return make_noise(photons, read_noise=read_noise, crosstalk=crosstalk, operator=operator)
     except ValueError as exc:
         raise CtrobustError(f"--photons: {exc}") from None
 

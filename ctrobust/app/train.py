@@ -25,6 +25,7 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
     The checkpoint's ``run`` record holds the spec as ``train_config`` (with the image size resolved).
     """
     from ctrobust.app.acquisition import build_geometry
+    from ctrobust.app.inputs import noise_model
     from ctrobust.data import load_split
     from ctrobust.models.registry import build_model
     from ctrobust.operators.radon import RadonTransform
@@ -67,11 +68,7 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
         model = build_model(spec.model_config(), operator, seed=spec.seed)
     except (ValueError, TypeError) as exc:  # an option the factory does not take, a model that refuses the operator
         raise CtrobustError(f"--model {spec.model}: {exc}") from exc
-    noise = None
-    if spec.photons is not None:
-        from ctrobust.operators.noise import LogPoissonNoise
-
-        noise = LogPoissonNoise.for_operator(spec.photons, operator)
+    noise = noise_model(spec, operator)
     record = spec.to_dict()
     record["size"] = size
     return fit(model, operator, objective, train_set, val_set, epochs=spec.epochs, max_steps=spec.max_steps,

@@ -6,6 +6,7 @@
 - :mod:`~ctrobust.evaluation.shift`: distribution shift and the gap test-time training closes;
 - :mod:`~ctrobust.evaluation.features`: recovery of small features under attack;
 - :mod:`~ctrobust.evaluation.mismatch_sweep`: sweeps and worst cases over scanner mismatch;
+- :mod:`~ctrobust.evaluation.protocols`: named CT protocols (geometry in mm, dose, data, attack budget, fingerprint);
 - :mod:`~ctrobust.evaluation.report`: tables and figures, ``build_report`` over result folders.
 
 Imports point down (reconstruction, models, attacks, operators, data, infrastructure). Public names are
@@ -38,7 +39,11 @@ _EXPORTS = {
         'verification_settings', 'VERIFY_STEPS', 'VERIFY_RESTARTS', 'VERIFY_SEED',
     ), "ctrobust.evaluation.robustness"),
     **dict.fromkeys((
-        'Condition', 'ShiftResult', 'SHIFT_KINDS', 'add_noise', 'stack_images',
+        'Protocol', 'ScanGeometry', 'DataSplit', 'AttackBudget', 'PROTOCOLS', 'get_protocol', 'to_pixels',
+        'protocol_cards',
+    ), "ctrobust.evaluation.protocols"),
+    **dict.fromkeys((
+        'Condition', 'ShiftResult', 'SHIFT_KINDS', 'stack_images',
         'rebuild_on_operator', 'evaluate_condition', 'gap_closed', 'distribution_shift',
         'make_shift',
     ), "ctrobust.evaluation.shift"),
@@ -46,5 +51,5 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 #: modules reachable as attributes on first use
-SUBMODULES = ('features', 'metrics', 'mismatch_sweep', 'report', 'robustness', 'shift')
+SUBMODULES = ('features', 'metrics', 'mismatch_sweep', 'protocols', 'report', 'robustness', 'shift')
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

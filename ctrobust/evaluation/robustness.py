@@ -42,6 +42,7 @@ from ctrobust.evaluation import metrics as _metrics
 from ctrobust.attacks import (AttackSettings, eval_mode, perturbation_radius, pga_attack, random_perturbation,
                               squared_error)
 from ctrobust.attacks.worst_case import is_linear, linearized_worst_case
+from ctrobust.operators.noise import apply_noise, measure
 
 __all__ = [
     "RobustnessResult",
@@ -56,7 +57,6 @@ __all__ = [
     "VERIFY_STEPS",
     "VERIFY_RESTARTS",
     "VERIFY_SEED",
-    "measure",
     "NOISE_CONDITION",
 ]
 
@@ -224,21 +224,6 @@ def _keep_previous_if_worse(res, prev) -> None:
     _take(res, prev.error > res.error, prev.delta, prev.reconstruction, prev.error, prev.converged)
 
 
-def measure(operator, x: torch.Tensor, idx: Sequence[int], noise=None, seed: int = 0):
-    """``(A x, y)``: the noise-free and the measured sinograms of a batch (``y = A x`` without ``noise``).
-
-    The noise of sample ``s`` (its dataset index in ``idx``) comes from its own CPU generator seeded
-    from ``(seed, s)``, so the measured data do not depend on the batch size or ``max_samples``.
-    """
-    with torch.no_grad():
-        y = operator(x)
-    if noise is None:
-        return y, y
-    noisy = torch.cat([noise(y[i:i + 1], generator=torch.Generator().manual_seed(_seed(seed, 4, int(s))))
-                       for i, s in enumerate(idx)])
-    return y, noisy.detach()
-
-
 def robustness_curve(
     f: Callable[[torch.Tensor], torch.Tensor],
     dataset,
@@ -299,7 +284,7 @@ def robustness_curve(
         Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
     noise : callable, optional
         A measurement noise model ``noise(y, generator)`` (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`):
-        the measured data are ``y = noise(A x)`` (seeded per sample, :func:`measure`), the attack and the
+        the measured data are ``y = noise(A x)`` (seeded per sample, :func:`ctrobust.operators.noise.measure`), the attack and the
         random reference perturb them (radii relative to the noisy ``||y||_2``, deviations from
         ``f(y)``), ``clean`` stays ``f(A x)`` and a fourth condition ``dose`` holds ``f(y)`` with
         ``perturbation_norm = ||y - A x||_2`` (the noise as a perturbation, comparable with eps).
@@ -321,6 +306,8 @@ def robustness_curve(
     dev = _device_of(f, device)
     rows: list[dict] = []
     examples: dict = {}
+    if hasattr(noise, "bind"):  # operator-dependent parameters (log-Poisson's mu) filled in, and recorded
+        noise = noise.bind(operator)
     config = {**settings.to_config(), "n_samples": n, "batch_size": int(batch_size), "eps_grid": eps_grid,
               "linearization": bool(linearization),
               "noise": noise.to_config() if hasattr(noise, "to_config") else (None if noise is None else repr(noise))}
@@ -332,7 +319,9 @@ def robustness_curve(
     try:
         for b_index, (idx, x) in enumerate(_batches(dataset, n, batch_size)):
             x = _to_domain(x.to(dev), operator)
-            y_free, y = measure(operator, x, idx, noise_model, seed)
+            with torch.no_grad():
+                y_free = operator(x)
+            y = apply_noise(y_free, noise_model, seed=seed, indices=idx, operator=operator)  # per sample
             with torch.no_grad(), eval_mode(f):
                 clean = f(y)
             x_img = _image_view(x, operator)
@@ -525,7 +514,7 @@ def verify_attack(
     dev = _device_of(f, device)
     idx, x = next(_batches(dataset, n, n))
     x = _to_domain(x.to(dev), operator)
-    _, y = measure(operator, x, idx, noise, cfg["seed"])  # the curve's measured data (same noise)
+    y = measure(operator, x, noise, cfg["seed"], idx)  # the curve's measured data (same noise)
     x_norm2 = x.flatten(1).double().pow(2).sum(1).cpu().numpy()
     rows = []
     for eps in sorted(e for e in result.eps_grid if e > 0):

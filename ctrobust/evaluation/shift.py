@@ -13,7 +13,11 @@ with means over the test images. Shift types (:func:`make_shift`):
 * ``"views"``: fewer (or more) views: the network is rebuilt on the new RadonTransform with the same
   weights (:func:`rebuild_on_operator`), e.g. trained at 143 views, tested at 60;
 * ``"noise"``: Gaussian noise added to the measurements, ``sigma = level * ||y||_2 / sqrt(size(y))``
-  per sample (``level`` relative to the RMS of the clean measurement).
+  per sample (``level`` relative to the RMS of the clean measurement,
+  :class:`ctrobust.operators.noise.GaussianNoise`).
+
+Measurements come from :func:`ctrobust.operators.noise.measure`: sample ``i`` of a condition draws its
+noise from a generator seeded from ``(seed, i)``, whatever the batch size.
 
 Images are ``(B, 1, N, N)`` in [0, 1]; sinograms ``(B, 1, A, D)``.
 """
@@ -27,13 +31,12 @@ import numpy as np
 import torch
 
 from ctrobust.evaluation.metrics import all_metrics
+from ctrobust.operators.noise import GaussianNoise, NoiseChain, measure
 
 __all__ = [
     "Condition",
     "ShiftResult",
     "SHIFT_KINDS",
-    "add_noise",
-    "measure",
     "stack_images",
     "rebuild_on_operator",
     "evaluate_condition",
@@ -56,13 +59,13 @@ class Condition:
         ``(B, 1, N, N)`` in [0, 1].
     operator : LinearOperator
     noise : float
-        Relative Gaussian noise level (see :func:`add_noise`); 0 for noise-free measurements.
+        Relative Gaussian noise level (:class:`ctrobust.operators.noise.GaussianNoise` ``level``); 0 for
+        noise-free measurements.
     seed : int
-        Seed of the noise.
-    noise_model : callable, optional
-        Measurement noise ``noise_model(y, generator)`` applied first (e.g. low-dose CT's
-        :class:`ctrobust.operators.noise.LogPoissonNoise`, seeded per sample as in
-        :func:`ctrobust.evaluation.robustness.measure`); the relative Gaussian ``noise`` comes on top.
+        Seed of the noise (sample ``i`` draws from ``(seed, i)``, :func:`ctrobust.operators.noise.measure`).
+    noise_model : NoiseModel, optional
+        Measurement noise applied first (e.g. low-dose CT's :class:`ctrobust.operators.noise.LogPoissonNoise`);
+        the relative Gaussian ``noise`` comes on top, drawn from the same per-sample generator.
     """
 
     name: str
@@ -72,39 +75,19 @@ class Condition:
     seed: int = 0
     noise_model: object = None
 
+    def measurement_noise(self):
+        """The noise of this condition as one model (None: noise-free)."""
+        models = [m for m in (self.noise_model, GaussianNoise(level=self.noise) if self.noise else None) if m is not None]
+        if not models:
+            return None
+        return models[0] if len(models) == 1 else NoiseChain(tuple(models))
+
     def measurements(self) -> torch.Tensor:
         """``y = A x (+ noise)``, ``(B, *operator.range_shape)``."""
-        if self.noise_model is None:
-            return measure(self.operator, self.images, noise=self.noise, seed=self.seed)
-        from ctrobust.evaluation.robustness import measure as measure_noisy
-
+        if not self.noise >= 0:
+            raise ValueError(f"noise level must be >= 0, got {self.noise}")
         x = self.images.reshape(self.images.shape[0], *self.operator.domain_shape)
-        _, y = measure_noisy(self.operator, x, range(x.shape[0]), self.noise_model, self.seed)
-        return add_noise(y, self.noise, seed=self.seed)
-
-
-def add_noise(y: torch.Tensor, level: float, *, generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:
-    """``y + sigma_b * n`` with ``n ~ N(0, I)`` and ``sigma_b = level * ||y_b||_2 / sqrt(size(y_b))``.
-
-    ``level`` is relative to the RMS value of each clean measurement (0.01 = 1 %). The noise comes
-    from ``generator`` (CPU), or a fresh one seeded ``seed``; the global RNG is untouched.
-    """
-    if not level >= 0:
-        raise ValueError(f"noise level must be >= 0, got {level}")
-    if level == 0:
-        return y.clone()
-    gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
-    n = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
-    rms = y.detach().flatten(1).norm(dim=1) / math.sqrt(y[0].numel())
-    return y + level * rms.reshape(-1, *([1] * (y.dim() - 1))) * n
-
-
-def measure(operator, images: torch.Tensor, *, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
-    """``A x`` of image batches ``(B, 1, N, N)`` (reshaped to the operator's domain), plus noise."""
-    x = images.reshape(images.shape[0], *operator.domain_shape)
-    with torch.no_grad():
-        y = operator(x)
-    return add_noise(y, noise, seed=seed)
+        return measure(self.operator, x, self.measurement_noise(), self.seed)
 
 
 def stack_images(dataset, n: int | None = None) -> torch.Tensor:

@@ -14,6 +14,8 @@ _EXPORTS = {
     "PartialDCT": "ctrobust.operators.cs",
     "DCTSubmatrix": "ctrobust.operators.cs",
     "MatrixOperator": "ctrobust.operators.cs",
+    **dict.fromkeys(("NoiseModel", "GaussianNoise", "LogPoissonNoise", "NoiseChain", "measure", "apply_noise",
+                     "make_noise", "noise_from_config"), "ctrobust.operators.noise"),
 }
 
 __all__ = sorted(_EXPORTS)

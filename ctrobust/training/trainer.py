@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ctrobust.errors import CtrobustError
 from ctrobust.files import check_output_dir, resolve_device
+from ctrobust.operators.noise import measure
 from ctrobust.training import distributed as D
 from ctrobust.training.checkpoint import (model_payload, operator_config, read_checkpoint, rng_state,
                                           save_checkpoint, set_rng_state)
@@ -149,14 +150,13 @@ def _check_out(out: Path | None, resume: bool, force: bool) -> None:
     check_output_dir(out, force, resume=resume)
 
 
-@torch.no_grad()
-def _measure_noisy(operator, x, noise, seed: int):
-    """``A x``, or ``noise(A x)`` drawn from a CPU generator seeded ``seed`` (no gradient)."""
-    with torch.no_grad():
-        y = operator(x)
-        if noise is not None:
-            y = noise(y, generator=torch.Generator().manual_seed(int(seed))).detach()
-    return y
+#: the seed of the validation noise (the same noisy validation data at every validation)
+_VALIDATION_NOISE_SEED = 7_000_003
+
+
+def _step_noise_seed(seed: int, step: int) -> int:
+    """The measurement-noise seed of one training step (fresh noise every step, reproducible across resumes)."""
+    return seed * 1_000_003 + step
 
 
 def _validate(module, operator, val_set, batch_size, device, dtype, noise=None) -> dict:
@@ -171,7 +171,8 @@ def _validate(module, operator, val_set, batch_size, device, dtype, noise=None) 
     for b, batch in enumerate(loader):
         x = _images_of(batch).to(device=device, dtype=dtype)
         x = x.reshape(x.shape[0], *operator.domain_shape)
-        f = module(_measure_noisy(operator, x, noise, 7_000_003 + b))  # the same validation noise every time
+        # the same validation noise every time, per sample (dataset index): independent of the batch size
+        f = module(measure(operator, x, noise, _VALIDATION_NOISE_SEED, range(b * batch_size, b * batch_size + len(x))))
         values = {"mse": M.mse(f, x), "relative_error": M.relative_error(f, x)}
         if len(image_shape) == 2 and math.prod(image_shape) == x[0].numel():
             img_f = f.reshape(f.shape[0], 1, *image_shape)
@@ -357,8 +358,10 @@ class _Trainer:
         device, operator, module = self.device, self.operator, self.module
         x = _images_of(batch).to(device=device, dtype=self.dtype)
         x = x.reshape(x.shape[0], *operator.domain_shape)
-        # fresh measurement noise every step, seeded by (seed, step, process): reproducible across resumes
-        y = _measure_noisy(operator, x, self.noise, (self.seed * 1_000_003 + self.step) * 1009 + self.rank)
+        # fresh measurement noise every step; sample i's from (seed, step, its position in the global batch):
+        # reproducible across resumes and the same for any split of the global batch over processes
+        first = self.rank * x.shape[0]
+        y = measure(operator, x, self.noise, _step_noise_seed(self.seed, self.step), range(first, first + x.shape[0]))
         self.objective.observe_batch(next(getattr(self, "pending_indices", iter(())), None))
         loss, logs = self.objective.loss(self.ddp, x, y, module)
         if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
@@ -606,8 +609,9 @@ def fit(
         JSON-able entries stored in the checkpoint's ``run`` record (``run_train`` stores its TrainSpec).
     noise : callable, optional
         Measurement noise ``noise(y, generator)`` (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`): every
-        step trains on ``noise(A x)`` with fresh noise (seeded by seed, step and process), validation
-        measures with fixed noise. The objective's perturbations act on the noisy measurement.
+        step trains on ``noise(A x)`` with fresh noise (:func:`ctrobust.operators.noise.measure`, sample i of
+        a step seeded by (seed, step, i's position in the global batch)), validation measures with fixed
+        noise (seeded per validation sample). The objective's perturbations act on the noisy measurement.
 
     Returns
     -------

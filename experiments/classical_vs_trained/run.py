@@ -34,7 +34,8 @@ from ctrobust.operators.geometry import ParallelBeam2D
 from ctrobust.evaluation.metrics import all_metrics, mean_std
 from ctrobust.models import FBPConvNet
 from ctrobust.operators.radon import RadonTransform
-from ctrobust.evaluation.shift import add_noise, stack_images
+from ctrobust.evaluation.shift import stack_images
+from ctrobust.operators.noise import GaussianNoise, measure
 from experiments import _common as C
 
 NAME = "classical_vs_trained"
@@ -60,11 +61,11 @@ def train_fbpconvnet(cfg: dict, op, x_train: torch.Tensor, progress: bool) -> tu
     gen = torch.Generator().manual_seed(cfg["data_seed"] + 1)
     f.train()
     t0 = time.perf_counter()
-    for _ in tqdm(range(cfg["train_steps"]), desc="train FBPConvNet", disable=not progress):
+    noise = GaussianNoise(level=cfg["noise"]) if cfg["noise"] else None
+    for step in tqdm(range(cfg["train_steps"]), desc="train FBPConvNet", disable=not progress):
         idx = torch.randperm(len(x_train), generator=gen)[: cfg["train_batch"]]
         xb = x_train[idx]
-        with torch.no_grad():
-            yb = add_noise(op(xb), cfg["noise"], generator=gen)
+        yb = measure(op, xb, noise, seed=(cfg["data_seed"] + 1) * 1_000_003 + step)  # fresh noise per step
         loss = ((f(yb) - xb) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,7 +108,7 @@ def body(cfg: dict, out, args) -> dict:
     op = RadonTransform(ParallelBeam2D(cfg["image_size"], cfg["n_angles"]))
     x_train = stack_images(load_split(None, "train", size=cfg["image_size"], n_phantoms=cfg["n_train"], seed=cfg["data_seed"]))
     x_test = stack_images(load_split(None, "test", size=cfg["image_size"], n_phantoms=cfg["n_test"], seed=cfg["data_seed"]))
-    y_test = add_noise(op(x_test), cfg["noise"], seed=cfg["data_seed"] + 2)
+    y_test = measure(op, x_test, GaussianNoise(level=cfg["noise"]) if cfg["noise"] else None, seed=cfg["data_seed"] + 2)
 
     f_net, train_s = train_fbpconvnet(cfg, op, x_train, progress)
     methods = {
