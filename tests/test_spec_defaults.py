@@ -40,7 +40,7 @@ EVALUATE_LINKS = {
 }
 DEMO_LINKS = {
     "eps": (OBJ + "MinMax", "eps"),  # the demo's min-max run trains at this radius
-    "attack_steps": (ROBUSTNESS, "steps"),
+    "attack_steps": ("ctrobust.attacks.settings:AttackSettings", "steps"),
     "seed": FIT,
 }
 
