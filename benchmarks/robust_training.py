@@ -28,12 +28,14 @@ from ctrobust.training.checkpoint import load_model
 from ctrobust.evaluation.metrics import mean_std
 from ctrobust.evaluation.robustness import robustness_curve
 from ctrobust.app import TrainSpec, run_train
+from ctrobust.app.specs import objective_fields
 
 EPS_GRID = (0.0, 0.005, 0.01, 0.02, 0.04)
 
 
 #: extra names: an objective with non-default options
 VARIANTS = {"minmax-conditioned": ("minmax", {"adversary_mode": "conditioned", "g_lr": 1e-2}),
+            "minmax-memory": ("minmax", {"adversary_mode": "memory"}),
             "minmax-project": ("minmax", {"adversary_mode": "project"}),
             "minmax-lam0.5": ("minmax", {"lam": 0.5}),
             "minmax-lam1": ("minmax", {"lam": 1.0})}
@@ -57,7 +59,7 @@ def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, ang
     if not _finished(out, steps):  # a killed run is retrained from scratch, never evaluated half-done
         run_train(TrainSpec(angles=angles, size=size, objective=base, max_steps=steps, channels=channels,
                             depth=depth, seed=seed, out=str(out), force=True, progress=False, device="cpu",
-                            pgd_steps=pgd_steps, eps=0.01, **options))
+                            **objective_fields(base, pgd_steps=pgd_steps, eps=0.01, **options)))
     with open(out / "steps.csv") as fh:
         seconds = [float(r["seconds"]) for r in csv.DictReader(fh)]
     model, _ = load_model(out / "last.pt")

@@ -37,7 +37,7 @@ from ctrobust.models import CSResidualNet
 from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT
 from ctrobust.evaluation.report import plot_robustness_curves
 from ctrobust.evaluation.robustness import robustness_curve
-from ctrobust.training import fit, make_objective
+from ctrobust.training import build_objective, fit
 from ctrobust.training.checkpoint import save_model
 from experiments import _common as C
 
@@ -72,8 +72,14 @@ def build_operator(cfg: dict, image_shape: tuple[int, int]):
 
 
 def _objective(name: str, cfg: dict):
-    return make_objective(name, eps=cfg["eps_train"], lam=cfg["lam"], relative=True, mu=cfg["mu"], beta=cfg["beta"],
-                          g_lr=cfg["g_lr"], g_steps=cfg["g_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"])
+    """The objective ``name`` with the options of the config that apply to it (as the flat options did before:
+    ``g_steps`` is minmax's and universal's number of ascent steps)."""
+    perturbed = {"eps": cfg["eps_train"], "lam": cfg["lam"], "relative": True}
+    options = {"weight-decay": {"mu": cfg["mu"]}, "parseval": {"beta": cfg["beta"]},
+               "minmax": {**perturbed, "g_lr": cfg["g_lr"], "g_steps": cfg["g_steps"]},
+               "pgd": {**perturbed, "steps": cfg["pgd_steps"]},
+               "universal": {**perturbed, "steps": cfg["g_steps"]}, "jitter": perturbed}.get(name, {})
+    return build_objective(name, **options, seed=cfg["train_seed"])
 
 
 def _summary_rows(label: str, summary: list[dict]) -> list[dict]:
@@ -127,7 +133,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
     op = build_operator(cfg, image_shape)
     n = image_shape[0] * image_shape[1]
     s = op.singular_values()
-    facts = {"operator": op.to_dict(), "m": op.m, "n": n, "image_shape": list(image_shape), "cond": op.cond(),
+    facts = {"operator": op.to_config(), "m": op.m, "n": n, "image_shape": list(image_shape), "cond": op.cond(),
              "sigma_max": float(s[0]), "sigma_min": float(s[-1]),
              "n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"])}
     train_set, val_set = TensorDataset(data["train"]), TensorDataset(data["val"])
@@ -157,7 +163,7 @@ def run_cs(cfg: dict, out, args, *, title: str) -> dict:
         table += _summary_rows(name, curve.summary)
         examples[name] = curve.examples.get(max(cfg["eps_grid"]), {}).get("attack")
         # the trainer's checkpoint format: ctrobust.training.load_checkpoint(models/<name>.pt) rebuilds the model
-        save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.config()})
+        save_model(models_dir / f"{name}.pt", model, op, objective={"config": objective.to_config()})
     # the pseudo-inverse, the linear reference every network starts from (init="pinv")
     curve = robustness_curve(op.pinv, test_set, op, cfg["eps_grid"], settings, **attack_kw)
     summaries["pinv"] = curve.summary

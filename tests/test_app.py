@@ -82,9 +82,9 @@ def test_switches_are_boolean_optional_and_their_defaults_are_the_specs():
     text = _help("train")
     assert "--progress, --no-progress" in text and "--absolute, --no-absolute" in text
     assert re.search(r"--no-progress progress bar \(only on a terminal\) \(default: on\)", text)
-    args = build_parser().parse_args(["train", "--no-progress", "--absolute"])
+    args = build_parser().parse_args(["train", "--no-progress", "--objective", "pgd", "--absolute"])
     spec = spec_from_args(TrainSpec, args)
-    assert spec == TrainSpec(progress=False, absolute=True)
+    assert spec == TrainSpec(progress=False, objective="pgd", absolute=True)
 
 
 @pytest.mark.parametrize("spec_cls, command, argv", [
@@ -93,7 +93,7 @@ def test_switches_are_boolean_optional_and_their_defaults_are_the_specs():
 ])
 def test_the_parser_defaults_are_the_spec_defaults(spec_cls, command, argv):
     spec = spec_from_args(spec_cls, build_parser().parse_args([command, *argv]))
-    expected = {f.name: f.default for f in dataclasses.fields(spec_cls)}
+    expected = {f.name: spec_cls.default(f.name) for f in dataclasses.fields(spec_cls)}
     got = dataclasses.asdict(spec)
     if command == "report":
         expected["results"] = ("some/folder",)
@@ -121,7 +121,9 @@ def test_lead_flags_survive_with_their_help():
                  "--verify-restarts"):
         assert flag in attack, flag
     assert "Croce & Hein 2020" in attack and "Jacobian norm" in attack
-    assert "--adversary-mode {shared,conditioned,project,sphere,penalty}" in train and "--u-step" in train
+    from ctrobust.models.adversary import MODES
+
+    assert "--adversary-mode {" + ",".join(MODES) + "}" in train and "--u-step" in train  # choices from the library
     spec = spec_from_args(AttackSpec, build_parser().parse_args(
         ["attack", "--attack", "pga", "--no-warm-start", "--no-linearization", "--verify", "2"]))
     assert (spec.attack, spec.warm_start, spec.linearization, spec.verify) == ("pga", False, False, 2)
@@ -153,3 +155,37 @@ def test_mean_std_is_the_population_statistic():
     assert mean_std("e", [1.0, 2.0, 3.0, 4.0]) == {"e_mean": 2.5, "e_std": math.sqrt(1.25)}
     nan = mean_std("e", [1.0, float("nan"), 3.0], ignore_nan=True)
     assert nan == {"e_mean": 2.0, "e_std": 1.0}
+
+
+def test_version_and_help_of_the_parser_import_no_torch():
+    """``ctrobust --version`` answers without importing torch; ``train --help`` reads the library's defaults."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ctrobust.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip().endswith("[]"), res.stdout
+    text = _help("train")  # help formatted now: the defaults come from the classes' signatures
+    assert re.search(r"--universal-steps UNIVERSAL_STEPS universal: .*\(default: 3\)", text)
+    assert "--objective {plain,weight-decay,parseval,minmax,pgd,universal,jitter}" in text
+
+
+def test_train_refuses_options_of_another_objective_or_model():
+    with pytest.raises(CtrobustError, match=r"--g-steps does not apply to --objective universal.*--universal-steps"):
+        TrainSpec(objective="universal", g_steps=2)
+    with pytest.raises(CtrobustError, match="--channels only apply to --model fbpconvnet"):
+        TrainSpec(model="mypkg.nets:make_net", channels=8)
+    with pytest.raises(CtrobustError, match="give FBPConvNet's depth with --depth"):
+        TrainSpec(model_option=("depth=2",))
+    spec = spec_from_args(TrainSpec, build_parser().parse_args(
+        ["train", "--model", "mypkg.nets:make_net", "--model-option", "width=8", "--model-option", "widths=[1, 2]",
+         "--model-option", "name=abc"]))
+    assert spec.model_config() == {"type": "mypkg.nets:make_net", "width": 8, "widths": [1, 2], "name": "abc"}
+    assert TrainSpec(channels=8).model_config() == {"type": "fbpconvnet", "channels": 8, "depth": 4,
+                                                    "filter": "ram-lak", "norm": "batch"}
+    for bad in (["--model", "not a name"], ["--model-option", "noequals"]):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["train", *bad])
+        assert exc.value.code == 2

@@ -328,3 +328,14 @@ def test_same_numbers_as_before_the_settings_value(case):
     for name, fields in expected.items():
         for field, value in fields.items():
             assert torch.equal(getattr(got[name], field), value), f"{name}: {field} differs from before the refactor"
+
+
+def test_settings_seed_seeds_the_default_generator(global_rng_untouched):
+    b = torch.randn(3, 4, generator=gen(24), dtype=D64)
+    y = torch.randn(2, 4, generator=gen(25), dtype=D64)
+    f = lambda v: torch.tanh(v @ b.T)  # noqa: E731 (non-linear: the start matters)
+    seeded = pga_attack(f, y, eps=0.1, settings=AttackSettings(target="clean", steps=3, restarts=2, seed=5))
+    given = pga_attack(f, y, eps=0.1, settings=AttackSettings(target="clean", steps=3, restarts=2), generator=gen(5))
+    other = pga_attack(f, y, eps=0.1, settings=AttackSettings(target="clean", steps=3, restarts=2, seed=6))
+    assert torch.equal(seeded.delta, given.delta) and torch.equal(seeded.history, given.history)
+    assert not torch.equal(seeded.history, other.history)

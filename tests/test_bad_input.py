@@ -259,9 +259,9 @@ class SignalInStep:
     """A plain objective whose loss sends ``signals`` (one per entry) while step ``at`` runs."""
 
     def __init__(self, at, signals):
-        from ctrobust.training.objectives import make_objective
+        from ctrobust.training.objectives import build_objective
 
-        self.objective = make_objective("plain")
+        self.objective = build_objective("plain")
         real = self.objective.loss
         calls = {"n": 0}
 
@@ -453,7 +453,7 @@ def test_load_checkpoint_refuses_an_operator_of_another_geometry(ct_checkpoint, 
 
     path, op = ct_checkpoint
     assert load_checkpoint(path, operator=RadonTransform(ParallelBeam2D(16, 8))).operator.geometry == op.geometry
-    fields = {k: v for k, v in op.geometry.to_dict().items() if k != "type"}
+    fields = {k: v for k, v in op.geometry.to_config().items() if k != "type"}
     other = RadonTransform(ParallelBeam2D(**{**fields, **change}))
     with pytest.raises(CtrobustError, match="does not match checkpoint.*geometry"):
         load_checkpoint(path, operator=other)

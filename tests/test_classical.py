@@ -284,7 +284,7 @@ def test_methods_registry_builds_tv_and_dip(radon32):
     x = _blocks(32).unsqueeze(1).float()
     y = radon32(x)
     tv = build_method("tv", radon32, tau=0.5, iterations=10)
-    assert tv.operator is radon32 and tv.config()["tau"] == 0.5
+    assert tv.operator is radon32 and tv.to_config()["tau"] == 0.5
     assert torch.equal(tv(y), tv_reconstruction(radon32, y, 0.5, 10))
     dip = build_method("dip", radon32, iterations=3, **DIP_KW)
     assert torch.equal(dip(y), deep_image_prior(radon32, y, iterations=3, **DIP_KW))

@@ -198,7 +198,9 @@ def test_every_attack_option_default_is_the_librarys():
     assert spec.verify_settings({"attack": "apgd"}) == verification_settings({"attack": "apgd"})
     assert spec.seed + 1 == VERIFY_SEED
     fields = {f.name: f.metadata for f in dataclasses.fields(AttackSpec)}
-    assert fields["attack"]["choices"] == ATTACKS and fields["target"]["choices"] == TARGETS
+    from ctrobust.app.spec import resolve
+
+    assert resolve(fields["attack"]["choices"]) == ATTACKS and resolve(fields["target"]["choices"]) == TARGETS
     # evaluate --small-features attacks with the library's feature attack
     from ctrobust.app.evaluate import feature_settings
 

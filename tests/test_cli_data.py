@@ -69,9 +69,18 @@ def test_prepare_dicom_cli_summary_log_and_force(tmp_path, capsys):
     out = tmp_path / "ct.h5"
     argv = ["prepare-dicom", str(root), "--out", str(out), "--size", "32", "--window=-100,900",
             "--val-fraction", "0.25", "--test-fraction", "0.25", "--no-progress"]
+    # CT_small's 2.65 mm pixels beside 1 mm pixels: refused, with the sizes, the files and the remedy named
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "pixel sizes differ" in err and "2.65 mm: 1 slice(s)" in err and "real/IM0001" in err
+    assert "--fov MM" in err and "--allow-mixed-spacing" in err
+    assert not out.exists() and (tmp_path / "ct.log.json").exists()
+    argv += ["--fov", "80"]  # every slice 80 mm / 32 px = 2.5 mm
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "CT slices kept           7" in text
+    assert "pixel size (mm)   2.50 mm (7)" in text and "warning: pixel sizes" not in text
+    assert (tmp_path / "ct.qc" / "qc.md").is_file() and "QC page" in text
     assert "not-ct" in text and "not-dicom" in text
     assert "train" in text and "names input files" in text
     info = describe(out)
@@ -79,6 +88,13 @@ def test_prepare_dicom_cli_summary_log_and_force(tmp_path, capsys):
     assert sum(s["n_patients"] for s in info["splits"].values()) == 4
     log = json.loads((tmp_path / "ct.log.json").read_text())
     assert {Path(s["path"]).name: s["reason"] for s in log["skipped"]} == {"1.dcm": "not-ct", "readme.txt": "not-dicom"}
+    # the used files, as named in the input tree, each with the split of its patient
+    used = {str(Path(u["path"]).relative_to(root)): (u["split"], u["slices"]) for u in log["used"]}
+    assert sorted(used) == ["pat0/0.dcm", "pat0/1.dcm", "pat1/0.dcm", "pat1/1.dcm", "pat2/0.dcm", "pat2/1.dcm",
+                            "real/IM0001"]
+    assert used["pat0/0.dcm"][0] == used["pat0/1.dcm"][0] and all(n == 1 for _, n in used.values())
+    assert sorted({s for s, _ in used.values()}) == ["test", "train", "val"]
+    assert "ID0" not in json.dumps(log) and "NAME0" not in json.dumps(log)
 
     before = out.read_bytes()
     assert main(argv) == 1
@@ -114,7 +130,8 @@ def test_prepare_dicom_cli_interrupt_leaves_nothing(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(prepare, "_write_output", interrupted)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    assert main(["prepare-dicom", str(root), "--out", str(out_dir / "ct.h5"), "--no-progress"]) == 130
+    assert main(["prepare-dicom", str(root), "--out", str(out_dir / "ct.h5"), "--no-progress",
+                 "--allow-mixed-spacing"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
 
@@ -175,3 +192,69 @@ def test_lodopab_converter(tmp_path, capsys):
     np.testing.assert_allclose(lodopab_to_hu(np.array([20.0 / MU_MAX, 1.0])), [0.0, 3071.0], atol=1e-9)
     assert script.main([str(tmp_path), "--out", str(tmp_path / "none.h5")]) == 1
     assert "no ground_truth_" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- the docs' examples
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_prepare_dicom_docs_example_runs_as_documented(tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    import pydicom
+
+    page = DOCS / "cli" / "prepare-dicom.md"
+    example = page.read_text().split("## Example: the two real CT slices")[1].split("## Performance")[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    for name in ("CT_small.dcm", "693_J2KI.dcm", "MR_small.dcm", "rtdose.dcm"):
+        shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / name, tmp_path / "demo")
+    commands = [line for block in _blocks_of(example, "bash") for line in block.splitlines()
+                if line.startswith("ctrobust ")]
+    outputs = _blocks_of(example, "")
+    assert len(commands) == 2 and len(outputs) == 2
+    assert main(shlex.split(commands[0])[1:]) == 1  # mixed pixel sizes: refused
+    err = capsys.readouterr().err.strip()
+    head, tail = outputs[0].strip().split(" ... ")
+    assert err.startswith(head) and err.endswith(tail)
+    assert main(shlex.split(commands[1])[1:]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(outputs[1].strip())
+    # the 2-patient file trains, announcing that there is no validation
+    rc = main(["train", "--data", "demo.h5", "--angles", "8", "--max-steps", "1", "--batch-size", "2",
+               "--channels", "2", "--depth", "1", "--out", "run", "--no-progress"])
+    assert rc == 0 and "training WITHOUT validation" in capsys.readouterr().err
+
+
+def _blocks_of(text: str, language: str) -> list[str]:
+    """The fenced code blocks of ``text`` whose info string is ``language`` ("" for plain blocks)."""
+    blocks, current, lang = [], None, None
+    for line in text.splitlines():
+        if current is None and line.startswith("```"):
+            current, lang = [], line[3:].strip()
+        elif current is not None and line.strip() == "```":
+            if lang == language:
+                blocks.append("\n".join(current) + "\n")
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_prepare_volumes_and_write_slices_docs_examples_run(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    pytest.importorskip("nibabel")
+    monkeypatch.chdir(tmp_path)
+    page = DOCS / "cli" / "prepare-volumes.md"
+    example = page.read_text().split("## Example")[1]
+    exec(_blocks_of(example, "python")[0], {})
+    command = _blocks_of(example, "bash")[0].splitlines()[0]
+    assert main(shlex.split(command)[1:]) == 0
+    assert "CT slices kept          20" in capsys.readouterr().out
+    assert describe("vol.h5")["attrs"]["source"] == "nifti"
+    arrays = (DOCS / "data.md").read_text().split("## Plain arrays")[1].split("## Quality control")[0]
+    exec(_blocks_of(arrays, "python")[0], {})
+    assert "{'train': {'patients': 1, 'slices': 10}, 'val': {'patients': 1, 'slices': 10}" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import scipy.fft
 import torch
 
 import ctrobust
-from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT, dct_ortho, idct_ortho, operator_from_dict
+from ctrobust.operators.cs import DCTSubmatrix, GaussianCS, PartialDCT, dct_ortho, idct_ortho, cs_operator_from_config
 
 # Small operators, odd sizes included; every contract test runs on each.
 FACTORIES = {
@@ -173,10 +173,10 @@ def test_dct_submatrix_default_is_ill_conditioned():
 def test_seeds_reproducible_and_global_rng_untouched(name, global_rng_untouched):
     a, b = FACTORIES[name](), FACTORIES[name]()
     assert torch.equal(a.to_dense(), b.to_dense())
-    cfg = a.to_dict()
-    assert torch.equal(operator_from_dict(cfg).to_dense(), a.to_dense())
+    cfg = a.to_config()
+    assert torch.equal(cs_operator_from_config(cfg).to_dense(), a.to_dense())
     other = dict(cfg, seed=cfg["seed"] + 1)
-    assert not torch.equal(operator_from_dict(other).to_dense(), a.to_dense())
+    assert not torch.equal(cs_operator_from_config(other).to_dense(), a.to_dense())
 
 
 @OPS
@@ -216,7 +216,7 @@ def test_constructor_errors():
     with pytest.raises(ctrobust.CtrobustError):  # the CLI shows these as user errors
         GaussianCS(2.5, 4)
     with pytest.raises(ValueError, match="not a CS operator"):
-        operator_from_dict({"type": "Nope"})
+        cs_operator_from_config({"type": "Nope"})
 
 
 def test_module_moves_keep_float64_master_and_state_dict_is_small():

@@ -160,6 +160,112 @@ def test_bad_files_are_skipped_with_reason(tmp_path, kind, reason):
     assert not res.frames and res.detail
 
 
+def _cut_file(tmp_path, name, cut):
+    """A CT written by the factory, cut ``cut`` bytes into the value of element ``name`` (or its header)."""
+    import pydicom
+
+    write_ct(tmp_path / "whole", ramp())
+    raw = (tmp_path / "whole").read_bytes()
+    ds = pydicom.dcmread(tmp_path / "whole")
+    tag = ds.data_element(name).tag
+    elem = pydicom.dcmread(tmp_path / "whole", stop_before_pixels=False).get_item(tag)
+    path = tmp_path / f"cut-{name}-{cut}"
+    path.write_bytes(raw[: elem.value_tell + cut])
+    return path, elem
+
+
+@pytest.mark.parametrize("name, where", [
+    ("pydicom:UN_sequence.dcm", "unidentified"), ("pydicom:priv_SQ.dcm", "unidentified"),
+    ("pydicom:MR_truncated.dcm", "truncated"),
+    ("pydicom:dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/IM000000", "no-pixels"),
+    ("cut:PatientName:3", "truncated"), ("cut:PatientName:-3", "truncated"), ("cut:PixelData:100", "truncated"),
+])
+def test_every_skip_has_its_true_reason(tmp_path, name, where):
+    """Intact files without Modality/SOP class are not called truncated; cut files are, wherever the cut."""
+    kind, rest = name.split(":", 1)
+    if kind == "pydicom":
+        path = copy_testdata(rest, tmp_path / rest.replace("/", "_"))
+    else:
+        element, cut = rest.split(":")
+        path, elem = _cut_file(tmp_path, element, int(cut))
+    res = dcm.read_ct_file(str(path), FULL, N)
+    assert res.skip == where, (res.skip, res.detail)
+    if where == "truncated" and kind == "cut":
+        expected = "inside the header of the element after" if int(cut) < 0 else f"inside element ({elem.tag.group:04X}"
+        assert expected in res.detail, res.detail
+    if where == "unidentified":
+        assert "complete file" in res.detail and "truncat" not in res.detail
+
+
+def test_truncation_finds_nothing_in_intact_files():
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "UN_sequence.dcm", "693_J2KI.dcm"):
+        path = get_testdata_file(name)
+        ds = pydicom.dcmread(path)
+        import os
+
+        assert dcm.truncation(ds, os.path.getsize(path)) is None, name
+
+
+def _series(root, patient, spacing, n=3, stored=None, **kw):
+    for k in range(n):
+        write_ct(root / patient / f"{k}.dcm", ramp(10 * k) if stored is None else stored[k], patient_id=patient,
+                 spacing=spacing, z=float(k), **kw)
+
+
+def test_mixed_pixel_spacing_warns_names_files_and_refuses_above_the_bound(tmp_path):
+    root = tmp_path / "in"
+    _series(root, "A", (1.0, 1.0))
+    _series(root, "B", (1.25, 1.25))
+    report = prepare_dicom(root, tmp_path / "a.h5", size=N, progress=False)
+    warning = report["qc"]["spacing_warning"]
+    assert "1 to 1.25 mm, a ratio of 1.25" in warning and "B/0.dcm" in warning and "--fov MM" in warning
+    assert report["qc"]["pixel_spacing"]["counts"] == {"1.25": 3, "1.00": 3}
+    _series(root, "C", (2.5, 2.5))
+    with pytest.raises(CtrobustError, match="ratio of 2.5"):
+        prepare_dicom(root, tmp_path / "b.h5", size=N, progress=False)
+    assert not (tmp_path / "b.h5").exists() and log_path_for(tmp_path / "b.h5").exists()
+    report = prepare_dicom(root, tmp_path / "c.h5", size=N, progress=False, allow_mixed_spacing=True)
+    assert report["qc"]["pixel_spacing"]["max"] == pytest.approx(2.5)
+    # one field of view: one pixel size, no warning
+    report = prepare_dicom(root, tmp_path / "d.h5", size=N, fov=40.0, progress=False)
+    assert report["qc"]["spacing_warning"] is None and list(report["qc"]["pixel_spacing"]["counts"]) == ["1.25"]
+
+
+def test_saturated_and_constant_dicom_slices_are_flagged(tmp_path):
+    root = tmp_path / "in"
+    normal = ramp()
+    saturated = np.full((N, N), 4000, np.int16)  # 2976 HU: above the abdomen window
+    saturated[0, :5] = 1024  # 0 HU: 5 of 1024 pixels inside the window
+    constant = np.zeros((N, N), np.int16)  # -1024 HU everywhere
+    _series(root, "P", (1.0, 1.0), stored=[normal + 1000, saturated, constant])
+    report = prepare_dicom(root, tmp_path / "a.h5", size=N, window="abdomen", progress=False)
+    reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]}
+    assert reasons == {"1.dcm": "saturated", "2.dcm": "constant"}
+    assert report["slices_kept"] == 1 and report["used"][0]["path"].endswith("P/0.dcm")
+    assert {s["reason"] for s in report["qc"]["flagged_slices"]} == {"saturated", "constant"}
+    report = prepare_dicom(root, tmp_path / "b.h5", size=N, window="abdomen", keep_flagged=True, progress=False)
+    assert report["slices_kept"] == 3 and len(report["qc"]["flagged_slices"]) == 2
+
+
+def test_flag_slice_thresholds():
+    from ctrobust.data.qc import flag_slice
+
+    image = np.full((10, 10), 0.5)
+    assert flag_slice(image)[0] == "constant"
+    image[0, 0] = 0.6
+    assert flag_slice(image) == (None, "")
+    image = np.zeros((10, 10))
+    image[0, :2] = 0.5  # 98 % clipped: kept at the default 0.99, flagged at 0.95
+    assert flag_slice(image)[0] is None and flag_slice(image, max_clipped=0.95)[0] == "saturated"
+    image[0, 1] = 1.0  # 99 % at a bound (98 % minimum, 1 % maximum)
+    reason, detail = flag_slice(image, window=(40.0, 400.0))
+    assert reason == "saturated" and "98.0 % of pixels at the window's minimum and 1.0 % at its maximum" in detail
+    assert "(-160 / 240 HU)" in detail
+
+
 # ---------------------------------------------------------------------------------------- the pipeline
 
 
@@ -223,7 +329,7 @@ def _read_all(path):
 
 def test_prepare_keeps_right_slices_and_reports_skips(clinic, tmp_path):
     out = tmp_path / "ct.h5"
-    report = prepare_dicom([clinic["root"]], out, size=N, window="full", val_fraction=0.2, test_fraction=0.2,
+    report = prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, window="full", val_fraction=0.2, test_fraction=0.2,
                            seed=3, progress=False)
     # 4 patients x series x 3 slices (patient 0 has 2 series) + 3 frames + 1 real slice
     assert report["slices_kept"] == (2 + 1 + 1 + 1) * 3 + 3 + 1
@@ -264,7 +370,7 @@ def test_prepare_keeps_right_slices_and_reports_skips(clinic, tmp_path):
 def test_no_identifier_in_output_bytes(clinic, tmp_path):
     out = tmp_path / "share" / "ct.h5"
     out.parent.mkdir()
-    prepare_dicom([clinic["root"]], out, size=N, progress=False)
+    prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False)
     raw = out.read_bytes()
     for ident in clinic["ids"] + [str(clinic["root"]), "incoming", "dir0", "img0", "notes", "volume.bin",
                                   "ct_small", "19450312"]:
@@ -274,12 +380,20 @@ def test_no_identifier_in_output_bytes(clinic, tmp_path):
     log = log_path_for(out).read_text()
     for ident in clinic["ids"]:
         assert ident not in log, f"{ident!r} leaked into the log"
+    # the QC page (text and PNG bytes) holds no identifier and no path or file name either
+    qc = out.parent / "ct.qc"
+    assert sorted(p.name for p in qc.iterdir()) == ["pixel_spacing.png", "qc.md", "thumbs_test.png",
+                                                   "thumbs_train.png", "thumbs_val.png"]
+    for page in qc.iterdir():
+        raw = page.read_bytes()
+        for ident in clinic["ids"] + [str(clinic["root"]), "incoming", "dir0", "img0", "volume.bin", "ct_small"]:
+            assert ident.encode() not in raw, f"{ident!r} leaked into {page.name}"
 
 
 def test_split_is_deterministic_and_pseudonyms_salted(clinic, tmp_path):
     kw = dict(size=N, val_fraction=0.2, test_fraction=0.2, seed=11, progress=False)
-    prepare_dicom([clinic["root"]], tmp_path / "a.h5", **kw)
-    prepare_dicom([clinic["root"]], tmp_path / "b.h5", **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "a.h5", allow_mixed_spacing=True, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "b.h5", allow_mixed_spacing=True, **kw)
     a, _ = _read_all(tmp_path / "a.h5")
     b, _ = _read_all(tmp_path / "b.h5")
     for s in a:
@@ -290,7 +404,7 @@ def test_split_is_deterministic_and_pseudonyms_salted(clinic, tmp_path):
     # a salt file makes them stable and equal to the documented HMAC
     salt = tmp_path / "salt.txt"
     salt.write_text("0123456789abcdef0123456789abcdef\n")
-    prepare_dicom([clinic["root"]], tmp_path / "c.h5", salt_file=salt, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "c.h5", allow_mixed_spacing=True, salt_file=salt, **kw)
     c, _ = _read_all(tmp_path / "c.h5")
     keys = set(np.concatenate([c[s]["patient"] for s in c]).astype(str))
     assert pseudonym(b"0123456789abcdef0123456789abcdef", "patient", "id:PID-ALICE-0001") in keys
@@ -324,7 +438,7 @@ def test_interrupted_run_leaves_no_output(clinic, tmp_path, monkeypatch):
     out_dir = tmp_path / "o"
     out_dir.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        prepare_dicom([clinic["root"]], out_dir / "ct.h5", size=N, progress=False)
+        prepare_dicom([clinic["root"]], out_dir / "ct.h5", allow_mixed_spacing=True, size=N, progress=False)
     assert calls["n"] == 2
     assert list(out_dir.iterdir()) == []  # no output, no temporary or scratch file left
 
@@ -333,9 +447,9 @@ def test_existing_output_needs_force(clinic, tmp_path):
     out = tmp_path / "ct.h5"
     out.write_bytes(b"precious")
     with pytest.raises(CtrobustError, match="already exists.*--force"):
-        prepare_dicom([clinic["root"]], out, size=N, progress=False)
+        prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False)
     assert out.read_bytes() == b"precious"
-    prepare_dicom([clinic["root"]], out, size=N, progress=False, force=True)
+    prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False, force=True)
     assert len(open_dataset(out, "train")) > 0
 
 
@@ -351,8 +465,8 @@ def test_no_ct_slice_is_an_error_with_log(tmp_path):
 
 def test_worker_pool_gives_same_result(clinic, tmp_path):
     kw = dict(size=N, seed=1, progress=False)
-    prepare_dicom([clinic["root"]], tmp_path / "one.h5", workers=1, **kw)
-    prepare_dicom([clinic["root"]], tmp_path / "two.h5", workers=2, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "one.h5", allow_mixed_spacing=True, workers=1, **kw)
+    prepare_dicom([clinic["root"]], tmp_path / "two.h5", allow_mixed_spacing=True, workers=2, **kw)
     a, _ = _read_all(tmp_path / "one.h5")
     b, _ = _read_all(tmp_path / "two.h5")
     for s in a:
@@ -370,3 +484,23 @@ def test_position_fallback_to_instance_number(tmp_path):
     assert all(math.isnan(p) for p in ds.positions)
     for i, inst in enumerate([1, 2, 3]):
         np.testing.assert_allclose(ds[i][0].numpy(), full_window(ramp(10 * inst) - 1024.0), atol=1e-6)
+
+
+def test_exception_text_in_the_log_drops_quoted_header_values():
+    text = dcm.exception_text(ValueError("Invalid value for VR PN: 'DOE^JANE' (tag \"PatientName\")"))
+    assert text == "ValueError: Invalid value for VR PN: '...' (tag '...')"
+    assert "DOE" not in text and len(dcm.exception_text(OSError("x" * 1000))) < 320
+
+
+def test_output_qc_folder_inside_the_inputs_is_not_read_back(tmp_path):
+    root = tmp_path / "in"
+    _series(root, "A", (1.0, 1.0))
+    first = prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    assert (root / "ct.qc" / "qc.md").is_file() and first["files_found"] == 3
+    with pytest.raises(CtrobustError, match="already exists"):
+        prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    (root / "ct.h5").unlink()
+    with pytest.raises(CtrobustError, match="QC folder .*ct.qc already exists; pass --force"):
+        prepare_dicom(root, root / "ct.h5", size=N, progress=False)
+    again = prepare_dicom(root, root / "ct.h5", size=N, progress=False, force=True)
+    assert again["files_found"] == 3 and not again["skipped"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ctrobust import FanBeam2D, ParallelBeam2D, RadonTransform
-from ctrobust.operators.geometry import geometry_from_dict
+from ctrobust.operators.geometry import geometry_from_config
 from ctrobust.operators import astra_backend, fanbeam
 from ctrobust.operators.filters import filter_sinogram
 
@@ -72,12 +72,12 @@ def test_geometry_defaults_units_and_round_trip():
     half_needed = (g.source_origin + g.origin_detector) * math.tan(math.asin(r / g.source_origin))
     assert half_needed <= g.n_detectors * g.detector_spacing / 2 < half_needed + g.detector_spacing
     np.testing.assert_allclose(g.detector_positions[[0, -1]], [-(g.n_detectors - 1) * 0.75, (g.n_detectors - 1) * 0.75])
-    d = g.to_dict()
+    d = g.to_config()
     assert d["type"] == "FanBeam2D" and json.loads(json.dumps(d)) == d
-    assert FanBeam2D.from_dict(d) == g == geometry_from_dict(d) and eval(repr(g)) == g  # noqa: S307
-    assert geometry_from_dict(ParallelBeam2D(64, 30).to_dict()) == ParallelBeam2D(64, 30)
+    assert FanBeam2D.from_config(d) == g == geometry_from_config(d) and eval(repr(g)) == g  # noqa: S307
+    assert geometry_from_config(ParallelBeam2D(64, 30).to_config()) == ParallelBeam2D(64, 30)
     with pytest.raises(ValueError, match="not a FanBeam2D"):
-        FanBeam2D.from_dict(ParallelBeam2D(64, 30).to_dict())
+        FanBeam2D.from_config(ParallelBeam2D(64, 30).to_config())
     # the key hashes the type and every parameter
     keys = {g.key(), ParallelBeam2D(64, 30).key(), FanBeam2D(64, 30, source_origin=200.0).key(),
             FanBeam2D(64, 30, origin_detector=50.0).key(), FanBeam2D(64, 30, detector_spacing=1.0).key(),

@@ -29,11 +29,11 @@ def test_angles_uniform_endpoint_excluded():
 def test_repr_pastes_back_and_dict_round_trip():
     g = ParallelBeam2D(37, 31, n_detectors=55, angle_range=2.0)
     assert eval(repr(g)) == g  # noqa: S307 - the repr is a call
-    d = g.to_dict()
+    d = g.to_config()
     assert json.loads(json.dumps(d)) == d
-    assert ParallelBeam2D.from_dict(d) == g
+    assert ParallelBeam2D.from_config(d) == g
     with pytest.raises(ValueError, match="not a ParallelBeam2D"):
-        ParallelBeam2D.from_dict({**d, "type": "FanBeam"})
+        ParallelBeam2D.from_config({**d, "type": "FanBeam"})
 
 
 def test_frozen_and_hashable():

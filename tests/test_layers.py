@@ -110,7 +110,6 @@ def test_upward_import_is_caught(tmp_path):
         planted.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason="app/specs imports the trainer at module top (issue 20); remove this mark when fixed")
 def test_building_the_parser_imports_no_torch():
     code = ("import sys; from ctrobust.cli import build_parser; build_parser(); "
             "heavy = sorted(m for m in ('torch', 'numpy', 'ctrobust.training.trainer', 'astra', 'odl') if m in sys.modules); "

@@ -125,8 +125,8 @@ def test_residual_reconstruction_serves_ct_and_cs(radon):
     assert cs.state_dict().keys() == legacy.state_dict().keys()
     v = op(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)))
     assert torch.equal(cs(v), legacy(v))
-    again = build_model(cs.config(), op, seed=3)
-    assert type(again) is ResidualReconstruction and again.config() == cs.config()
+    again = build_model(cs.to_config(), op, seed=3)
+    assert type(again) is ResidualReconstruction and again.to_config() == cs.to_config()
     with pytest.raises(TypeError, match="RadonTransform"):
         FBPConvNet(op, 4, 1)
 
@@ -206,13 +206,13 @@ def test_build_model_round_trip(radon):
     randomize_head(models[1][0])
     for model, operator, inp in models:
         model.eval()
-        again = build_model(model.config(), operator, seed=99).eval()
+        again = build_model(model.to_config(), operator, seed=99).eval()
         fresh = again(inp)  # seed 99's own weights (residual nets: the zero head, so x0 itself)
         again.load_state_dict(model.state_dict())
-        assert type(again) is type(model) and again.config() == model.config()
+        assert type(again) is type(model) and again.to_config() == model.to_config()
         assert torch.equal(again(inp), model(inp))
         assert not torch.equal(fresh, model(inp))  # the check above compares the loaded weights, not x0 == x0
     with pytest.raises(ValueError, match="unknown model type"):
         build_model({"type": "Nope"})
     with pytest.raises(ValueError, match="operator"):
-        build_model(FBPConvNet(radon, 4, 1).config())
+        build_model(FBPConvNet(radon, 4, 1).to_config())

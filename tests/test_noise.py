@@ -335,14 +335,14 @@ def test_commands_build_the_noise_in_one_place(small_ct):
 
 
 def test_robustness_curve_records_the_bound_noise(small_ct):
-    from ctrobust.attacks import AttackSettings  # (merge of measure and attacks: settings passed whole)
+    from ctrobust.attacks import AttackSettings
     from ctrobust.evaluation.robustness import robustness_curve
     from ctrobust.reconstruction.methods import FBPReconstruction
 
     op, phantoms = small_ct
-    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], AttackSettings(steps=1), batch_size=2,
-                           progress=False, max_samples=2, noise=LogPoissonNoise(2000))
+    res = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], AttackSettings(steps=1), batch_size=2, progress=False,
+                           max_samples=2, noise=LogPoissonNoise(2000))
     assert res.config["noise"]["mu"] == pytest.approx(LODOPAB_ATTENUATION / 24)
-    bound = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], AttackSettings(steps=1), batch_size=2,
-                             progress=False, max_samples=2, noise=LogPoissonNoise(2000, image_size=24))
+    bound = robustness_curve(FBPReconstruction(op), phantoms, op, [0.0], AttackSettings(steps=1), batch_size=2, progress=False,
+                             max_samples=2, noise=LogPoissonNoise(2000, image_size=24))
     assert [r["sq_error"] for r in res.rows] == [r["sq_error"] for r in bound.rows]

@@ -12,6 +12,7 @@ from ctrobust.models import Adversary, CSResidualNet, FBPConvNet, LinearReconstr
 from ctrobust.operators.cs import GaussianCS
 from ctrobust.operators.radon import RadonTransform
 from ctrobust.training import OBJECTIVES, build_objective, fit, make_objective
+from ctrobust.training.objectives import Universal
 from ctrobust.training.objectives import PGD, Jitter, MinMax, Universal, mse
 from ctrobust.training.parseval import orthogonal_init, orthogonality_error, retract
 
@@ -33,7 +34,9 @@ def _fixed_loss(model, op, data, objective):
 def test_loss_falls_for_each_objective(name, ct, global_rng_untouched):
     op, data = ct
     model = FBPConvNet(op, channels=4, depth=2, seed=0)
-    objective = make_objective(name, eps=0.02, pgd_steps=2, beta=1e-3, seed=0)
+    options = {"pgd": {"eps": 0.02, "steps": 2}, "parseval": {"beta": 1e-3}, "universal": {"eps": 0.02, "steps": 1}}.get(
+        name, {"eps": 0.02} if name in ("minmax", "universal", "jitter") else {})
+    objective = build_objective(name, **options, seed=0)
     before = _fixed_loss(model, op, data, objective)
     result = fit(model, op, objective, data, max_steps=16, batch_size=4, lr=3e-3, scheduler="constant", progress=False)
     model.train()
@@ -146,7 +149,7 @@ def test_weight_decay_adds_mu_times_the_squared_norm():
     model = LinearReconstruction(6, 8, init=torch.ones(8, 6))
     x = torch.randn(3, 8)
     y = op(x)
-    loss, logs = make_objective("weight-decay", mu=0.5).loss(model, x, y)
+    loss, logs = build_objective("weight-decay", mu=0.5).loss(model, x, y)
     assert math.isclose(float(loss.detach()), float(mse(model(y), x).detach()) + 0.5 * 48, rel_tol=1e-6)
     assert math.isclose(logs["weight_norm2"], 48.0, rel_tol=1e-6)
 
@@ -174,7 +177,7 @@ def test_parseval_keeps_weights_closer_to_orthonormal_than_plain(global_rng_unto
         model = CSResidualNet(op, channels=4, depth=1, seed=0)
         orthogonal_init(model, torch.Generator().manual_seed(0), keep_zero=False)  # both start orthonormal
         assert max(orthogonality_error(model).values()) < 1e-5
-        fit(model, op, make_objective(name, beta=3e-2, seed=0), data, max_steps=30, batch_size=8, lr=1e-2,
+        fit(model, op, build_objective(name, **({"beta": 3e-2} if name == "parseval" else {}), seed=0), data, max_steps=30, batch_size=8, lr=1e-2,
             progress=False)
         errors[name] = max(orthogonality_error(model).values())
     assert errors["parseval"] < 0.15 and errors["parseval"] < 0.5 * errors["plain"], errors
@@ -182,8 +185,23 @@ def test_parseval_keeps_weights_closer_to_orthonormal_than_plain(global_rng_unto
 
 def test_objective_configs_rebuild():
     for name in OBJECTIVES:
-        obj = make_objective(name, eps=0.03, lam=2.0, seed=4)
-        again = build_objective(obj.config())
-        assert type(again) is type(obj) and again.config() == obj.config()
+        perturbed = name in ("minmax", "pgd", "universal", "jitter")
+        obj = build_objective(name, **({"eps": 0.03, "lam": 2.0} if perturbed else {}), seed=4)
+        again = build_objective(obj.to_config())
+        assert type(again) is type(obj) and again.to_config() == obj.to_config()
+        assert again.to_config() == {"name": name, **{k: v for k, v in obj.to_config().items() if k != "name"}}
     with pytest.raises(ValueError, match="unknown objective"):
-        make_objective("robust")
+        build_objective("robust")
+
+
+def test_objectives_are_built_as_the_class_with_its_own_defaults():
+    """One construction path: build_objective(name, **options) is OBJECTIVES[name](**options), so a name alone
+    gives the class's signature defaults (the universal objective's 3 ascent steps, not another layer's 1)."""
+    import inspect
+
+    for name, cls in OBJECTIVES.items():
+        assert build_objective(name).to_config() == cls().to_config()
+    assert build_objective("universal").steps == inspect.signature(Universal).parameters["steps"].default == 3
+    assert make_objective is build_objective
+    with pytest.raises(ValueError, match="takes no option 'pgd_steps'"):
+        build_objective("pgd", pgd_steps=2)  # options are the class's keywords, checked by name

@@ -48,7 +48,7 @@ def test_checkpoint_round_trip(ct, tmp_path, global_rng_untouched):
     with torch.no_grad():
         assert torch.equal(loaded(y), result.model.eval()(y))
     data = read_checkpoint(result.last_checkpoint)
-    assert data["step"] == 2 and data["geometry"] == op.geometry.to_dict()
+    assert data["step"] == 2 and data["geometry"] == op.geometry.to_config()
     assert data["objective"]["config"]["name"] == "plain" and "val_psnr" in data["metrics"]
     assert set(data["rng"]) >= {"torch", "numpy", "python"} and data["data"]["n"] == 12
     assert (tmp_path / "run" / "best.pt").exists()
@@ -90,11 +90,12 @@ def test_bad_checkpoints_give_clear_errors(ct, tmp_path):
         load_checkpoint(tmp_path / "mismatch.pt")
 
 
-@pytest.mark.parametrize("kind", ["ct-minmax", "ct-minmax-conditioned", "ct-minmax-project", "cs-jitter"])
+@pytest.mark.parametrize("kind", ["ct-minmax", "ct-minmax-memory", "ct-minmax-conditioned", "ct-minmax-project", "cs-jitter"])
 def test_resume_equals_uninterrupted(kind, ct, tmp_path):
     if kind.startswith("ct-minmax"):
         op, tr, va = ct
-        mode = {"ct-minmax": "shared", "ct-minmax-conditioned": "conditioned", "ct-minmax-project": "project"}[kind]
+        mode = {"ct-minmax": "shared", "ct-minmax-memory": "memory", "ct-minmax-conditioned": "conditioned",
+                "ct-minmax-project": "project"}[kind]
         make_model = lambda: FBPConvNet(op, channels=4, depth=2, seed=0)  # noqa: E731
         make_obj = lambda: MinMax(eps=0.05, channels=4, g_steps=2, g_lr=1e-2, mode=mode, seed=1)  # noqa: E731
     else:
@@ -118,6 +119,11 @@ def test_resume_equals_uninterrupted(kind, ct, tmp_path):
         fresh = MinMax(eps=0.05, channels=4, mode=mode, seed=1)
         fresh.setup(make_model(), op)
         assert any(not torch.equal(v, fresh.adversary.state_dict()[k]) for k, v in ga.items())  # G did move
+        if mode == "memory":  # every training sample's direction resumes exactly
+            ma, mb = obj_a.adversary.memory, obj_b.adversary.memory
+            assert sorted(ma) == sorted(mb) == list(range(len(tr)))
+            for i in ma:
+                assert torch.equal(ma[i], mb[i]), i
     assert resumed.steps == 6
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()

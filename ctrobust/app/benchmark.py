@@ -154,7 +154,8 @@ def model_specs(spec: BenchmarkSpec, plan: Plan, out: Path, name: str) -> tuple[
     arch, objective = _arch_objective(name)
     run = out / "train" / name
     train = TrainSpec(objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size, out=str(run),
-                      save_every=max(10, plan.train_steps // 20), **plan.network, **_arch_fields(arch),
+                      save_every=max(10, plan.train_steps // 20),
+                      **(plan.network if arch == "fbpconvnet" else {}), **_arch_fields(arch),
                       **common)
     return train, AttackSpec(checkpoint=(str(run / "best.pt"),), **attack)
 

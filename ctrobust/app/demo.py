@@ -63,7 +63,7 @@ def check_operator(size: int, angles: int, out: Path, geometry=None) -> dict:
         y = operator(x)
         fbp = operator.fbp(y)
     numbers = {
-        "geometry": operator.geometry.to_dict(),
+        "geometry": operator.geometry.to_config(),
         "backend": operator.backend,
         "operator_build_s": round(build_s, 3),
         "operator_norm": operator.norm(iterations=30),

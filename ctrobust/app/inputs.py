@@ -158,10 +158,14 @@ class Reconstruction:
 
 
 def _record_info(record) -> dict:
-    """The small, JSON-able part of a checkpoint record: objective config, step, metrics, best."""
+    """The small, JSON-able part of a checkpoint record: model description and factory, objective config, step,
+    metrics, best."""
     if not isinstance(record, dict):
         return {}
     info = {}
+    model = record.get("model")
+    if isinstance(model, dict) and isinstance(model.get("config"), dict):
+        info["model"] = {"config": model["config"], "factory": model.get("factory")}
     objective = record.get("objective")
     if isinstance(objective, dict):
         info["objective"] = objective.get("config", objective)
@@ -230,8 +234,8 @@ def load_reconstructions(
             known = method_options(name)
             effective = {**{k: v for k, v in (known or {}).items() if v is not inspect.Parameter.empty}, **opts}
             info = {"method": name, "options": effective}
-            if hasattr(f, "config"):
-                info["config"] = f.config()
+            if hasattr(f, "to_config"):
+                info["config"] = f.to_config()
             out.append(Reconstruction(label, f, operator, f"method:{name}", "method", info))
     labels = [r.label for r in out]
     if len(set(labels)) < len(labels):

@@ -10,6 +10,11 @@ The field holds the ONE default of the option; its metadata holds what a user ne
   uses it as ``type=``, the spec's ``__post_init__`` applies it to non-text values by their ``str``;
 - ``library_default``: for options whose default ``None`` means "the library's default", a function
   returning that default (shown in ``--help``);
+- a default (or ``choices``) may be a :class:`Library` value, read from the library when first needed:
+  ``option(Library("ctrobust.training.trainer:fit", "lr"), ...)`` is the default of ``fit``'s ``lr``,
+  ``choices=Library("ctrobust.training.objectives:OBJECTIVES", names=True)`` the keys of that map. The
+  library (and torch) is imported when a spec is built or ``--help`` is printed, never when the parser is
+  built; :meth:`Spec.default` gives a field's resolved default;
 - ``default_text``: how to describe a ``None`` default in ``--help``;
 - command-line details: ``flag`` (when not ``--field-name``), ``aliases`` (older spellings, accepted but
   not shown), ``metavar``, ``group`` (the ``--help`` section), ``positional``, ``repeat`` (the flag may be
@@ -29,11 +34,73 @@ from typing import Any, Callable
 
 from ctrobust.errors import CtrobustError
 
-__all__ = ["option", "Spec", "positive_int", "nonneg_int", "image_size", "nonneg_float", "positive_float",
+__all__ = ["option", "Spec", "Library", "resolve", "signature_default", "library_default_mismatches", "positive_int", "nonneg_int", "image_size", "nonneg_float", "positive_float",
            "fraction", "eps_list", "device_name", "MIN_IMAGE_SIZE"]
 
 #: Smallest image side in pixels the commands accept (validation SSIM uses a 7 x 7 window).
 MIN_IMAGE_SIZE = 8
+
+
+def signature_default(func, name: str):
+    """The default of parameter ``name`` of ``func`` (a callable, or ``"module:callable"``: then a :class:`Library`
+    value, resolved when first needed, so that naming it imports nothing)."""
+    if isinstance(func, str):
+        return Library(func, name)
+    import inspect
+
+    return inspect.signature(func).parameters[name].default
+
+
+class Library:
+    """A value the library holds, read on first use: the attribute ``"module:name"`` (``names=True``: its keys,
+    as a tuple) or, with ``param``, the default of that parameter of the callable it names."""
+
+    def __init__(self, path: str, param: str | None = None, *, names: bool = False):
+        self.path, self.param, self.names = path, param, names
+
+    def resolve(self):
+        if not hasattr(self, "_value"):
+            import importlib
+
+            module, attr = self.path.split(":")
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            if self.param is not None:
+                obj = signature_default(obj, self.param)
+            elif self.names:
+                obj = tuple(obj)
+            if isinstance(obj, list):
+                obj = tuple(obj)
+            self._value = obj
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Library({self.path!r}" + (f", {self.param!r}" if self.param else "") + ")"
+
+
+def resolve(value):
+    """``value``, or what a :class:`Library` value stands for."""
+    return value.resolve() if isinstance(value, Library) else value
+
+
+def library_default_mismatches(spec_cls, links: dict) -> list[str]:
+    """The fields of ``spec_cls`` whose default differs from the library default they stand for.
+
+    ``links`` maps a field name to ``"module:callable"`` (the parameter of the same name), to
+    ``("module:callable", "param")``, or to a list of those (every one must agree). Returns one line per
+    difference, empty when all agree (a test asserts that, so a literal default cannot drift).
+    """
+    problems = []
+    for name, targets in links.items():
+        targets = targets if isinstance(targets, list) else [targets]
+        have = spec_cls.default(name)
+        for target in targets:
+            path, param = target if isinstance(target, tuple) else (target, name)
+            want = Library(path, param).resolve()
+            if have != want:
+                problems.append(f"{spec_cls.__name__}.{name} = {have!r} but {path} has {param}={want!r}")
+    return problems
 
 
 def option(default: Any = None, help: str = "", *, unit: str | None = None, choices=None,
@@ -44,7 +111,9 @@ def option(default: Any = None, help: str = "", *, unit: str | None = None, choi
     """A spec field (see the module docstring); lists are stored as tuples so specs stay hashable."""
     if isinstance(default, list):
         default = tuple(default)
-    meta = {"help": help, "unit": unit, "choices": tuple(choices) if choices is not None else None, "parse": parse,
+    if choices is not None and not isinstance(choices, Library):
+        choices = tuple(choices)
+    meta = {"help": help, "unit": unit, "choices": choices, "parse": parse,
             "library_default": library_default, "default_text": default_text, "flag": flag,
             "aliases": tuple(aliases), "metavar": metavar, "group": group, "positional": positional,
             "repeat": repeat, "exclusive": exclusive, "required": required, "cli": cli}
@@ -58,9 +127,11 @@ class Spec:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             meta = f.metadata
+            value = getattr(self, f.name)
+            if isinstance(value, Library):  # a default read from the library now
+                object.__setattr__(self, f.name, value := value.resolve())
             if not meta:
                 continue
-            value = getattr(self, f.name)
             if isinstance(value, list):
                 object.__setattr__(self, f.name, value := tuple(value))
             if value is None or value == ():
@@ -68,7 +139,7 @@ class Spec:
                     raise CtrobustError(f"{self.flag(f.name)} is required")
                 continue
             values = value if meta.get("repeat") or isinstance(value, tuple) else (value,)
-            choices = meta.get("choices")
+            choices = resolve(meta.get("choices"))
             for v in values:
                 if choices is not None and v not in choices:
                     raise CtrobustError(f"{self.flag(f.name)} {v!r}: choose one of {', '.join(map(str, choices))}")
@@ -84,6 +155,16 @@ class Spec:
         """Checks across fields (a subclass overrides it); raise :class:`CtrobustError`."""
 
     @classmethod
+    def default(cls, name: str):
+        """The default of field ``name`` (a :class:`Library` default is read from the library)."""
+        return resolve({f.name: f for f in dataclasses.fields(cls)}[name].default)
+
+    @classmethod
+    def choices(cls, name: str):
+        """The allowed values of field ``name`` (None: any)."""
+        return resolve({f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("choices"))
+
+    @classmethod
     def flag(cls, name: str) -> str:
         """The command-line flag of field ``name`` (``--field-name`` unless the field says otherwise)."""
         meta = {f.name: f.metadata for f in dataclasses.fields(cls)}.get(name) or {}
@@ -93,8 +174,7 @@ class Spec:
 
     def given(self, name: str) -> bool:
         """Whether field ``name`` differs from its default (for options that only apply with another)."""
-        f = {f.name: f for f in dataclasses.fields(self)}[name]
-        return getattr(self, name) != f.default
+        return getattr(self, name) != self.default(name)
 
     def to_dict(self) -> dict:
         """The fields as a JSON-able dict (tuples as lists)."""
@@ -107,12 +187,13 @@ class Spec:
         for f in dataclasses.fields(self):
             meta = f.metadata
             value = getattr(self, f.name)
-            if not meta or not meta.get("cli", True) or (value == f.default and f.name not in always):
+            default = resolve(f.default)
+            if not meta or not meta.get("cli", True) or (value == default and f.name not in always):
                 continue
             flag = self.flag(f.name)
             if meta.get("positional"):
                 tokens += [str(v) for v in value]
-            elif isinstance(f.default, bool):
+            elif isinstance(default, bool):
                 tokens.append(flag if value else "--no-" + flag[2:])
             elif meta.get("repeat"):
                 for v in value:

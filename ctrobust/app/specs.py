@@ -11,27 +11,25 @@ radius), ``eps_grid`` (several radii), ``absolute`` (radii in sinogram units ins
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 from ctrobust.app.acquisition import GEOMETRY_KINDS
-from ctrobust.app.spec import (Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int, option,
-                               positive_float, positive_int)
-from ctrobust.attacks import DEFAULT_STEPS
-from ctrobust.attacks.settings import ATTACKS, TARGETS, AttackSettings
+from ctrobust.app.spec import (Library, Spec, device_name, eps_list, fraction, image_size, nonneg_float, nonneg_int,
+                               option, positive_float, positive_int, signature_default)
 from ctrobust.errors import CtrobustError
-from ctrobust.models.adversary import MODES
-from ctrobust.models.unet import NORMS
-from ctrobust.operators.filters import FILTERS
-from ctrobust.operators.radon import BACKENDS
-from ctrobust.evaluation.robustness import (DEFAULT_EPS_GRID, VERIFY_RESTARTS, VERIFY_STEPS, robustness_curve,
-                                            verification_settings)
-from ctrobust.evaluation.shift import SHIFT_KINDS, make_shift
-from ctrobust.training.objectives import OBJECTIVES
-from ctrobust.training.trainer import SCHEDULERS
 
-__all__ = ["TrainSpec", "AttackSpec", "EvaluateSpec", "PrepareDicomSpec", "MakePhantomsSpec", "DemoSpec",
-           "ReportSpec", "BenchmarkSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS",
-           "METHOD_FLAGS", "signature_default", "field_default"]
+# The library's defaults and choices are named here and read when first needed (Library, signature_default with
+# a "module:callable" path): building the parser imports no torch (tests/test_layers.py).
+_ROBUSTNESS = "ctrobust.evaluation.robustness:robustness_curve"
+_SHIFT = "ctrobust.evaluation.shift:make_shift"
+_FIT = "ctrobust.training.trainer:fit"
+_FBPCONVNET = "ctrobust.models.fbpconvnet:FBPConvNet"
+_OBJ = "ctrobust.training.objectives:"
+_SETTINGS = "ctrobust.attacks.settings:AttackSettings"
+
+__all__ = ["OBJECTIVE_FIELDS", "FBPCONVNET_FIELDS", "objective_fields", "model_option_value", "TrainSpec", "AttackSpec", "EvaluateSpec",
+           "PrepareDicomSpec", "PrepareVolumesSpec", "MakePhantomsSpec", "DemoSpec",
+           "ReportSpec", "BenchmarkSpec", "ModelInputs", "DEFAULT_SIZE", "DEFAULT_ANGLES", "SCHEDULERS", "SPLITS", "METHOD_FLAGS",
+           "signature_default", "field_default"]
 
 #: image side in pixels of the built-in phantoms when neither a size nor data is given
 DEFAULT_SIZE = 128
@@ -40,9 +38,12 @@ DEFAULT_ANGLES = 143
 SPLITS = ("train", "val", "test")
 
 
-def signature_default(func, name: str):
-    """The default of parameter ``name`` of ``func``: library defaults come from the library's signatures."""
-    return inspect.signature(func).parameters[name].default
+def __getattr__(name: str):
+    if name == "SCHEDULERS":  # re-exported lazily: the trainer imports torch
+        from ctrobust.training.trainer import SCHEDULERS
+
+        return SCHEDULERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def field_default(cls, name: str):
@@ -119,9 +120,82 @@ def _force(what: str = "a non-empty --out, overwriting its files"):
 
 
 # ======================================================================================================
+def _model_name(text: str) -> str:
+    """``--model``: a registered model name or an import path ``package.module:factory`` (checked for form only:
+    the factory is imported when the model is built)."""
+    import argparse
+
+    from ctrobust.models.registry import is_import_path, model_names
+
+    name = str(text).strip()
+    if name in model_names() or is_import_path(name):
+        return name
+    raise argparse.ArgumentTypeError(f"expected a model name ({', '.join(model_names())}) or the import path "
+                                     f"'package.module:factory' of a function factory(operator, **options), got {text!r}")
+
+
+def _model_option(text: str) -> str:
+    """``--model-option KEY=VALUE``: VALUE is read as JSON (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``), else
+    taken as text."""
+    import argparse
+
+    key, sep, _ = str(text).partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python keyword name, got {text!r}")
+    return str(text)
+
+
+def model_option_value(text: str):
+    """``(key, value)`` of a ``--model-option KEY=VALUE`` (VALUE as JSON when it parses, else the text)."""
+    import json
+
+    key, _, value = text.partition("=")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+#: FBPConvNet's own TrainSpec fields (``--model fbpconvnet``), the keywords of its constructor
+FBPCONVNET_FIELDS = ("channels", "depth", "filter", "norm")
+_PERTURBED = ("minmax", "pgd", "universal", "jitter")
+#: TrainSpec field -> (the objectives it applies to, the keyword of their classes). Each field's default is
+#: read from those classes' signatures (one place for a default: tests/test_spec_defaults.py).
+OBJECTIVE_FIELDS = {
+    "eps": (_PERTURBED, "eps"),
+    "lam": (_PERTURBED, "lam"),
+    "absolute": (_PERTURBED, "relative"),  # negated
+    "adversary_mode": (("minmax",), "mode"),
+    "u_step": (("minmax",), "u_step"),
+    "g_lr": (("minmax",), "g_lr"),
+    "g_steps": (("minmax",), "g_steps"),
+    "pgd_steps": (("pgd",), "steps"),
+    "universal_steps": (("universal",), "steps"),
+    "mu": (("weight-decay",), "mu"),
+    "beta": (("parseval",), "beta"),
+}
+
+
+def objective_fields(objective: str, **fields) -> dict:
+    """``fields`` (TrainSpec field values) without the objective options that do not apply to ``objective``.
+
+    For callers that sweep objectives with one set of options: ``TrainSpec(objective=o, **objective_fields(o,
+    eps=0.01, pgd_steps=3, lr=1e-3))`` (a TrainSpec refuses an option of another objective).
+    """
+    return {k: v for k, v in fields.items() if k not in OBJECTIVE_FIELDS or objective in OBJECTIVE_FIELDS[k][0]}
+
+
+def _objective_default(objective: str, keyword: str):
+    """The default of ``keyword`` of the class of objective ``objective`` (read when first needed)."""
+    classes = {"minmax": "MinMax", "pgd": "PGD", "universal": "Universal", "jitter": "Jitter",
+               "weight-decay": "WeightDecay", "parseval": "Parseval", "plain": "Plain"}
+    return signature_default(_OBJ + classes[objective], keyword)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSpec(Spec):
-    """``ctrobust train``: FBPConvNet on phantoms or a prepared file, with a robustness objective (docs/cli/train.md)."""
+    """``ctrobust train``: a network (FBPConvNet by default, any registered or user model with ``--model``) on
+    phantoms or a prepared file, with a robustness objective (docs/cli/train.md, docs/models.md)."""
 
     angles: int = option(DEFAULT_ANGLES, "number of views, uniformly on [0, pi) radians for parallel beam (the paper: "
                          "143), on [0, 2 pi) for fan beam", parse=positive_int, group="geometry and data")
@@ -140,58 +214,85 @@ class TrainSpec(Spec):
                                  group="geometry and data", default_text="the built-in 256")
     n_val: int | None = option(None, "number of validation phantoms without --data", parse=nonneg_int,
                                group="geometry and data", default_text="the built-in 32")
-    data_seed: int = option(0, "seed of the built-in phantoms (>= 0)", parse=nonneg_int, group="geometry and data")
-    filter: str = option("ram-lak", "FBP filter inside FBPConvNet", choices=FILTERS, group="geometry and data")
-    backend: str = option("auto", "Radon transform backend", choices=BACKENDS, group="geometry and data")
+    data_seed: int = option(signature_default("ctrobust.data:load_split", "seed"),
+                            "seed of the built-in phantoms (>= 0)", parse=nonneg_int, group="geometry and data")
+    backend: str = option(signature_default("ctrobust.operators.radon:RadonTransform", "backend"),
+                          "Radon transform backend", choices=Library("ctrobust.operators.radon:BACKENDS"),
+                          group="geometry and data")
     photons: float | None = _photons("geometry and data", ": every step trains on freshly drawn noise, validation "
                                      "uses fixed noise")
 
-    objective: str = option("plain", "training objective (docs/training.md)", choices=tuple(OBJECTIVES),
-                            group="objective")
-    eps: float = option(0.01, "perturbation radius for minmax/pgd/universal/jitter: a fraction of ||y||_2 per sample "
-                        "(0.01 = 1 %), or in sinogram units with --absolute", parse=nonneg_float, group="objective")
+    model: str = option("fbpconvnet", "the network: a registered name (fbpconvnet: FBP + residual U-Net, Jin et al.; "
+                        "lpd: Learned Primal-Dual; residual) or the import path package.module:factory of your own "
+                        "factory(operator, **options) -> torch.nn.Module (docs/models.md); the checkpoint stores the "
+                        "factory's import path and options, so attack/evaluate rebuild it by importing that module",
+                        parse=_model_name, metavar="NAME|MODULE:FACTORY", group="model")
+    model_option: tuple[str, ...] = option((), "an option of the model's factory, repeatable, VALUE read as JSON "
+                                           "(e.g. iterations=10, widths=[32,32], name=\"x\"); FBPConvNet's options "
+                                           "have their own flags below", parse=_model_option, repeat=True,
+                                           metavar="KEY=VALUE", group="model")
+    filter: str = option(signature_default(_FBPCONVNET, "filter"), "--model fbpconvnet: FBP filter inside FBPConvNet",
+                         choices=Library("ctrobust.operators.filters:FILTERS"), group="model")
+    channels: int = option(signature_default(_FBPCONVNET, "channels"), "--model fbpconvnet: U-Net channels of the "
+                           "first level (Jin et al.: 64; 8 trains fast on a laptop)", parse=positive_int, group="model")
+    depth: int = option(signature_default(_FBPCONVNET, "depth"), "--model fbpconvnet: U-Net poolings (Jin et al.: 4)",
+                        parse=nonneg_int, group="model")
+    norm: str = option(signature_default(_FBPCONVNET, "norm"), "--model fbpconvnet: U-Net normalisation layers",
+                       choices=Library("ctrobust.models.unet:NORMS"), group="model")
+
+    objective: str = option("plain", "training objective (docs/training.md)",
+                            choices=Library(_OBJ + "OBJECTIVES", names=True), group="objective")
+    eps: float = option(_objective_default("pgd", "eps"), "perturbation radius for minmax/pgd/universal/jitter: a "
+                        "fraction of ||y||_2 per sample (0.01 = 1 %), or in sinogram units with --absolute",
+                        parse=nonneg_float, group="objective")
     absolute: bool = option(False, "--eps is an absolute l2 radius in sinogram units instead of relative to ||y||_2",
                             group="objective")
     lam: float | None = option(None, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
                                parse=nonneg_float, group="objective",
                                default_text="0.5 for minmax (its clean error stays within 2 % of plain's, "
-                               "docs/training.md), 1 for pgd/universal/jitter")
+                               "docs/training.md), 1 for pgd/universal/jitter: each objective's own default")
     adversary_mode: str = option(
-        "shared", "minmax: the adversary G. shared: one learned direction u at the full radius, moved by normalised "
-        "ascent with the gradient of f's own backward pass (no extra pass); conditioned: normalize(u + h(y)) with a "
-        "CNN h (the paper's y-dependent G); project / sphere / penalty: a CNN alone with its own Adam ascent passes "
-        "(kept for comparison: weak in CT, docs/training.md)", choices=MODES, group="objective")
-    u_step: float = option(0.25, "minmax shared/conditioned: normalised ascent step of the unit direction u per f step",
-                           unit="dimensionless, a fraction of ||u|| = 1", parse=positive_float, group="objective")
-    g_lr: float = option(1e-3, "minmax: Adam learning rate of G's network (h in conditioned mode, the CNN in "
-                         "project/sphere/penalty)", parse=positive_float, group="objective")
-    g_steps: int = option(1, "minmax project/sphere/penalty and universal: ascent passes on the adversary per f step",
-                          parse=positive_int, group="objective")
-    pgd_steps: int = option(5, "pgd: projected gradient ascent steps per sample per f step", parse=positive_int,
-                            group="objective")
-    mu: float = option(1e-4, "weight-decay: weight mu of sum ||theta||^2 added to the per-pixel MSE",
-                       parse=nonneg_float, group="objective")
-    beta: float = option(3e-4, "parseval: retraction strength beta (W <- (1+beta) W - beta W W^T W after each step)",
-                         parse=nonneg_float, group="objective")
+        _objective_default("minmax", "mode"), "minmax: the adversary G. shared: one learned direction u at the full "
+        "radius, moved by normalised ascent with the gradient of f's own backward pass (no extra pass); memory: one "
+        "direction per training sample, carried across epochs and moved the same way at each visit (sample-specific at "
+        "shared's cost; new samples start at u); conditioned: normalize(u + h(y)) with a CNN h (the paper's "
+        "y-dependent G); project / sphere / penalty: a CNN alone with its own Adam ascent passes (kept for comparison: "
+        "weak in CT, docs/training.md)",
+        choices=Library("ctrobust.models.adversary:MODES"), group="objective")
+    u_step: float = option(_objective_default("minmax", "u_step"), "minmax shared/memory/conditioned: normalised ascent "
+                           "step of the unit direction u (memory: of each visited sample's direction) per f step", unit="dimensionless, a fraction of ||u|| = 1",
+                           parse=positive_float, group="objective")
+    g_lr: float = option(_objective_default("minmax", "g_lr"), "minmax: Adam learning rate of G's network (h in "
+                         "conditioned mode, the CNN in project/sphere/penalty)", parse=positive_float, group="objective")
+    g_steps: int = option(_objective_default("minmax", "g_steps"), "minmax project/sphere/penalty: ascent passes on "
+                          "the adversary per f step (universal: --universal-steps)", parse=positive_int,
+                          group="objective")
+    pgd_steps: int = option(_objective_default("pgd", "steps"), "pgd: projected gradient ascent steps per sample per "
+                            "f step", parse=positive_int, group="objective")
+    universal_steps: int = option(_objective_default("universal", "steps"), "universal: normalised ascent steps of "
+                                  "the shared direction u per f step", parse=positive_int, group="objective")
+    mu: float = option(_objective_default("weight-decay", "mu"), "weight-decay: weight mu of sum ||theta||^2 added to "
+                       "the per-pixel MSE", parse=nonneg_float, group="objective")
+    beta: float = option(_objective_default("parseval", "beta"), "parseval: retraction strength beta (W <- (1+beta) W "
+                         "- beta W W^T W after each step)", parse=nonneg_float, group="objective")
 
     epochs: int | None = option(None, "passes over the training set", parse=positive_int, group="optimisation",
                                 exclusive="length", default_text="10 when --max-steps is not given")
     max_steps: int | None = option(None, "stop after this many optimiser steps in total, counting steps before a "
                                    "--resume", parse=nonneg_int, group="optimisation", exclusive="length",
                                    default_text="--epochs")
-    batch_size: int = option(8, "images per step per process (global batch = this x number of processes)",
-                             parse=positive_int, group="optimisation")
-    lr: float = option(1e-3, "Adam learning rate of the network", parse=positive_float, group="optimisation")
-    scheduler: str = option("cosine", "learning-rate schedule over all steps: cosine to 0, step (x0.1 at 50 % and "
-                            "75 %), constant", choices=SCHEDULERS, group="optimisation")
-    channels: int = option(64, "U-Net channels of the first level (Jin et al.: 64; 8 trains fast on a laptop)",
-                           parse=positive_int, group="optimisation")
-    depth: int = option(4, "U-Net poolings (Jin et al.: 4)", parse=nonneg_int, group="optimisation")
-    norm: str = option("batch", "U-Net normalisation layers", choices=NORMS, group="optimisation")
-    seed: int = option(0, "seed of the weights, the adversary and the data order", parse=nonneg_int,
+    batch_size: int = option(signature_default(_FIT, "batch_size"), "images per step per process (global batch = this "
+                             "x number of processes)", parse=positive_int, group="optimisation")
+    lr: float = option(signature_default(_FIT, "lr"), "Adam learning rate of the network", parse=positive_float,
                        group="optimisation")
+    scheduler: str = option(signature_default(_FIT, "scheduler"), "learning-rate schedule over all steps: cosine to 0, "
+                            "step (x0.1 at 50 % and 75 %), constant",
+                            choices=Library("ctrobust.training.trainer:SCHEDULERS"), group="optimisation")
+    seed: int = option(signature_default(_FIT, "seed"), "seed of the weights, the adversary and the data order",
+                       parse=nonneg_int, group="optimisation")
     device: str = _device("optimisation")
-    num_workers: int = option(0, "DataLoader worker processes", parse=nonneg_int, group="optimisation")
+    num_workers: int = option(signature_default(_FIT, "num_workers"), "DataLoader worker processes", parse=nonneg_int,
+                              group="optimisation")
 
     out: str = option("runs/train", "run directory for logs, config.json, last.pt and best.pt", metavar="DIR",
                       group="output")
@@ -202,7 +303,8 @@ class TrainSpec(Spec):
                                    group="output", default_text="at every epoch end")
     save_every: int | None = option(None, "also save last.pt every this many steps", parse=positive_int,
                                     group="output", default_text="only when validating")
-    log_every: int = option(1, "write a step log row every this many steps", parse=positive_int, group="output")
+    log_every: int = option(signature_default(_FIT, "log_every"), "write a step log row every this many steps",
+                            parse=positive_int, group="output")
     progress: bool = option(True, "progress bar (only on a terminal)", group="output")
 
     def check(self) -> None:
@@ -210,6 +312,41 @@ class TrainSpec(Spec):
             raise CtrobustError("give --epochs or --max-steps, not both")
         if self.resume and self.force:
             raise CtrobustError("--resume and --force contradict each other: choose one")
+        for name, (objectives, _) in OBJECTIVE_FIELDS.items():
+            if self.objective not in objectives and self.given(name):
+                hint = " (universal: --universal-steps)" if name == "g_steps" and self.objective == "universal" else ""
+                raise CtrobustError(f"{self.flag(name)} does not apply to --objective {self.objective}: it is an "
+                                    f"option of {', '.join(objectives)}{hint}")
+        keys = [model_option_value(t)[0] for t in self.model_option]
+        if len(set(keys)) < len(keys):
+            raise CtrobustError(f"--model-option gives {sorted({k for k in keys if keys.count(k) > 1})} more than once")
+        if self.model == "fbpconvnet":
+            own = sorted(set(keys) & set(FBPCONVNET_FIELDS))
+            if own:
+                raise CtrobustError(f"--model-option {own[0]}=...: give FBPConvNet's {own[0]} with "
+                                    f"{self.flag(own[0])}")
+        else:
+            given = [self.flag(k) for k in FBPCONVNET_FIELDS if self.given(k)]
+            if given:
+                raise CtrobustError(f"{', '.join(given)} only apply to --model fbpconvnet; give the options of "
+                                    f"--model {self.model} with --model-option KEY=VALUE")
+
+    def model_config(self) -> dict:
+        """The model's description ``{"type": model, **options}`` for :func:`ctrobust.models.build_model`."""
+        options = dict(model_option_value(t) for t in self.model_option)
+        if self.model == "fbpconvnet":
+            options = {**{k: getattr(self, k) for k in FBPCONVNET_FIELDS}, **options}
+        return {"type": self.model, **options}
+
+    def objective_options(self) -> dict:
+        """The keyword arguments of the objective's class: the fields that apply to it (and the seed)."""
+        options = {}
+        for name, (objectives, keyword) in OBJECTIVE_FIELDS.items():
+            value = getattr(self, name)
+            if self.objective not in objectives or value is None:
+                continue
+            options[keyword] = (not value) if name == "absolute" else value
+        return {**options, "seed": self.seed}
 
 
 # ======================================================================================================
@@ -267,10 +404,10 @@ class ModelInputs(Spec):
                               "docs/data.md)",
                               metavar="DATASET.h5", default_text="built-in random phantoms")
     split: str = option("test", "which split of the data to use", choices=SPLITS)
-    n_samples: int | None = option(signature_default(robustness_curve, "max_samples"),
+    n_samples: int | None = option(signature_default(_ROBUSTNESS, "max_samples"),
                                    "use only the first N samples of the split", parse=positive_int, metavar="N",
                                    default_text="all")
-    batch_size: int = option(signature_default(robustness_curve, "batch_size"), "samples per batch",
+    batch_size: int = option(signature_default(_ROBUSTNESS, "batch_size"), "samples per batch",
                              parse=positive_int)
     size: int | None = option(None, "image side N of the phantoms and of the geometry, only when no checkpoint gives "
                               "one", unit="pixels", parse=positive_int, aliases=("--image-size",),
@@ -314,54 +451,59 @@ class AttackSpec(ModelInputs):
                                "sample's ||y||_2 (0.01 = 1 %), or absolute with --absolute", parse=nonneg_float,
                                default_text="0.01 without --eps-grid, else the grid's largest")
     eps_grid: tuple[float, ...] | None = option(
-        None, "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
-        f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
-    attack: str = option(field_default(AttackSettings, "rule"),
+        None, lambda: "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
+        f"{','.join(map(str, Library('ctrobust.evaluation.robustness:DEFAULT_EPS_GRID').resolve()))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
+    attack: str = option(signature_default(_SETTINGS, "rule"),
                          "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020): exact on "
                          "FBP, 89-99.6 % (mean) of the best known worst case of trained networks in 100 steps, whose "
                          "loss has many local maxima: a lower bound, --restarts 2 prints the spread of independent "
                          "runs (docs/robustness.md); pga = fixed step 2.5 r / steps (Madry et al.), as many "
                          "papers use: it stalls at 71-94 %, so use it only to compare with such papers",
-                         choices=ATTACKS)
-    steps: int = option(field_default(AttackSettings, "steps"),
+                         choices=Library("ctrobust.attacks.settings:ATTACKS"))
+    steps: int = option(signature_default(_SETTINGS, "steps"),
                         "gradient steps per restart and eps (each one forward and one backward pass of the model)",
                         parse=nonneg_int)
-    restarts: int = option(field_default(AttackSettings, "restarts"),
+    restarts: int = option(signature_default(_SETTINGS, "restarts"),
                            "runs per eps from random points (with --warm-start the first starts from the previous "
                            "eps's worst perturbation); the worst iterate over all is kept; with 2 or more the "
                            "restart_spread column and a printed line say how far the second-best run fell short",
                            parse=positive_int)
-    step_size: float | None = option(field_default(AttackSettings, "step_size"), "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
+    step_size: float | None = option(signature_default(_SETTINGS, "step_size"), "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
                                      parse=positive_float, default_text="4 for apgd, 2.5 / steps for pga")
-    warm_start: bool = option(field_default(AttackSettings, "warm_start"),
+    warm_start: bool = option(signature_default(_SETTINGS, "warm_start"),
                               "start each eps's first run from the previous eps's worst perturbation, rescaled, instead "
                               "of a random point (measured weaker on trained FBPConvNets: it stays in the smaller ball's "
                               "basin; without it the rescaled perturbation is still tried, one forward pass)")
-    linearization: bool = option(signature_default(robustness_curve, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
+    linearization: bool = option(signature_default(_ROBUSTNESS, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
                                  "worst case per sample (by Lanczos for checkpoints and FBP, about 30-300 extra "
                                  "backward passes per batch; --no-linearization skips them)")
     verify: int = option(0, "also attack the first N samples with a much stronger budget (--verify-steps x "
                          "--verify-restarts) and report default / strong per eps (1.0 = the default found the worst "
                          "case); 0: off", parse=nonneg_int, metavar="N")
-    verify_steps: int = option(VERIFY_STEPS, "steps per restart of the --verify attack", parse=positive_int)
-    verify_restarts: int = option(VERIFY_RESTARTS, "random restarts of the --verify attack (seeded --seed + 1)",
-                                  parse=positive_int)
-    absolute: bool = option(not field_default(AttackSettings, "relative"), "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
-    target: str = option(field_default(AttackSettings, "target"),
+    verify_steps: int = option(Library("ctrobust.evaluation.robustness:VERIFY_STEPS"),
+                               "steps per restart of the --verify attack", parse=positive_int)
+    verify_restarts: int = option(Library("ctrobust.evaluation.robustness:VERIFY_RESTARTS"),
+                                  "random restarts of the --verify attack (seeded --seed + 1)", parse=positive_int)
+    absolute: bool = option(False, "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    target: str = option(signature_default(_SETTINGS, "target"),
                          "maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)",
-                         choices=TARGETS)
-    seed: int = option(field_default(AttackSettings, "seed"),
+                         choices=Library("ctrobust.attacks.settings:TARGETS"))
+    seed: int = option(signature_default(_SETTINGS, "seed"),
                        "seed of the random starts and of the random-noise reference (>= 0)", parse=nonneg_int)
 
-    def attack_settings(self) -> AttackSettings:
+    def attack_settings(self):
         """The attack of every eps, as one value (:class:`~ctrobust.attacks.AttackSettings`)."""
+        from ctrobust.attacks.settings import AttackSettings
+
         return AttackSettings(rule=self.attack, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
                               target=self.target, relative=not self.absolute, warm_start=self.warm_start,
                               seed=self.seed)
 
-    def verify_settings(self, config: dict) -> AttackSettings:
+    def verify_settings(self, config: dict):
         """The ``--verify`` attack of a curve recorded as ``config``: ``--verify-steps`` x ``--verify-restarts``
         (:func:`~ctrobust.evaluation.robustness.verification_settings`), seeded ``--seed + 1``."""
+        from ctrobust.evaluation.robustness import verification_settings
+
         return verification_settings(config, steps=self.verify_steps, restarts=self.verify_restarts,
                                      seed=self.seed + 1)
 
@@ -396,12 +538,12 @@ class EvaluateSpec(ModelInputs):
     """``ctrobust evaluate``: clean metrics, distribution shift with test-time training, small features."""
 
     out: str = option("results/evaluate", "output folder (refused if not empty, unless --force)", metavar="DIR")
-    seed: int = option(signature_default(make_shift, "seed"),
+    seed: int = option(signature_default(_SHIFT, "seed"),
                        "seed of the shift's measurement noise, of TTT's held-out bins, of the feature positions and "
                        "of the attack's random starts", parse=nonneg_int)
     shift: str | None = option(None, "data: test on other images (--shift-data); views: test on a geometry with "
                                "--shift-angles views (same weights; FBP/TV rebuilt on it); noise: add Gaussian noise "
-                               "of relative level --shift-noise to y", choices=SHIFT_KINDS, group=_S,
+                               "of relative level --shift-noise to y", choices=Library("ctrobust.evaluation.shift:SHIFT_KINDS"), group=_S,
                                default_text="no shift")
     shift_data: str | None = option(None, "--shift data: prepared-slice HDF5 file of the other images (same image "
                                     "size as the model), 'phantoms' for the built-in random phantoms or 'real' for the "
@@ -540,15 +682,11 @@ def _window_help() -> str:
 
 
 def _prepare_default(name: str):
-    from ctrobust.data.prepare import prepare_dicom
-
-    return signature_default(prepare_dicom, name)
+    return signature_default("ctrobust.data.prepare:prepare_dicom", name)
 
 
 def _phantoms_default(name: str):
-    from ctrobust.data.make import make_phantoms
-
-    return signature_default(make_phantoms, name)
+    return signature_default("ctrobust.data.make:make_phantoms", name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,7 +699,7 @@ class PrepareDicomSpec(Spec):
                              required=True)
     size: int = option(_prepare_default("size"), "output image side (square slices, at least 8)", unit="pixels",
                        parse=image_size)
-    window: str = option(_prepare_default("window"), _window_help(), parse=_window)
+    window: str = option(_prepare_default("window"), _window_help, parse=_window)
     fov: float | None = option(_prepare_default("fov"), "output field of view, the same for every slice, centred",
                                unit="mm", parse=positive_float, default_text="each slice's own longer side")
     val_fraction: float = option(_prepare_default("val_fraction"), "fraction of patients in the val split",
@@ -573,7 +711,78 @@ class PrepareDicomSpec(Spec):
     salt_file: str | None = option(_prepare_default("salt_file"), "secret file whose bytes salt the pseudonyms "
                                    "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
     workers: int = option(_prepare_default("workers"), "processes reading DICOM files in parallel", parse=positive_int)
-    force: bool = _force("an existing output file (overwrite it)")
+    keep_flagged: bool = option(_prepare_default("keep_flagged"), "keep constant and saturated slices (QC flags them; "
+                                "without this option they are skipped and listed)", group="quality control")
+    max_clipped: float = option(_prepare_default("max_clipped"), "a slice with at least this fraction of pixels at the "
+                                "window's minimum or maximum is saturated", parse=fraction, metavar="FRACTION",
+                                group="quality control")
+    allow_mixed_spacing: bool = option(_prepare_default("allow_mixed_spacing"), "write an output whose pixel sizes "
+                                       "differ by more than a factor 2 (refused otherwise; --fov gives every slice one "
+                                       "pixel size)", group="quality control")
+    qc_page: bool = option(_prepare_default("qc_page"), "write DATASET.qc/qc.md: thumbnails per split and a pixel-size "
+                           "histogram, no identifiers", group="quality control")
+    force: bool = _force("an existing output file and QC folder (overwrite them)")
+    progress: bool = _progress()
+
+
+def _volumes_default(name: str):
+    return signature_default("ctrobust.data.volumes:prepare_volumes", name)
+
+
+def _finite_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareVolumesSpec(Spec):
+    """``ctrobust prepare-volumes``: NIfTI CT volumes -> a de-identified prepared-slice HDF5 file
+    (docs/cli/prepare-volumes.md)."""
+
+    inputs: tuple[str, ...] = option((), "NIfTI files (.nii, .nii.gz) or folders (searched recursively for them)",
+                                     positional=True, repeat=True, metavar="INPUT", required=True)
+    out: str | None = option(None, "output HDF5 file (the log goes to DATASET.log.json, the QC page to DATASET.qc/)",
+                             metavar="DATASET.h5", required=True)
+    size: int = option(_volumes_default("size"), "output image side (square slices, at least 8)", unit="pixels",
+                       parse=image_size)
+    window: str = option(_volumes_default("window"), _window_help, parse=_window)
+    fov: float | None = option(_volumes_default("fov"), "output field of view, the same for every slice, centred",
+                               unit="mm", parse=positive_float, default_text="each slice's own longer side")
+    hu_offset: float = option(_volumes_default("hu_offset"), "HU added to the (scl_slope/scl_inter scaled) voxel values: "
+                              "0 for volumes in HU, -1024 for volumes stored as HU + 1024", unit="HU",
+                              parse=_finite_float, metavar="HU")
+    patient_pattern: str | None = option(_volumes_default("patient_pattern"), "regular expression searched in each "
+                                         "file's path below its input folder; its first group (else the whole match) is "
+                                         "the patient, so that several volumes of one person stay in one split",
+                                         metavar="REGEX", default_text="each file is its own patient")
+    val_fraction: float = option(_volumes_default("val_fraction"), "fraction of patients in the val split",
+                                 parse=nonneg_float)
+    test_fraction: float = option(_volumes_default("test_fraction"), "fraction of patients in the test split",
+                                  parse=nonneg_float)
+    seed: int = option(_volumes_default("seed"), "seed of the patient split, >= 0 (deterministic for a seed)",
+                       parse=nonneg_int)
+    salt_file: str | None = option(_volumes_default("salt_file"), "secret file whose bytes salt the pseudonyms "
+                                   "(stable keys across runs)", metavar="FILE", default_text="a random salt, never stored")
+    workers: int = option(_volumes_default("workers"), "processes reading volumes in parallel", parse=positive_int)
+    keep_flagged: bool = option(_volumes_default("keep_flagged"), "keep constant and saturated slices (QC flags them; "
+                                "without this option they are skipped and listed)", group="quality control")
+    max_clipped: float = option(_volumes_default("max_clipped"), "a slice with at least this fraction of pixels at the "
+                                "window's minimum or maximum is saturated", parse=fraction, metavar="FRACTION",
+                                group="quality control")
+    allow_mixed_spacing: bool = option(_volumes_default("allow_mixed_spacing"), "write an output whose pixel sizes "
+                                       "differ by more than a factor 2 (refused otherwise; --fov gives every slice one "
+                                       "pixel size)", group="quality control")
+    qc_page: bool = option(_volumes_default("qc_page"), "write DATASET.qc/qc.md: thumbnails per split and a pixel-size "
+                           "histogram, no identifiers", group="quality control")
+    force: bool = _force("an existing output file and QC folder (overwrite them)")
     progress: bool = _progress()
 
 
@@ -613,7 +822,7 @@ class DemoSpec(Spec):
                         "norm)", parse=nonneg_float)
     eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
                                          parse=eps_list, metavar="E1,E2,...")
-    attack_steps: int = option(DEFAULT_STEPS, "steps of the attack (APGD) per eps, each one forward and one backward "
+    attack_steps: int = option(signature_default(_SETTINGS, "steps"), "steps of the attack (APGD) per eps, each one forward and one backward "
                                "pass of the model", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
     photons: float | None = _photons(None, ": both networks train on noisy data and the attack perturbs the noisy "
@@ -653,6 +862,8 @@ BENCHMARK_MODELS = ("fbp", "tv", "fbpconvnet-plain", "fbpconvnet-minmax", "fbpco
 def model_names(text: str) -> tuple[str, ...]:
     """Comma-separated benchmark models: ``fbp``, ``tv`` or ``ARCH-OBJECTIVE`` (e.g. ``fbpconvnet-minmax``)."""
     import argparse
+
+    from ctrobust.training.objectives import OBJECTIVES
 
     names = tuple(p for p in str(text).replace(" ", "").strip("()[]").replace("'", "").split(",") if p)
     if not names:

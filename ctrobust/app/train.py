@@ -1,12 +1,16 @@
-"""``run_train``: FBPConvNet on phantoms or a prepared HDF5 file with a robustness objective (``ctrobust train``).
+"""``run_train``: a network (FBPConvNet by default, or any model of the registry / a user's factory) on phantoms or
+a prepared HDF5 file with a robustness objective (``ctrobust train``).
 
 The generic loop is :func:`ctrobust.training.fit`; this module builds its inputs from a
-:class:`~ctrobust.app.specs.TrainSpec`: the data splits, the Radon transform, the model and the objective.
+:class:`~ctrobust.app.specs.TrainSpec`: the data splits, the Radon transform, the model
+(``build_model(spec.model_config(), operator)``) and the objective (``build_objective(spec.objective,
+**spec.objective_options())``).
 Every input is built (and so validated) before ``fit`` creates or changes the run folder.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 from ctrobust.app.specs import DEFAULT_SIZE, TrainSpec
@@ -16,16 +20,16 @@ __all__ = ["run_train"]
 
 
 def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None]] = ()):
-    """Train FBPConvNet as ``ctrobust train`` does; returns :class:`ctrobust.training.TrainResult`.
+    """Train the spec's model as ``ctrobust train`` does; returns :class:`ctrobust.training.TrainResult`.
 
     The checkpoint's ``run`` record holds the spec as ``train_config`` (with the image size resolved).
     """
     from ctrobust.app.acquisition import build_geometry
     from ctrobust.app.inputs import noise_model
     from ctrobust.data import load_split
-    from ctrobust.models import FBPConvNet
+    from ctrobust.models.registry import build_model
     from ctrobust.operators.radon import RadonTransform
-    from ctrobust.training.objectives import make_objective
+    from ctrobust.training.objectives import build_objective
     from ctrobust.training.trainer import fit
 
     size = spec.size if spec.size is not None else DEFAULT_SIZE
@@ -49,15 +53,21 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
         size = int(train_set.image_size)
     if len(val_set) == 0:
         val_set = None
+        if spec.data is not None and os.environ.get("RANK", "0") in ("", "0"):  # announced once: no validation
+            import sys
+
+            print(f"warning: the val split of {spec.data} is empty: training WITHOUT validation. best.pt is chosen by "
+                  "the training loss (criterion 'train_loss'; no val_mse is reported). Prepare the data with 3 or more "
+                  "patients and --val-fraction > 0 to validate", file=sys.stderr)
     try:
         operator = RadonTransform(build_geometry(spec, size, spec.angles), backend=spec.backend)
-        model = FBPConvNet(operator, spec.channels, spec.depth, spec.filter, norm=spec.norm, seed=spec.seed)
-        objective = make_objective(spec.objective, eps=spec.eps, lam=spec.lam, relative=not spec.absolute,
-                                   mu=spec.mu, beta=spec.beta, g_lr=spec.g_lr, g_steps=spec.g_steps,
-                                   pgd_steps=spec.pgd_steps, mode=spec.adversary_mode, u_step=spec.u_step,
-                                   seed=spec.seed)
+        objective = build_objective(spec.objective, **spec.objective_options())
     except ValueError as exc:
         raise CtrobustError(str(exc)) from exc
+    try:
+        model = build_model(spec.model_config(), operator, seed=spec.seed)
+    except (ValueError, TypeError) as exc:  # an option the factory does not take, a model that refuses the operator
+        raise CtrobustError(f"--model {spec.model}: {exc}") from exc
     noise = noise_model(spec, operator)
     record = spec.to_dict()
     record["size"] = size

@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser"]
 COMMANDS = (
     "demo",
     "prepare-dicom",
+    "prepare-volumes",
     "make-phantoms",
     "train",
     "attack",

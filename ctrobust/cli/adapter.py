@@ -5,6 +5,11 @@ Every option of every command is generated here from its spec field: ``--field-n
 ``BooleanOptionalAction`` for switches (``--progress`` / ``--no-progress``), ``action="append"`` for
 repeatable options, hidden aliases for older spellings, and a help text ending in the field's one default
 (and unit). Nothing here knows a particular command.
+
+Building the parser imports no library module (and so no torch): defaults and choices the specs read from
+the library (:class:`ctrobust.app.spec.Library`) are resolved when ``--help`` is printed (the help texts
+are formatted then, by :class:`SpecHelpFormatter`) or when a value is parsed (choices are checked by the
+option's ``type=``).
 """
 
 from __future__ import annotations
@@ -12,9 +17,45 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ctrobust.app.spec import Library, resolve
 from ctrobust.errors import CtrobustError
 
-__all__ = ["add_spec_parser", "add_spec_arguments", "spec_from_args", "help_text"]
+
+class SpecHelpFormatter(argparse.HelpFormatter):
+    """Formats a spec option's help from its field when help is printed (so library defaults load only then)."""
+
+    def _get_help_string(self, action):
+        field = getattr(action, "spec_field", None)
+        return help_text(field) if field is not None else super()._get_help_string(action)
+
+    def _metavar_formatter(self, action, default_metavar):
+        # ``{a,b,c}`` for choices read from the library, when help or usage is formatted (argparse's own check
+        # while adding the argument passes no default metavar: the library is not read then)
+        lazy = getattr(action, "lazy_choices", None)
+        if lazy is not None and action.metavar is None and default_metavar is not None:
+            result = "{" + ",".join(map(str, lazy.resolve())) + "}"
+            return lambda size: (result,) * size
+        return super()._metavar_formatter(action, default_metavar)
+
+
+def _checked_choice(parse, choices: Library, flag: str):
+    """A ``type=`` callable: ``parse`` (if any), then membership in the library's ``choices`` (read now)."""
+    def check(text):
+        value = parse(text) if parse is not None else text
+        allowed = choices.resolve()
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(str, allowed))})")
+        return value
+
+    check.__name__ = flag.lstrip("-")
+    return check
+
+__all__ = ["add_spec_parser", "add_spec_arguments", "spec_from_args", "help_text", "SpecHelpFormatter"]
+
+
+def _is_switch(field: dataclasses.Field) -> bool:
+    """A boolean option (``--x`` / ``--no-x``), known from the annotation without resolving a library default."""
+    return field.type in ("bool", bool) or isinstance(field.default, bool)
 
 
 def _default_text(field: dataclasses.Field) -> str | None:
@@ -24,7 +65,10 @@ def _default_text(field: dataclasses.Field) -> str | None:
             return str(meta['library_default']())
         except Exception:  # a library that cannot be imported here: say nothing about its default
             return None
-    default = field.default
+    try:
+        default = resolve(field.default)
+    except Exception:  # pragma: no cover - a library that cannot be imported here
+        return None
     if default is None or default == ():
         return meta.get("default_text")
     if isinstance(default, bool):
@@ -44,6 +88,7 @@ def help_text(field: dataclasses.Field) -> str:
     if meta.get("unit"):
         parts.append(f"unit: {meta['unit']}")
     text = meta.get("help", "")
+    text = text() if callable(text) else text
     if parts:
         text = f"{text} ({'; '.join(parts)})"
     return text.replace("%", "%%")
@@ -67,29 +112,34 @@ def add_spec_arguments(parser: argparse.ArgumentParser, spec_cls) -> None:
             if key not in exclusive:
                 exclusive[key] = target.add_mutually_exclusive_group()
             target = exclusive[key]
-        kw = {"help": help_text(field)}
+        kw = {"help": (meta.get("help") if isinstance(meta.get("help"), str) else "") or " "}  # see SpecHelpFormatter
         if meta.get("positional"):
             kw.update(nargs="+" if meta.get("required") else "*", metavar=meta.get("metavar") or field.name.upper())
             if meta.get("parse"):
                 kw["type"] = meta["parse"]
-            target.add_argument(field.name, **kw)
+            target.add_argument(field.name, **kw).spec_field = field
             continue
         flag = spec_cls.flag(field.name)
         kw.update(dest=field.name, default=argparse.SUPPRESS)  # absent flags keep the spec's default
-        if isinstance(field.default, bool):
+        if _is_switch(field):
             kw["action"] = argparse.BooleanOptionalAction
         else:
             if meta.get("repeat"):
                 kw["action"] = "append"
             if meta.get("parse"):
                 kw["type"] = meta["parse"]
-            if meta.get("choices") is not None:
+            if isinstance(meta.get("choices"), Library):
+                kw["type"] = _checked_choice(meta.get("parse"), meta["choices"], flag)
+            elif meta.get("choices") is not None:
                 kw["choices"] = meta["choices"]
             if meta.get("metavar"):
                 kw["metavar"] = meta["metavar"]
             if meta.get("required"):
                 kw["required"] = True
-        target.add_argument(flag, **kw)
+        action = target.add_argument(flag, **kw)
+        action.spec_field = field
+        if isinstance(meta.get("choices"), Library):
+            action.lazy_choices = meta["choices"]
         for alias in meta.get("aliases", ()):  # older spellings: accepted, not shown
             alias_kw = {k: v for k, v in kw.items() if k not in ("help", "required")}
             if alias_kw.get("action") is argparse.BooleanOptionalAction:
@@ -100,7 +150,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, spec_cls) -> None:
 def add_spec_parser(subparsers, name: str, spec_cls, *, help: str, description: str, run) -> argparse.ArgumentParser:
     """Register subcommand ``name`` whose options are the fields of ``spec_cls``; ``run(args)`` runs it."""
     p = subparsers.add_parser(name, help=help, description=description,
-                              formatter_class=argparse.HelpFormatter)
+                              formatter_class=SpecHelpFormatter)
     add_spec_arguments(p, spec_cls)
     p.set_defaults(func=run, spec_cls=spec_cls)
     return p

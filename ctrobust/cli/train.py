@@ -15,8 +15,10 @@ from ctrobust.cli.adapter import add_spec_parser, spec_from_args
 def add_parser(subparsers):
     return add_spec_parser(
         subparsers, "train", TrainSpec, run=run,
-        help="train FBPConvNet with an objective (plain, weight-decay, parseval, minmax, pgd, universal, jitter)",
-        description="Train FBPConvNet (FBP + residual U-Net) on sinograms y = A x of built-in phantoms or a "
+        help="train a network (FBPConvNet, LPD or your own) with an objective (plain, weight-decay, parseval, minmax, "
+        "pgd, universal, jitter)",
+        description="Train a reconstruction network (FBPConvNet, FBP + residual U-Net, by default; --model names "
+        "another or your own factory, docs/models.md) on sinograms y = A x of built-in phantoms or a "
         "prepared HDF5 file, with a robustness objective. Writes logs and last.pt/best.pt into --out. "
         "Runs unchanged under torchrun --nproc_per_node=K (one process per CPU group or GPU).")
 

@@ -1,4 +1,4 @@
-"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM preparation.
+"""Data: prepared CT slices (HDF5), built-in phantoms, DICOM and NIfTI preparation with quality control.
 
 Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] and has ``.image_size``
 (N). Names are imported lazily so ``import ctrobust.data`` stays cheap.
@@ -6,7 +6,10 @@ Every dataset yields float32 tensors ``(1, N, N)`` with intensities in [0, 1] an
 - :func:`load_split` is what every ``--data`` option uses: built-in phantoms when no file is given,
   else one split of a prepared-slice file.
 - :func:`open_dataset`, :func:`describe`: the prepared-slice format (``ctrobust.data.store``).
-- :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``).
+- :func:`prepare_dicom`: DICOM folders to a prepared-slice file (``ctrobust.data.dicom``), with QC
+  (``ctrobust.data.qc``).
+- :func:`prepare_volumes`: NIfTI volumes to a prepared-slice file (``ctrobust.data.volumes``);
+  :func:`write_slices`: plain arrays to one, with the same patient splits and pseudonyms.
 - :func:`make_phantoms`: phantoms to a prepared-slice file.
 - :func:`real_ct_slices`: the real CT slices available offline (pydicom's test files), the reserved
   ``--data real`` (an evaluation set of a handful of slices, not a training set).
@@ -23,6 +26,8 @@ __all__ = [
     "open_dataset",
     "describe",
     "prepare_dicom",
+    "prepare_volumes",
+    "write_slices",
     "PhantomDataset",
     "SliceDataset",
     "random_ellipses",
@@ -44,6 +49,8 @@ _EXPORTS = {
     "shepp_logan": "ctrobust.data.phantoms",
     "DEFAULT_COUNTS": "ctrobust.data.phantoms",
     "prepare_dicom": "ctrobust.data.prepare",
+    "prepare_volumes": "ctrobust.data.volumes",
+    "write_slices": "ctrobust.data.prepare",
     "make_phantoms": "ctrobust.data.make",
     "load_image_set": "ctrobust.data.images",
     "real_ct_slices": "ctrobust.data.real",
@@ -54,7 +61,7 @@ _EXPORTS = {
 
 
 #: modules reachable as attributes on first use
-SUBMODULES = ('dicom', 'images', 'lodopab', 'make', 'phantoms', 'prepare', 'real', 'store')
+SUBMODULES = ('dicom', 'images', 'lodopab', 'make', 'phantoms', 'prepare', 'qc', 'real', 'store', 'volumes')
 __getattr__ = lazy_getattr("ctrobust.data", _EXPORTS, globals(), SUBMODULES)
 
 
@@ -90,15 +97,30 @@ def load_split(data: str | os.PathLike | None = None, split: str = "train", *, s
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if data is None:
-        from ctrobust.data.phantoms import DEFAULT_COUNTS, PhantomDataset, split_seed
+    source = DATA_SOURCES.get(data) if data is None or isinstance(data, str) else None
+    return (source or _prepared_file)(data, split, size=size, n_phantoms=n_phantoms, seed=seed,
+                                      allow_empty=allow_empty)
 
-        n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
-        return PhantomDataset(n, size, split_seed(seed, split))
-    if isinstance(data, str) and data == "real":
-        from ctrobust.data.real import RealSliceDataset
 
-        return RealSliceDataset(size)
+def _phantoms(data, split, *, size, n_phantoms, seed, allow_empty):
+    from ctrobust.data.phantoms import DEFAULT_COUNTS, PhantomDataset, split_seed
+
+    n = DEFAULT_COUNTS[split] if n_phantoms is None else int(n_phantoms)
+    return PhantomDataset(n, size, split_seed(seed, split))
+
+
+def _real_slices(data, split, *, size, n_phantoms, seed, allow_empty):
+    from ctrobust.data.real import RealSliceDataset
+
+    return RealSliceDataset(size)
+
+
+def _prepared_file(data, split, *, size, n_phantoms, seed, allow_empty):
     from ctrobust.data.store import open_dataset
 
     return open_dataset(data, split, allow_empty=allow_empty)
+
+
+#: the reserved ``--data`` values -> their loader ``(data, split, *, size, n_phantoms, seed, allow_empty)``;
+#: any other value is a prepared-slice file
+DATA_SOURCES = {None: _phantoms, "real": _real_slices}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ __all__ = [
     "apply_window",
     "resample_slice",
     "read_ct_file",
+    "truncation",
+    "exception_text",
     "Frame",
     "FileResult",
 ]
@@ -67,7 +70,9 @@ CT_IMAGE_STORAGE = {
 
 SKIP_REASONS = {
     "not-dicom": "not a DICOM file",
-    "truncated": "file ends early (truncated)",
+    "truncated": "file ends early, inside the header or the pixel data (the detail names the element)",
+    "unidentified": "intact DICOM without Modality and SOP Class UID: cannot be recognised as an image",
+    "no-pixels": "intact CT image header without a Pixel Data element (e.g. pixel data stripped on export)",
     "unreadable": "DICOM file that cannot be parsed",
     "not-ct": "not a CT image (other modality or SOP class)",
     "localizer": "CT localizer (scout) image, not a slice",
@@ -76,7 +81,15 @@ SKIP_REASONS = {
     "bad-header": "a header value the slice needs is malformed (the detail names it)",
     "not-regular": "not a regular file (FIFO, socket, device or broken link)",
     "duplicate": "same SOP instance as a file already read",
+    "constant": "every slice is (nearly) constant: no image content (see QC in docs/cli/prepare-dicom.md)",
+    "saturated": "every slice is (nearly) all at the window's minimum or maximum (see QC)",
+    # prepare-volumes (ctrobust.data.volumes)
+    "not-nifti": "not a NIfTI file (nibabel cannot recognise it)",
+    "no-patient-key": "the file's path does not match --patient-pattern",
 }
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # value offsets refer to the inflated stream, not the file
 
 # Warnings counted in the summary (constant texts, so that files with the same problem add up).
 WARN_NO_SPACING = "no PixelSpacing: square 1 mm pixels assumed"
@@ -190,6 +203,21 @@ class FileResult:
     skip: str | None = None
     detail: str = ""
     warnings: list = field(default_factory=list)
+
+
+_QUOTED = re.compile("'[^']*'|\"[^\"]*\"")  # a single- or double-quoted value
+
+
+def exception_text(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` of an exception for the log, with every quoted value replaced by ``'...'``.
+
+    pydicom quotes the offending header value in its messages (``Invalid value for VR DA: '19510203x'``);
+    that value may be a name, an ID or a date, and the log must not carry identifiers.
+    """
+    text = _QUOTED.sub("'...'", str(exc))
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def _num(value, default=float("nan")) -> float:
@@ -311,14 +339,57 @@ def _patient_key(ds) -> str:
     return "study:" + str(ds.get("StudyInstanceUID", "") or "")  # each study its own patient
 
 
-def _classify(ds) -> tuple[str | None, str]:
-    """(skip reason or None, detail) from the header alone."""
+def truncation(ds, file_size: int) -> str | None:
+    """Where a file read by ``pydicom.dcmread`` was cut short, or None if its last element is complete.
+
+    pydicom stops quietly at the end of a file: a value cut short is returned with fewer bytes than its
+    length, and fewer than 8 bytes after the last element (a cut element header) are ignored. This
+    compares the last top-level element's declared extent with ``file_size``. Call it before any value is
+    accessed (the elements are still raw then). A file without any data element after its file meta
+    information counts as cut short too. Undefined-length elements and deflated files are not checked.
+    """
+    keys = list(ds.keys())
+    meta = getattr(ds, "file_meta", None)
+    if not keys:
+        return ("file ends inside or right after the file meta information: no data element"
+                if file_size > 0 else "empty file")
+    if str(getattr(meta, "TransferSyntaxUID", "") or "") == _DEFLATED:
+        return None
+    elem = ds.get_item(keys[-1])
+    tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
+    if tell is None or length is None or length == _UNDEFINED_LENGTH:
+        return None
+    end = int(tell) + int(length)
+    name = _tag_name(keys[-1])
+    if end > file_size:
+        return f"file ends inside element {name}: {max(file_size - int(tell), 0)} of its {int(length)} value bytes present"
+    if 0 < file_size - end < 8:
+        return f"file ends inside the header of the element after {name} ({file_size - end} stray bytes)"
+    return None
+
+
+def _tag_name(tag) -> str:
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.tag import Tag
+
+    tag = Tag(tag)
+    keyword = keyword_for_tag(tag)
+    return f"({tag.group:04X},{tag.element:04X})" + (f" {keyword}" if keyword else "")
+
+
+def _classify(ds, cut: str | None = None) -> tuple[str | None, str]:
+    """(skip reason or None, detail) from the header alone; ``cut``: :func:`truncation`'s finding."""
+    if cut:
+        return "truncated", cut
     modality = str(ds.get("Modality", "") or "")
     sop = str(ds.get("SOPClassUID", "") or "")
-    if not modality and not sop and len(ds) < 5:
-        return "truncated", "file ends inside the DICOM header"
+    if not modality and not sop:
+        meta_sop = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("MediaStorageSOPClassUID")
+        said = f"; the file meta information names {getattr(meta_sop, 'name', meta_sop)}" if meta_sop else ""
+        return "unidentified", (f"complete file of {len(ds)} data element(s) without Modality and SOPClassUID{said}: "
+                                "not recognisable as a CT image")
     if sop in CT_IMAGE_STORAGE and "PixelData" not in ds:
-        return "truncated", "CT image without a Pixel Data element: the file ends early or is incomplete"
+        return "no-pixels", "complete CT image header without a Pixel Data element: nothing to read"
     if sop not in CT_IMAGE_STORAGE or modality != "CT":
         sop_name = getattr(ds.get("SOPClassUID"), "name", sop) or "unknown SOP class"
         return "not-ct", f"modality {modality or 'missing'}, {sop_name}"
@@ -371,7 +442,7 @@ def read_ct_file(path: str, window: tuple[float, float], size: int, fov: float |
             result.frames, result.skip, result.detail = [], "bad-header", str(exc)
         except Exception as exc:  # noqa: BLE001 - documented: never raise for a bad file
             result.frames, result.skip = [], "unreadable"
-            result.detail = f"cannot interpret the header: {type(exc).__name__}: {exc}"
+            result.detail = f"cannot interpret the header: {exception_text(exc)}"
     if result.skip is not None:
         result.warnings = []
     result.warnings = sorted(set(result.warnings))
@@ -383,9 +454,11 @@ def _read_into(result: FileResult, path, window, size, fov) -> None:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    cut = None
     try:
         try:
             ds = pydicom.dcmread(path)
+            cut = truncation(ds, os.path.getsize(path))
         except InvalidDicomError:
             # no preamble / 'DICM' prefix: accept only if it parses as a CT image anyway (old files)
             try:
@@ -395,17 +468,19 @@ def _read_into(result: FileResult, path, window, size, fov) -> None:
             if ds is None or str(ds.get("Modality", "")) != "CT" or "PixelData" not in ds:
                 result.skip, result.detail = "not-dicom", "no DICOM preamble / 'DICM' prefix"
                 return
+            cut = truncation(ds, os.path.getsize(path))
             if "SOPClassUID" not in ds:
                 ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
                 result.warnings.append("no DICOM preamble: read as CT Image Storage")
     except (EOFError, OSError) as exc:
-        result.skip, result.detail = "truncated" if isinstance(exc, EOFError) else "unreadable", str(exc)
+        result.skip = "truncated" if isinstance(exc, EOFError) else "unreadable"
+        result.detail = exception_text(exc)
         return
     except Exception as exc:  # pydicom raises many types on corrupt headers
-        result.skip, result.detail = "unreadable", f"{type(exc).__name__}: {exc}"
+        result.skip, result.detail = "unreadable", exception_text(exc)
         return
 
-    reason, detail = _classify(ds)
+    reason, detail = _classify(ds, cut)
     if reason:
         result.skip, result.detail = reason, detail
         return
@@ -413,7 +488,7 @@ def _read_into(result: FileResult, path, window, size, fov) -> None:
     try:
         raw = ds.pixel_array
     except Exception as exc:
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = exception_text(exc)
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         if "less than expected" in str(exc) or "truncat" in str(exc).lower() or isinstance(exc, EOFError):
             result.skip = "truncated"

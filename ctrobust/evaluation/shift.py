@@ -103,15 +103,16 @@ def stack_images(dataset, n: int | None = None) -> torch.Tensor:
 def rebuild_on_operator(f, operator):
     """A copy of network ``f`` using ``operator`` instead of ``f.operator`` (same weights, eval mode).
 
-    Models with ``config()`` are rebuilt by :func:`ctrobust.models.build_model` and given ``f``'s
+    Models with a description (``to_config()``, or built by the model registry) are rebuilt by :func:`ctrobust.models.build_model` and given ``f``'s
     state dict (FBPConvNet: FBP on the new geometry, then the same U-Net). Raises ``ValueError`` if
     the weights do not fit (e.g. a CS network whose size depends on the operator).
     """
-    from ctrobust.models import build_model
+    from ctrobust.models.registry import build_model, model_config, model_factory_path
 
-    if not hasattr(f, "config"):
-        raise ValueError(f"cannot rebuild {type(f).__name__} on another operator: it has no config()")
-    g = build_model(f.config(), operator)
+    config = model_config(f)
+    if config is None:
+        raise ValueError(f"cannot rebuild {type(f).__name__} on another operator: it has no to_config()")
+    g = build_model(config, operator, factory=model_factory_path(f))
     try:
         g.load_state_dict(f.state_dict())
     except RuntimeError as exc:

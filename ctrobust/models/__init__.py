@@ -1,45 +1,40 @@
 """Reconstruction networks and the auxiliary adversary.
 
 Shapes: sinograms ``(B, 1, A, D)``, images ``(B, 1, N, N)``, CS measurements ``(B, m)``, vectorised
-images ``(B, n)``. Every model has ``config() -> dict`` (JSON-able) and ``build_model(config, operator)``
-rebuilds it (weights come from a state dict). Models import no training code.
+images ``(B, n)``. Every network describes itself with ``to_config() -> dict`` (JSON-able, ``{"type": name,
+**options}``) and ``build_model(config, operator)`` rebuilds it (weights come from a state dict). A model is
+named by a registry name (``fbpconvnet``, ``lpd``, ...) or by the import path ``"package.module:factory"``
+of a user's ``factory(operator, **options) -> nn.Module`` (:mod:`ctrobust.models.registry`,
+docs/models.md). Models import no training code. Names are imported lazily.
 """
 
 from __future__ import annotations
 
-from ctrobust.models.adversary import Adversary
-from ctrobust.models.cs_net import CSResidualNet
-from ctrobust.models.fbpconvnet import FBPConvNet
-from ctrobust.models.linear import LinearReconstruction
-from ctrobust.models.residual import ResidualReconstruction
-from ctrobust.models.unet import UNet, seeded
-from ctrobust.attacks.ball import eps_radius, project_l2_ball
+from ctrobust._lazy import lazy_getattr
 
-__all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
-           "project_l2_ball", "build_model", "seeded"]
+__all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary",
+           "eps_radius", "project_l2_ball", "build_model", "register_model", "model_config", "model_names",
+           "seeded"]
+
+_EXPORTS = {
+    "UNet": "ctrobust.models.unet",
+    "seeded": "ctrobust.models.unet",
+    "ResidualReconstruction": "ctrobust.models.residual",
+    "FBPConvNet": "ctrobust.models.fbpconvnet",
+    "CSResidualNet": "ctrobust.models.cs_net",
+    "LinearReconstruction": "ctrobust.models.linear",
+    "Adversary": "ctrobust.models.adversary",
+    "eps_radius": "ctrobust.attacks.ball",
+    "project_l2_ball": "ctrobust.attacks.ball",
+    "build_model": "ctrobust.models.registry",
+    "register_model": "ctrobust.models.registry",
+    "model_config": "ctrobust.models.registry",
+    "model_names": "ctrobust.models.registry",
+}
+SUBMODULES = ("adversary", "cs_net", "fbpconvnet", "linear", "registry", "residual", "unet")
+
+__getattr__ = lazy_getattr("ctrobust.models", _EXPORTS, globals(), SUBMODULES)
 
 
-def build_model(config: dict, operator=None, *, seed: int | None = None):
-    """Rebuild a model from its ``config()``; ``operator`` is needed by the residual networks.
-
-    Raises ``ValueError`` for an unknown ``type`` or a missing operator.
-    """
-    import torch
-
-    cfg = dict(config)
-    kind = cfg.pop("type", None)
-    if kind == "UNet":
-        return UNet(**cfg, seed=seed)
-    if kind == "LinearReconstruction":
-        dtype = getattr(torch, cfg.pop("dtype", "float32"))
-        return LinearReconstruction(cfg["m"], cfg["n"], dtype=dtype)
-    if kind == "Adversary":
-        shape = cfg.pop("measurement_shape")
-        return Adversary(shape, **cfg, seed=seed)
-    if kind in ("ResidualReconstruction", "FBPConvNet", "CSResidualNet"):
-        if operator is None:
-            raise ValueError(f"rebuilding {kind} needs its operator")
-        cls = {"ResidualReconstruction": ResidualReconstruction, "FBPConvNet": FBPConvNet,
-               "CSResidualNet": CSResidualNet}[kind]
-        return cls(operator, **cfg, seed=seed)
-    raise ValueError(f"unknown model type {kind!r} in model config {config!r}")
+def __dir__():
+    return sorted(set(__all__) | set(globals()))

@@ -21,14 +21,14 @@ __all__ = ["Adversary", "MODES", "DIRECTION_MODES"]
 #: ``shared`` and ``conditioned`` always spend the whole budget and follow f by normalised ascent on a
 #: shared direction ``u`` (the working design, default); the others are the CNN-only designs kept
 #: for comparison (docs/training.md has the efficiency of each).
-MODES = ("shared", "conditioned", "project", "sphere", "penalty")
-DIRECTION_MODES = ("shared", "conditioned")
+MODES = ("shared", "memory", "conditioned", "project", "sphere", "penalty")
+DIRECTION_MODES = ("shared", "memory", "conditioned")
 
 
 class Adversary(nn.Module):
     """G: a measurement ``y`` -> a perturbation ``delta`` shaped like ``y``, with ``||delta_b|| <= radius_b``.
 
-    ``radius_b = eps * ||y_b||_2`` (relative, default) or ``eps``. Five designs (``mode``):
+    ``radius_b = eps * ||y_b||_2`` (relative, default) or ``eps``. Six designs (``mode``):
 
     - ``"shared"`` (default): ``G(y) = r(y) u / ||u||`` with ``u`` one learned direction of
       measurement space shared by all samples, moved by normalised ascent steps
@@ -37,6 +37,13 @@ class Adversary(nn.Module):
       Worst-case sinogram perturbations of FBP-based networks share their subspace (the upper
       detector frequencies FBP's ramp filter amplifies), so one direction reaches 0.92 of a 20-step
       per-sample PGA's loss gain (docs/training.md).
+    - ``"memory"``: a direction per training sample, ``G(y_i) = r(y_i) d_i / ||d_i||``, carried across
+      epochs (Zheng et al., CVPR 2020: adversarial perturbations transfer between epochs) and advanced by
+      one normalised ascent step per visit with the gradient f's own backward leaves on it
+      (:meth:`ascend_memory`): sample-specific at the cost of ``"shared"``. A sample's first visit starts
+      from the shared direction ``u``, which keeps learning from the batch's summed gradient, so a new
+      sample starts where the batch's common worst case is. The trainer names the batch's dataset indices
+      (:meth:`select`); without a selection (validation, other data) G falls back to ``u``.
     - ``"conditioned"``: ``G(y) = r(y) normalize(u + h(y))``, the paper's y-dependent G: ``h`` a CNN
       (MLP for CS vectors) on the RMS-normalised ``y`` whose last layer starts at zero, so G starts
       as ``"shared"``; ``h`` is trained by Adam on the ascent gradient.
@@ -92,14 +99,17 @@ class Adversary(nn.Module):
                 self.u = nn.Parameter((u / u.norm()).to(torch.get_default_dtype()))
             else:
                 self.register_parameter("u", None)
-        if mode == "shared":
-            self.net = None  # G is the direction alone
+        self.memory: dict[int, torch.Tensor] = {}  # "memory": sample index -> direction (CPU, unit norm)
+        self._selected: list[int] | None = None
+        self._active: torch.Tensor | None = None
+        if mode in ("shared", "memory"):
+            self.net = None  # G is a direction (shared, or one per sample) alone
         elif mode == "conditioned":
             last = self.net[-1]
             nn.init.zeros_(last.weight)  # h starts at 0: G starts as the shared direction
             nn.init.zeros_(last.bias)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able constructor arguments."""
         return {"type": "Adversary", "measurement_shape": list(self.measurement_shape), "eps": self.eps,
                 "relative": self.relative, "channels": self.channels, "layers": self.layers,
@@ -117,6 +127,13 @@ class Adversary(nn.Module):
         d = math.prod(self.measurement_shape)
         view = (b, *([1] * (y.dim() - 1)))
         radius = self.radius(y)
+        if self.mode == "memory" and self._selected is not None:
+            if len(self._selected) != b:
+                raise ValueError(f"{len(self._selected)} sample indices selected for a batch of {b}")
+            if self._active is None or self._active.device != y.device or self._active.dtype != y.dtype:
+                self._active = self.recall(self._selected, device=y.device, dtype=y.dtype).requires_grad_(True)
+            norm = self._active.flatten(1).norm(dim=1).clamp_min(torch.finfo(y.dtype).tiny)
+            return self._active * (radius / norm).reshape(view)
         if self.mode in DIRECTION_MODES:
             v = self.u.to(y.dtype).expand(b, *self.measurement_shape)
             if self.net is not None:
@@ -133,6 +150,52 @@ class Adversary(nn.Module):
             norm = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
             delta = delta * (radius / norm).reshape(view)
         return delta
+
+    # -- "memory": one direction per training sample -------------------------------------------------------
+    def select(self, indices) -> None:
+        """Name the dataset indices of the next batch (``None``: no batch, G falls back to ``u``)."""
+        self._selected = None if indices is None else [int(i) for i in indices]
+        self._active = None
+
+    @torch.no_grad()
+    def recall(self, indices, *, device=None, dtype=None) -> torch.Tensor:
+        """The stored directions of ``indices``, ``(B, *measurement_shape)``; a sample never seen starts at ``u``."""
+        u = self.u.detach().to("cpu", torch.float32)[0]
+        rows = [self.memory.get(int(i), u) for i in indices]
+        return torch.stack(rows).to(device=device or self.u.device, dtype=dtype or self.u.dtype)
+
+    @torch.no_grad()
+    def ascend_memory(self, step: float) -> float:
+        """Normalised ascent of each selected sample's direction with the gradient f's backward left on it:
+        ``d_i <- (d_i + step g_i / ||g_i||)`` renormalised, stored back; the shared ``u`` (the start of
+        unseen samples) takes the same kind of step on the batch's summed gradient. Clears the selection's
+        gradient; returns the mean per-sample gradient norm. A zero gradient leaves a direction unchanged."""
+        if self.mode != "memory":
+            raise RuntimeError(f"mode {self.mode!r} keeps no per-sample directions")
+        active, indices = self._active, self._selected
+        self._active = None
+        if active is None or active.grad is None or indices is None:
+            return 0.0
+        g = active.grad
+        gnorm = g.flatten(1).norm(dim=1)
+        ok = torch.isfinite(gnorm) & (gnorm > 0)
+        scale = torch.where(ok, step / gnorm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(gnorm))
+        d = active.detach() + g * scale.reshape(-1, *([1] * (g.dim() - 1)))
+        d = d / d.flatten(1).norm(dim=1).clamp_min(torch.finfo(d.dtype).tiny).reshape(-1, *([1] * (d.dim() - 1)))
+        for i, row in zip(indices, d.to("cpu", torch.float32)):
+            self.memory[i] = row.clone()
+        self.u.grad = g.sum(0, keepdim=True).to(self.u.dtype)
+        self.ascend_direction(step)
+        return float(gnorm[ok].mean()) if bool(ok.any()) else 0.0
+
+    def memory_state(self) -> dict:
+        """The per-sample directions as plain tensors (``weights_only``-loadable): sorted indices and rows."""
+        keys = sorted(self.memory)
+        rows = torch.stack([self.memory[k] for k in keys]) if keys else torch.zeros(0, *self.measurement_shape)
+        return {"indices": torch.tensor(keys, dtype=torch.int64), "directions": rows}
+
+    def load_memory_state(self, state: dict) -> None:
+        self.memory = {int(i): row.clone() for i, row in zip(state["indices"].tolist(), state["directions"])}
 
     @torch.no_grad()
     def ascend_direction(self, step: float) -> float:

@@ -39,7 +39,7 @@ class CSResidualNet(ResidualReconstruction):
                              f"{operator.domain_shape} -> {operator.range_shape}")
         super().__init__(operator, channels, depth, init, norm=norm, seed=seed)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able arguments; ``build_model(config, operator)`` rebuilds the network."""
         return {"type": "CSResidualNet", "channels": self.unet.channels, "depth": self.unet.depth,
                 "init": self.init, "norm": self.unet.norm}

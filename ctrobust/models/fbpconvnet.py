@@ -40,7 +40,7 @@ class FBPConvNet(ResidualReconstruction):
                             f"{type(operator).__name__}; use ResidualReconstruction for other operators")
         super().__init__(operator, channels, depth, "pinv", norm=norm, seed=seed, filter=filter)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able arguments; ``build_model(config, operator)`` rebuilds the network."""
         return {"type": "FBPConvNet", "channels": self.unet.channels, "depth": self.unet.depth,
                 "filter": self.filter, "norm": self.unet.norm}

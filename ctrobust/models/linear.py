@@ -43,7 +43,7 @@ class LinearReconstruction(nn.Module):
     def measurement_shape(self) -> tuple[int, ...]:
         return (self.m,)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able arguments; ``build_model(config)`` rebuilds it (weights come from the state dict)."""
         return {"type": "LinearReconstruction", "m": self.m, "n": self.n,
                 "dtype": str(self.B.dtype).replace("torch.", "")}

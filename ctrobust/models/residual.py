@@ -7,7 +7,7 @@ CS operators) or ``operator.adjoint(y)``, reshaped to ``(B, 1, *operator.image_s
 
 :class:`~ctrobust.models.fbpconvnet.FBPConvNet` (Jin et al. 2017) and
 :class:`~ctrobust.models.cs_net.CSResidualNet` are this class with their historical constructor
-signatures and ``config()`` types, so their checkpoints keep loading.
+signatures and ``to_config()`` types, so their checkpoints keep loading.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ResidualReconstruction(nn.Module):
         """``operator.range_shape``: ``(1, A, D)`` for CT, ``(m,)`` for CS."""
         return tuple(self.operator.range_shape)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able arguments; ``build_model(config, operator)`` rebuilds the network."""
         return {"type": "ResidualReconstruction", "channels": self.unet.channels, "depth": self.unet.depth,
                 "init": self.init, "norm": self.unet.norm, "filter": self.filter}

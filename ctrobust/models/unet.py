@@ -137,7 +137,7 @@ class UNet(nn.Module):
                 nn.init.zeros_(self.head.weight)
                 nn.init.zeros_(self.head.bias)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         """JSON-able constructor arguments (``UNet(**config_without_type)`` rebuilds it)."""
         return {"type": "UNet", "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "channels": self.channels, "depth": self.depth, "norm": self.norm, "dims": self.dims}

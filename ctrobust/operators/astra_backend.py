@@ -156,7 +156,7 @@ def cache_file(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = Non
 def _meta(geometry: ParallelBeam2D, projector: str) -> dict:
     return {
         "format": _FORMAT,
-        "geometry": geometry.to_dict(),
+        "geometry": geometry.to_config(),
         "key": geometry.key(),
         "projector": projector,
         "astra_version": str(_astra().__version__),

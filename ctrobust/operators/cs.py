@@ -10,7 +10,7 @@ vector reshapes to (row-major, ``x.reshape(B, *image_shape)``). All three offer
 - ``singular_values()``: float64 tensor of the ``min(m, n)`` singular values, descending;
 - ``cond()``: ``sigma_max / sigma_min`` (``inf`` if a singular value is exactly zero);
 - ``to_dense()``: the float64 ``(m, n)`` matrix;
-- ``to_dict()`` / :func:`operator_from_dict`: a JSON-able description that rebuilds the operator
+- ``to_config()`` / :func:`cs_operator_from_config`: a JSON-able description that rebuilds the operator
   bit-for-bit (the matrices are regenerated from the seed and are not stored in ``state_dict``).
 
 Operators:
@@ -48,7 +48,7 @@ __all__ = [
     "dct_matrix",
     "dct_ortho",
     "idct_ortho",
-    "operator_from_dict",
+    "cs_operator_from_config",
 ]
 
 
@@ -210,17 +210,9 @@ class CSOperator(LinearOperator):
         return max(self.m, self.n) * float(np.finfo(np.float64).eps) if value is None else value
 
     # -- serialisation --------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """JSON-able description; :func:`operator_from_dict` rebuilds the same operator."""
-        raise NotImplementedError
-
-    def config(self) -> dict:
-        """Alias of :meth:`to_dict`."""
-        return self.to_dict()
-
     def to_config(self) -> dict:
-        """The shared operator vocabulary's name for :meth:`to_dict`."""
-        return self.to_dict()
+        """JSON-able description; :func:`ctrobust.operators.base.operator_from_config` rebuilds the same operator."""
+        raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict) -> "CSOperator":
@@ -290,7 +282,7 @@ class GaussianCS(DenseCSOperator):
         matrix = torch.randn(m, self.n, generator=gen, dtype=torch.float64) / math.sqrt(m)
         self.register_buffer("matrix", matrix, persistent=False)
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "GaussianCS", "m": self.m, "image_shape": list(self.image_shape), "seed": self.seed}
 
 
@@ -397,7 +389,7 @@ class PartialDCT(CSOperator):
         check_batch(y, self.range_shape, "pinv input", name=self.name)
         return self.adjoint(y)
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         return {
             "type": "PartialDCT",
             "m": self.m,
@@ -501,7 +493,7 @@ class DCTSubmatrix(DenseCSOperator):
         dense = dct_matrix(ambient)[np.ix_(self.row_indices, self.column_indices)]
         self.register_buffer("matrix", torch.from_numpy(np.ascontiguousarray(dense)), persistent=False)
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         return {
             "type": "DCTSubmatrix",
             "m": self.m,
@@ -528,7 +520,7 @@ class MatrixOperator(DenseCSOperator):
 
     Notes
     -----
-    ``to_dict()`` holds the matrix itself (as nested lists), so checkpoints of models on a
+    ``to_config()`` holds the matrix itself (as nested lists), so checkpoints of models on a
     ``MatrixOperator`` rebuild it exactly; keep such matrices small.
 
     Examples
@@ -558,7 +550,7 @@ class MatrixOperator(DenseCSOperator):
         super().__init__(m, n, shape)
         self.register_buffer("matrix", torch.from_numpy(dense), persistent=False)
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "MatrixOperator", "matrix": self.matrix.tolist(), "image_shape": list(self.image_shape)}
 
 
@@ -566,8 +558,8 @@ _TYPES = {"GaussianCS": GaussianCS, "PartialDCT": PartialDCT, "DCTSubmatrix": DC
           "MatrixOperator": MatrixOperator}
 
 
-def operator_from_dict(config: dict) -> CSOperator:
-    """Rebuild a CS operator from :meth:`CSOperator.to_dict` output (CS types only; any registered
+def cs_operator_from_config(config: dict) -> CSOperator:
+    """Rebuild a CS operator from :meth:`CSOperator.to_config` output (CS types only; any registered
     operator: :func:`ctrobust.operators.base.operator_from_config`)."""
     if not isinstance(config, dict) or config.get("type") not in _TYPES:
         raise CSArgumentError(

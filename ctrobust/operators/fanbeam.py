@@ -205,11 +205,11 @@ class FanBackprojection(LinearOperator):
         return spmm(bt, x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, *self.geometry.sinogram_shape)
 
     def to_config(self) -> dict:
-        return {"type": "FanBackprojection", "geometry": self.geometry.to_dict(), "projector": self.projector}
+        return {"type": "FanBackprojection", "geometry": self.geometry.to_config(), "projector": self.projector}
 
     @classmethod
     def from_config(cls, config: dict) -> "FanBackprojection":
-        return cls(FanBeam2D.from_dict(config["geometry"]), config.get("projector"))
+        return cls(FanBeam2D.from_config(config["geometry"]), config.get("projector"))
 
     def extra_repr(self) -> str:
         return f"geometry={self.geometry!r}, projector={self.projector!r}"

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["ParallelBeam2D", "FanBeam2D", "geometry_from_dict"]
+__all__ = ["ParallelBeam2D", "FanBeam2D", "geometry_from_config"]
 
 
 class _Scan2D:
@@ -81,7 +81,7 @@ class ParallelBeam2D(_Scan2D):
     ParallelBeam2D(image_size=64, n_angles=30, n_detectors=91, angle_range=3.141592653589793)
     >>> g.sinogram_shape
     (30, 91)
-    >>> ParallelBeam2D.from_dict(g.to_dict()) == g
+    >>> ParallelBeam2D.from_config(g.to_config()) == g
     True
     """
 
@@ -101,12 +101,12 @@ class ParallelBeam2D(_Scan2D):
         self._set_n_detectors()
         self._set_angle_range()
 
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict; ``ParallelBeam2D.from_dict`` inverts it."""
+    def to_config(self) -> dict:
+        """A JSON-serialisable dict; ``ParallelBeam2D.from_config`` inverts it."""
         return {"type": "ParallelBeam2D", **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ParallelBeam2D":
+    def from_config(cls, data: dict) -> "ParallelBeam2D":
         data = dict(data)
         kind = data.pop("type", "ParallelBeam2D")
         if kind != "ParallelBeam2D":
@@ -115,7 +115,7 @@ class ParallelBeam2D(_Scan2D):
 
     def key(self) -> str:
         """A short stable hash of the geometry (used to key cached system matrices)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps(self.to_config(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -166,7 +166,7 @@ class FanBeam2D(_Scan2D):
     >>> g = FanBeam2D(64, 30)
     >>> g.sinogram_shape, round(g.source_origin, 3), round(g.origin_detector, 3), g.detector_spacing
     ((30, 94), 181.019, 90.51, 1.5)
-    >>> FanBeam2D.from_dict(g.to_dict()) == g
+    >>> FanBeam2D.from_config(g.to_config()) == g
     True
     """
 
@@ -216,12 +216,12 @@ class FanBeam2D(_Scan2D):
         half = self.n_detectors * self.detector_spacing / 2
         return math.atan(half / (self.source_origin + self.origin_detector))
 
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict; ``FanBeam2D.from_dict`` (or :func:`geometry_from_dict`) inverts it."""
+    def to_config(self) -> dict:
+        """A JSON-serialisable dict; ``FanBeam2D.from_config`` (or :func:`geometry_from_config`) inverts it."""
         return {"type": "FanBeam2D", **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FanBeam2D":
+    def from_config(cls, data: dict) -> "FanBeam2D":
         data = dict(data)
         kind = data.pop("type", "FanBeam2D")
         if kind != "FanBeam2D":
@@ -230,7 +230,7 @@ class FanBeam2D(_Scan2D):
 
     def key(self) -> str:
         """A short stable hash of the geometry type and all its parameters (keys cached system matrices)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps(self.to_config(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -238,11 +238,11 @@ class FanBeam2D(_Scan2D):
 GEOMETRIES = {"ParallelBeam2D": ParallelBeam2D, "FanBeam2D": FanBeam2D}
 
 
-def geometry_from_dict(data: dict):
-    """Rebuild any geometry from its ``to_dict()`` (``type`` absent: parallel beam, the historical format)."""
+def geometry_from_config(data: dict):
+    """Rebuild any geometry from its ``to_config()`` (``type`` absent: parallel beam, the historical format)."""
     if not isinstance(data, dict):
         raise ValueError(f"not a geometry description: {data!r}")
     kind = data.get("type", "ParallelBeam2D")
     if kind not in GEOMETRIES:
         raise ValueError(f"unknown geometry type {kind!r}; known: {', '.join(GEOMETRIES)}")
-    return GEOMETRIES[kind].from_dict(data)
+    return GEOMETRIES[kind].from_config(data)

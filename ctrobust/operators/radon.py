@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D, geometry_from_dict
+from ctrobust.operators.geometry import FanBeam2D, ParallelBeam2D, geometry_from_config
 from ctrobust.operators.base import LinearOperator, check_batch
 from ctrobust.operators.filters import FILTERS, filter_sinogram
 
@@ -197,13 +197,13 @@ class RadonTransform(LinearOperator):
     def to_config(self) -> dict:
         """``{"type": "RadonTransform", "geometry": ..., "backend": ..., "projector": ...}`` (JSON-able; the
         geometry's ``type`` says parallel or fan beam)."""
-        return {"type": "RadonTransform", "geometry": self.geometry.to_dict(), "backend": self.backend,
+        return {"type": "RadonTransform", "geometry": self.geometry.to_config(), "backend": self.backend,
                 "projector": self.projector}
 
     @classmethod
     def from_config(cls, config: dict) -> "RadonTransform":
         """Rebuild from :meth:`to_config` output (the projector applies to the ``astra`` backend only)."""
-        geometry = geometry_from_dict(config["geometry"])
+        geometry = geometry_from_config(config["geometry"])
         backend = config.get("backend") or "auto"
         kwargs = {"projector": config["projector"]} if backend == "astra" and config.get("projector") else {}
         return cls(geometry, backend=backend, **kwargs)
@@ -213,7 +213,7 @@ class RadonTransform(LinearOperator):
         if not isinstance(config.get("geometry"), dict):
             return None
         try:
-            g = geometry_from_dict(config["geometry"])
+            g = geometry_from_config(config["geometry"])
         except (TypeError, ValueError):
             return None
         return (1, *g.image_shape), (1, *g.sinogram_shape)

@@ -464,7 +464,7 @@ class TVReconstruction(torch.nn.Module):
         object.__setattr__(self, "operator", operator)
         self.tau, self.iterations, self.nonneg = float(tau), int(iterations), bool(nonneg)
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "TVReconstruction", "tau": self.tau, "iterations": self.iterations, "nonneg": self.nonneg}
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -516,7 +516,7 @@ class DIPReconstruction(torch.nn.Module):
         _check_dip_options(options)
         self.options = options
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "DIPReconstruction", **self.options}
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

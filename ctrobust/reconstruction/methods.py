@@ -73,7 +73,7 @@ class FBPReconstruction(nn.Module):
         self.operator = operator
         self.filter = filter
 
-    def config(self) -> dict:
+    def to_config(self) -> dict:
         return {"type": "FBPReconstruction", "filter": self.filter}
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

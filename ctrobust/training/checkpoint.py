@@ -5,11 +5,15 @@ str, int, float, bool, None) -- no pickled classes -- so it loads with ``torch.l
 It is written atomically (temporary file beside it + ``os.replace``). Keys:
 
 ``format``, ``version``     ``"ctrobust-checkpoint"``, 1
-``model``                   ``{"config": model.config(), "state": state_dict}`` (operator excluded)
+``model``                   ``{"config": description, "factory": "module:factory", "state": state_dict}``
+                            (operator excluded): the description ``{"type": name_or_path, **options}`` is the
+                            model's ``to_config()`` or the one ``build_model`` recorded; ``factory`` is the
+                            import path of the function or class that rebuilds it as
+                            ``factory(operator, **options)`` (absent in checkpoints of version 1.0)
 ``operator``                the operator's ``to_config()`` (``RadonTransform``: geometry, backend,
                             projector; CS operators: sizes and seeds) plus ``rebuildable``
-``geometry``                ``ParallelBeam2D.to_dict()`` for CT, else ``None``
-``objective``               ``{"config": objective.config(), "state": objective.state_dict()}``
+``geometry``                the geometry's ``to_config()`` for CT, else ``None``
+``objective``               ``{"config": objective.to_config(), "state": objective.state_dict()}``
 ``optimizer``, ``scheduler``  state dicts
 ``rng``                     global torch / numpy / python RNG states at the save
 ``step``, ``epoch``, ``batch_in_epoch``  progress (optimiser steps done; epoch and batch position)
@@ -116,17 +120,23 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 
 def model_payload(model: torch.nn.Module, operator) -> dict:
-    """The part of a checkpoint that rebuilds a model: ``model`` (config + state), ``operator``, ``geometry``."""
+    """The part of a checkpoint that rebuilds a model: ``model`` (description, factory path, state), ``operator``,
+    ``geometry``. Raises :class:`CtrobustError` for a model that cannot be rebuilt (see
+    :func:`ctrobust.models.registry.check_checkpointable`)."""
+    from ctrobust.models.registry import check_checkpointable, model_config, model_factory_path
+
+    check_checkpointable(model)
     geometry = getattr(operator, "geometry", None)  # ParallelBeam2D of a RadonTransform; CS operators have none
-    return {"model": {"config": model.config(), "state": model_state(model)}, "operator": operator_config(operator),
-            "geometry": geometry.to_dict() if geometry is not None else None}
+    return {"model": {"config": model_config(model), "factory": model_factory_path(model), "state": model_state(model)},
+            "operator": operator_config(operator),
+            "geometry": geometry.to_config() if geometry is not None else None}
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, operator=None, **extra) -> Path:
     """A checkpoint holding a trained model only (no optimiser or RNG state), readable by :func:`load_checkpoint`.
 
     ``operator`` defaults to ``model.operator``; ``extra`` entries (JSON-able values, tensors) are stored beside it,
-    e.g. ``objective={"config": objective.config()}``.
+    e.g. ``objective={"config": objective.to_config()}``.
     """
     op = operator if operator is not None else model.operator
     return save_checkpoint(path, {**model_payload(model, op), **extra})
@@ -247,13 +257,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, operator=Non
 
 def _model_from_record(path: Path, data: dict, map_location="cpu", operator=None):
     """The model a checkpoint record ``data`` (read from ``path``) describes, weights loaded, in eval mode."""
-    from ctrobust.models import build_model
+    from ctrobust.models.registry import build_model
 
     op = operator if operator is not None else build_operator(data["operator"])
     if operator is not None:
         check_operator(path, data["operator"], operator)
-    try:
-        model = build_model(data["model"]["config"], op, seed=0)  # seeded: the global RNG stays untouched
+    try:  # seeded: the global RNG stays untouched; a factory's module is imported, nothing else is run
+        model = build_model(data["model"]["config"], op, seed=0, factory=data["model"].get("factory"))
+    except CtrobustError as exc:
+        raise CtrobustError(f"checkpoint {path}: cannot rebuild its model: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise CtrobustError(f"checkpoint {path} holds a model this ctrobust cannot build: {exc}") from exc
     try:

@@ -39,6 +39,7 @@ from torch import nn
 
 from ctrobust.attacks import AttackSettings, eval_mode, pga_attack, training_perturbation
 from ctrobust.models.adversary import DIRECTION_MODES, Adversary
+from ctrobust.models.registry import construct
 from ctrobust.attacks.ball import eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
@@ -109,12 +110,15 @@ class Objective:
     def after_step(self, module: nn.Module) -> None:
         """Hook after every optimiser step of f."""
 
+    def observe_batch(self, indices) -> None:
+        """Hook before ``loss``: the dataset indices of the batch (objectives with per-sample state use them)."""
+
     def validation_metrics(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
         """Extra validation numbers on one validation batch (``x`` images, ``y = A x``); default none."""
         return {}
 
-    def config(self) -> dict:
-        """JSON-able description; ``build_objective(config)`` rebuilds the objective."""
+    def to_config(self) -> dict:
+        """JSON-able description ``{"name": name, **options}``; ``build_objective(config)`` rebuilds the objective."""
         return {"name": self.name, "seed": self.seed}
 
     def state_dict(self) -> dict:
@@ -125,7 +129,7 @@ class Objective:
         self.generator.set_state(state["generator"])
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.to_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
 
@@ -150,8 +154,8 @@ class WeightDecay(Objective):
             raise ValueError(f"mu must be a finite number >= 0, got {mu!r}")
         self.mu = float(mu)
 
-    def config(self):
-        return {**super().config(), "mu": self.mu}
+    def to_config(self):
+        return {**super().to_config(), "mu": self.mu}
 
     def loss(self, model, x, y, module=None):
         module = module if module is not None else model
@@ -177,8 +181,8 @@ class Parseval(Objective):
         self.beta = float(beta)
         self.orthogonal_init = bool(orthogonal_init)
 
-    def config(self):
-        return {**super().config(), "beta": self.beta, "orthogonal_init": self.orthogonal_init}
+    def to_config(self):
+        return {**super().to_config(), "beta": self.beta, "orthogonal_init": self.orthogonal_init}
 
     def setup(self, module, operator, *, device="cpu"):
         if self.orthogonal_init:  # same weights on every process: seeded without the rank
@@ -203,8 +207,8 @@ class _Perturbed(Objective):
             raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
         self.eps, self.lam, self.relative = float(eps), float(lam), bool(relative)
 
-    def config(self):
-        return {**super().config(), "eps": self.eps, "lam": self.lam, "relative": self.relative}
+    def to_config(self):
+        return {**super().to_config(), "eps": self.eps, "lam": self.lam, "relative": self.relative}
 
     def radius(self, y):
         return eps_radius(y, self.eps, self.relative)
@@ -280,9 +284,11 @@ class MinMax(_Perturbed):
         self.penalty_weight, self.channels, self.layers = float(penalty_weight), int(channels), int(layers)
         self.adversary: Adversary | None = None
         self.g_optimizer: torch.optim.Optimizer | None = None
+        self._indices: list[int] | None = None
+        self._last_batch: tuple | None = None  # "memory": the last training batch, where G's efficiency is defined
 
-    def config(self):
-        return {**super().config(), "g_lr": self.g_lr, "g_steps": self.g_steps, "mode": self.mode,
+    def to_config(self):
+        return {**super().to_config(), "g_lr": self.g_lr, "g_steps": self.g_steps, "mode": self.mode,
                 "u_step": self.u_step, "penalty_weight": self.penalty_weight, "channels": self.channels,
                 "layers": self.layers, "efficiency_steps": self.efficiency_steps}
 
@@ -337,8 +343,17 @@ class MinMax(_Perturbed):
         with torch.no_grad():
             return self.adversary(y)
 
+    def observe_batch(self, indices) -> None:
+        self._indices = None if indices is None else [int(i) for i in indices]
+
     def loss(self, model, x, y, module=None):
         self._require_setup()
+        if self.mode == "memory":
+            if self._indices is None or len(self._indices) != y.shape[0]:
+                raise RuntimeError("MinMax(mode='memory') needs the batch's dataset indices: call "
+                                   "observe_batch(indices) before loss (fit does)")
+            self.adversary.select(self._indices)
+            self._last_batch = (x.detach(), y.detach(), list(self._indices))
         if not self.reuses_backward:
             total, logs = super().loss(model, x, y, module)
             logs["g_objective"] = self.lam * self._last_adv
@@ -365,19 +380,32 @@ class MinMax(_Perturbed):
                 p.grad = -p.grad  # ascent: Adam minimises
             self.g_optimizer.step()
             self.g_optimizer.zero_grad(set_to_none=True)
-        g.ascend_direction(self.u_step)
-
-    @torch.no_grad()
-    def _g_loss(self, module, x, y):
-        return mse(module(y + self.adversary(y)), x)
+        if self.mode == "memory":
+            g.ascend_memory(self.u_step)
+            g.select(None)
+            self._indices = None
+        else:
+            g.ascend_direction(self.u_step)
 
     def validation_metrics(self, module, x, y) -> dict:
         """``g_efficiency``: G's loss gain over clean divided by a per-sample attack's (``efficiency_steps``
-        APGD steps), on ``(x, y)`` with f and G in eval mode. 1 means G is as strong as the attack."""
+        APGD steps), with f and G in eval mode; 1 means G is as strong as the attack. ``g_cosine``: the mean
+        ``|cos|`` between G's perturbations of two different samples (1 for one shared direction).
+
+        On ``(x, y)`` (a validation batch), except in ``memory`` mode, whose per-sample directions exist only
+        for training samples: there both are measured on the last training batch."""
         self._require_setup()
-        with eval_mode(module), eval_mode(self.adversary), torch.no_grad():
-            clean = mse(module(y), x)
-            g_loss = self._g_loss(module, x, y)
+        if self.mode == "memory" and self._last_batch is not None:
+            x, y, indices = self._last_batch
+            self.adversary.select(indices)
+        try:
+            with eval_mode(module), eval_mode(self.adversary), torch.no_grad():
+                clean = mse(module(y), x)
+                delta = self.adversary(y)
+                g_loss = mse(module(y + delta), x)
+        finally:
+            if self.mode == "memory":
+                self.adversary.select(None)
         with eval_mode(module):
             res = pga_attack(module, y, x, self.eps,
                              AttackSettings(relative=self.relative, steps=self.efficiency_steps),
@@ -385,19 +413,45 @@ class MinMax(_Perturbed):
         attack = res.error.sum() / x.numel()
         gain = float(attack) - float(clean)
         eff = (float(g_loss) - float(clean)) / gain if gain > 0 else float("nan")
-        return {"g_efficiency": eff}
+        noise = random_unit_directions(tuple(y.shape), torch.Generator().manual_seed(self.seed), dtype=y.dtype,
+                                       device=y.device) * _per_sample_radius(self.radius(y), y)
+        with eval_mode(module), torch.no_grad():
+            random_loss = mse(module(y + noise), x)
+        floor = (float(random_loss) - float(clean)) / gain if gain > 0 else float("nan")
+        return {"g_efficiency": eff, "g_random_efficiency": floor, "g_cosine": mean_abs_cosine(delta)}
 
     def state_dict(self):
         self._require_setup()
-        return {**super().state_dict(), "adversary": self.adversary.state_dict(),
-                "g_optimizer": self.g_optimizer.state_dict() if self.g_optimizer is not None else {}}
+        state = {**super().state_dict(), "adversary": self.adversary.state_dict(),
+                 "g_optimizer": self.g_optimizer.state_dict() if self.g_optimizer is not None else {}}
+        if self.mode == "memory":
+            state["memory"] = self.adversary.memory_state()
+        return state
 
     def load_state_dict(self, state):
         self._require_setup()
         super().load_state_dict(state)
         self.adversary.load_state_dict(state["adversary"])
+        if self.mode == "memory":
+            self.adversary.load_memory_state(state["memory"])
         if self.g_optimizer is not None:
             self.g_optimizer.load_state_dict(state["g_optimizer"])
+
+
+def _per_sample_radius(radius: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return radius.reshape(_view(like.shape[0], like)).to(like.dtype)
+
+
+def mean_abs_cosine(delta: torch.Tensor) -> float:
+    """Mean ``|cos|`` between the perturbations of every pair of different samples of ``delta`` ``(B, ...)``
+    (NaN for one sample): 1 when all samples share one direction, ~0 for unrelated random directions."""
+    b = delta.shape[0]
+    if b < 2:
+        return float("nan")
+    v = delta.detach().flatten(1).to(torch.float64)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    c = (v @ v.T).abs()
+    return float((c.sum() - c.diagonal().sum()) / (b * (b - 1)))
 
 
 class PGD(_Perturbed):
@@ -418,8 +472,8 @@ class PGD(_Perturbed):
         self.steps = int(steps)
         self.step_size = float(step_size) if step_size is not None else 2.5 / self.steps
 
-    def config(self):
-        return {**super().config(), "steps": self.steps, "step_size": self.step_size}
+    def to_config(self):
+        return {**super().to_config(), "steps": self.steps, "step_size": self.step_size}
 
     def perturbation(self, module, x, y):
         b = y.shape[0]
@@ -450,8 +504,8 @@ class Universal(_Perturbed):
         self.steps, self.step_size = int(steps), float(step_size)
         self.u: torch.Tensor | None = None
 
-    def config(self):
-        return {**super().config(), "steps": self.steps, "step_size": self.step_size}
+    def to_config(self):
+        return {**super().to_config(), "steps": self.steps, "step_size": self.step_size}
 
     def setup(self, module, operator, *, device="cpu"):
         super().setup(module, operator, device=device)
@@ -499,49 +553,33 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-#: default weight lambda of the perturbed term per objective (1 where not listed). Min-max at 0.5: in the
-#: demo setting (600 steps, 3 seeds) its clean error is within 2 % of plain's and its worst case at eps
-#: 0.01 21 % lower; at 1 the clean error was 8 % higher for the same robustness (docs/training.md).
-DEFAULT_LAM = {"minmax": 0.5}
+def _lam(cls) -> float:
+    import inspect
+
+    return inspect.signature(cls).parameters["lam"].default
 
 
-def make_objective(name: str, *, eps: float = 0.01, lam: float | None = None, relative: bool = True, mu: float = 1e-4,
-                   beta: float = 3e-4, g_lr: float = 1e-3, g_steps: int = 1, pgd_steps: int = 5,
-                   mode: str = "shared", u_step: float = 0.25, seed: int = 0) -> Objective:
-    """Build an objective by name from the trainer's flat options (each uses only its own ones).
+#: default weight lambda of the perturbed term per objective, read from the classes' signatures (1 where not
+#: listed). Min-max at 0.5: in the demo setting (600 steps, 3 seeds) its clean error is within 2 % of plain's
+#: and its worst case at eps 0.01 21 % lower; at 1 the clean error was 8 % higher for the same robustness
+#: (docs/training.md).
+DEFAULT_LAM = {name: _lam(cls) for name, cls in OBJECTIVES.items() if issubclass(cls, _Perturbed) and _lam(cls) != 1.0}
 
-    ``g_steps`` is the number of ascent steps per f step for ``minmax`` and ``universal``; ``lam=None``
-    takes the objective's default from :data:`DEFAULT_LAM` (0.5 for minmax, else 1).
+def build_objective(config: dict | str, **options) -> Objective:
+    """The one way objectives are built: ``OBJECTIVES[name](**options)``.
+
+    ``config`` is an objective's ``to_config()`` (``{"name": name, **options}``, what checkpoints store) or a
+    name, with ``options`` the keyword arguments of that objective's class (e.g. ``build_objective("pgd",
+    eps=0.02, steps=3)``; each class's signature holds its defaults). Raises ``ValueError`` for an unknown
+    name or an option the objective does not take.
     """
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
-    lam = DEFAULT_LAM.get(name, 1.0) if lam is None else lam
-    if name == "plain":
-        return Plain(seed=seed)
-    if name == "weight-decay":
-        return WeightDecay(mu, seed=seed)
-    if name == "parseval":
-        return Parseval(beta, seed=seed)
-    if name == "minmax":
-        return MinMax(eps, lam, relative=relative, g_lr=g_lr, g_steps=g_steps, mode=mode, u_step=u_step, seed=seed)
-    if name == "pgd":
-        return PGD(eps, lam, relative=relative, steps=pgd_steps, seed=seed)
-    if name == "universal":
-        return Universal(eps, lam, relative=relative, steps=g_steps, seed=seed)
-    return Jitter(eps, lam, relative=relative, seed=seed)
-
-
-def build_objective(config: dict) -> Objective:
-    """Rebuild an objective from its ``config()``."""
-    cfg = dict(config)
+    cfg = {"name": config} if isinstance(config, str) else dict(config)
+    cfg.update(options)
     name = cfg.pop("name", None)
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r} in {config!r}")
-    cls = OBJECTIVES[name]
-    if issubclass(cls, _Perturbed):
-        return cls(cfg.pop("eps"), cfg.pop("lam"), **cfg)
-    if cls is WeightDecay:
-        return cls(cfg.pop("mu"), **cfg)
-    if cls is Parseval:
-        return cls(cfg.pop("beta"), **cfg)
-    return cls(**cfg)
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    return construct(OBJECTIVES[name], cfg, what=f"objective {name!r}")
+
+
+#: the older name of :func:`build_objective` (the same function)
+make_objective = build_objective

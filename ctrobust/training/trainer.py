@@ -29,8 +29,9 @@ from ctrobust.operators.noise import measure
 from ctrobust.training import distributed as D
 from ctrobust.training.checkpoint import (model_payload, operator_config, read_checkpoint, rng_state,
                                           save_checkpoint, set_rng_state)
+from ctrobust.models.registry import check_checkpointable, model_config
 from ctrobust.training.logs import RunLog, data_fingerprint
-from ctrobust.training.objectives import OBJECTIVES, Objective, make_objective
+from ctrobust.training.objectives import OBJECTIVES, Objective, build_objective
 
 __all__ = ["TrainResult", "fit", "NonFiniteLossError", "SCHEDULERS", "RUN_FILES"]
 
@@ -61,8 +62,8 @@ class TrainResult:
     ``model`` is the trained network (the module itself, not a DDP wrapper, left in eval mode);
     ``steps`` the optimiser steps done in total (including steps before a resume); ``history`` the
     logged step rows of this call; ``validation`` the validation rows of this call; ``metrics`` the
-    last validation metrics; ``best`` ``{"step", "val_mse"}`` (or the training-loss criterion without a
-    validation set); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
+    last validation metrics; ``best`` ``{"step", "criterion", CRITERION: score}`` with criterion ``val_mse``,
+    or ``train_loss`` without a validation set (never a training loss under ``val_mse``); ``out``, ``last_checkpoint``, ``best_checkpoint`` paths (None without ``out``).
     """
 
     model: nn.Module
@@ -195,14 +196,18 @@ def _objective_validation(objective, module, operator, val_set, batch_size, devi
     with torch.no_grad():
         y = operator(x)
     out = objective.validation_metrics(module, x, y)
-    eff = out.get("g_efficiency")
-    low = eff is not None and eff < 0.5
-    # warn once per run, when the efficiency stays below 0.5 at two validations in a row
+    eff, floor = out.get("g_efficiency"), out.get("g_random_efficiency")
+    # G is failing when it is hardly stronger than noise of its own size: its loss gain below twice that of a
+    # random direction at the same radius (FBP-based nets amplify random noise little: the floor is ~0.01-0.1,
+    # while a working G sits at 0.2-0.5 against its moving f and above 0.6 against a frozen one)
+    low = eff is not None and floor is not None and not eff > 2 * max(floor, 0.0)
+    # warn once per run, when it stays so at two validations in a row
     if low and getattr(objective, "_low_efficiency", False) and not getattr(objective, "_efficiency_warned", False):
         objective._efficiency_warned = True
-        print(f"ctrobust: warning: the adversary reaches only {eff:.2f} of a per-sample attack's loss gain on the "
-              "validation batch (g_efficiency < 0.5 at two validations in a row): f is trained against a weak inner "
-              "maximisation; see g_efficiency in validation.csv and docs/training.md", file=sys.stderr)
+        print(f"ctrobust: warning: the adversary reaches {eff:.2f} of a per-sample attack's loss gain, hardly more than "
+              f"a random perturbation of the same size ({floor:.2f}), at two validations in a row: f is trained "
+              "against noise, not an adversary (try a larger --u-step or --adversary-mode memory; see g_efficiency "
+              "in validation.csv and docs/training.md)", file=sys.stderr)
     objective._low_efficiency = low
     return out
 
@@ -239,13 +244,15 @@ class _Trainer:
         if isinstance(self.objective, str):
             if self.objective not in OBJECTIVES:
                 raise CtrobustError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-            self.objective = make_objective(self.objective, seed=self.seed)
+            self.objective = build_objective(self.objective, seed=self.seed)
         if self.scheduler not in SCHEDULERS:
             raise CtrobustError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.max_steps is not None and self.max_steps < 0:
             raise CtrobustError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.batch_size < 1:
             raise CtrobustError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.out is not None:  # refuse now what could not be checkpointed after training
+            check_checkpointable(self.model)
         self.out = Path(self.out) if self.out is not None else None
         info = D.init_distributed(resolve_device(self.requested_device))
         self.device, self.main, self.world = info.device, info.is_main, info.world_size
@@ -281,8 +288,9 @@ class _Trainer:
 
         self.step, self.epoch, self.in_epoch = 0, 0, 0
         self.metrics: dict = {}
-        self.best = {"step": None, "val_mse": None,
-                     "criterion": "val_mse" if self.val_set is not None else "train_loss"}
+        # the best score is stored under its criterion's name: "val_mse", or "train_loss" without a val set
+        criterion = "val_mse" if self.val_set is not None else "train_loss"
+        self.best = {"step": None, criterion: None, "criterion": criterion}
         self.last_path = self.out / "last.pt" if self.out is not None else None
         self.best_path = self.out / "best.pt" if self.out is not None else None
         self.resumed = self.resume()
@@ -326,9 +334,9 @@ class _Trainer:
             log.truncate(self.step)
         else:
             module = self.module
-            log.write_json("config.json", {"model": module.config() if hasattr(module, "config") else None,
+            log.write_json("config.json", {"model": model_config(module),
                                            "operator": operator_config(self.operator),
-                                           "objective": self.objective.config(), "data": self.fingerprint,
+                                           "objective": self.objective.to_config(), "data": self.fingerprint,
                                            "run": self.run_record})
         return log
 
@@ -339,6 +347,7 @@ class _Trainer:
         indices = list(self.sampler)
         bs = self.batch_size
         batches = [indices[i * bs:(i + 1) * bs] for i in range(self.in_epoch, self.per_epoch)]
+        self.pending_indices = iter(batches)  # the dataset indices of each batch, in the loader's order
         # an explicit generator: the loader's worker base seed must not come from the global RNG
         return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
@@ -353,6 +362,7 @@ class _Trainer:
         # reproducible across resumes and the same for any split of the global batch over processes
         first = self.rank * x.shape[0]
         y = measure(operator, x, self.noise, _step_noise_seed(self.seed, self.step), range(first, first + x.shape[0]))
+        self.objective.observe_batch(next(getattr(self, "pending_indices", iter(())), None))
         loss, logs = self.objective.loss(self.ddp, x, y, module)
         if not D.all_true(bool(torch.isfinite(loss.detach()).all()), device):
             where = (f"{self.last_path} (step {self.saved_at})" if self.out is not None and self.saved_at >= 0
@@ -409,7 +419,7 @@ class _Trainer:
         """Everything ``last.pt`` holds (docs in :mod:`ctrobust.training.checkpoint`)."""
         return {
             **model_payload(self.module, self.operator),
-            "objective": {"config": self.objective.config(), "state": self.objective.state_dict()},
+            "objective": {"config": self.objective.to_config(), "state": self.objective.state_dict()},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.in_epoch, "data": self.fingerprint,
             "metrics": self.metrics, "best": self.best, "run": self.run_record,
@@ -428,8 +438,9 @@ class _Trainer:
             score = train_loss
         else:
             return
-        if self.best["val_mse"] is None or score <= self.best["val_mse"] or not self.best_path.exists():
-            self.best = {"step": self.step, "val_mse": float(score), "criterion": self.best["criterion"]}
+        criterion = self.best["criterion"]
+        if self.best.get(criterion) is None or score <= self.best[criterion] or not self.best_path.exists():
+            self.best = {"step": self.step, criterion: float(score), "criterion": criterion}
             data["best"] = self.best
             save_checkpoint(self.best_path, data)
 
@@ -557,7 +568,9 @@ def fit(
     model : torch.nn.Module
         ``f``: measurements ``(B, *operator.range_shape)`` -> ``(B, *operator.domain_shape)``, e.g.
         FBPConvNet (sinograms ``(B, 1, A, D)`` -> images ``(B, 1, N, N)``), CSResidualNet or
-        LinearReconstruction (``(B, m)`` -> ``(B, n)``). Must have ``config()`` to be checkpointed.
+        LinearReconstruction (``(B, m)`` -> ``(B, n)``). With ``out``, it must describe how to rebuild it
+        (built by :func:`ctrobust.models.build_model`, or ``to_config()``; docs/models.md), else ``fit``
+        refuses it before training.
     operator : LinearOperator
         ``A`` (RadonTransform or a CS operator); it measures each batch, ``y = A x``.
     objective : Objective or str
@@ -620,16 +633,17 @@ def fit(
 
 def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, path) -> None:
     problems = []
-    if hasattr(module, "config") and ckpt["model"].get("config") != module.config():
-        problems.append(f"model {ckpt['model'].get('config')} vs now {module.config()}")
+    now = model_config(module)
+    if now is not None and ckpt["model"].get("config") != now:
+        problems.append(f"model {ckpt['model'].get('config')} vs now {now}")
     stored_op, now_op = dict(ckpt["operator"]), operator_config(operator)
     for cfg in (stored_op, now_op):
         cfg.pop("backend", None)
         cfg.pop("rebuildable", None)
     if stored_op != now_op:
         problems.append(f"operator {stored_op} vs now {now_op}")
-    if ckpt["objective"]["config"] != objective.config():
-        problems.append(f"objective {ckpt['objective']['config']} vs now {objective.config()}")
+    if ckpt["objective"]["config"] != objective.to_config():
+        problems.append(f"objective {ckpt['objective']['config']} vs now {objective.to_config()}")
     if ckpt.get("data") != fingerprint:
         problems.append("the training data differ from the checkpoint's (fingerprint mismatch)")
     run = ckpt.get("run", {})

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from ctrobust import app
-from ctrobust.app.specs import AttackSpec, EvaluateSpec, MakePhantomsSpec, ReportSpec, TrainSpec
+from ctrobust.app.specs import AttackSpec, EvaluateSpec, MakePhantomsSpec, ReportSpec, TrainSpec, objective_fields
 from ctrobust.errors import CtrobustError
 from ctrobust.files import write_text
 from ctrobust.evaluation.report import plot_robustness_curves
@@ -54,9 +54,10 @@ def stages(cfg: dict, out: Path, data: str | None, force: bool, progress: bool) 
         stages.append(("make-phantoms", MakePhantomsSpec(out=data, n=cfg["n_phantoms"], size=cfg["size"],
                                                          seed=cfg["phantom_seed"], progress=progress, force=force)))
     for obj in cfg["objectives"]:
-        stages.append(("train", TrainSpec(angles=cfg["angles"], data=data, objective=obj, eps=cfg["eps_train"],
-                                          lam=cfg["lam"], g_lr=cfg["g_lr"], g_steps=cfg["g_steps"], mu=cfg["mu"],
-                                          beta=cfg["beta"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
+        options = objective_fields(obj, eps=cfg["eps_train"], lam=cfg["lam"], g_lr=cfg["g_lr"], g_steps=cfg["g_steps"],
+                                   mu=cfg["mu"], beta=cfg["beta"])  # each objective its own options
+        stages.append(("train", TrainSpec(angles=cfg["angles"], data=data, objective=obj, **options,
+                                          max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
                                           lr=cfg["lr"], channels=cfg["channels"], depth=cfg["depth"], seed=cfg["seed"],
                                           device=cfg["device"], out=str(out / "runs" / obj), progress=progress,
                                           force=force, photons=cfg.get("photons"))))

@@ -37,7 +37,7 @@ from ctrobust.errors import CtrobustError
 from ctrobust.models import LinearReconstruction
 from ctrobust.operators.cs import DCTSubmatrix, MatrixOperator
 from ctrobust.training import fit
-from ctrobust.training.objectives import make_objective
+from ctrobust.training.objectives import build_objective
 from experiments import _common as C
 from experiments.linear_theory.exact import (clean_errors, shared_worst_case_expected, whitened_samples,
                                              per_sample_minmax_filter, worst_case_errors)
@@ -71,9 +71,10 @@ def train_linear(kind: str, A: np.ndarray, X: np.ndarray, cfg: dict, progress: b
     m, n = A.shape
     op = MatrixOperator(A)
     model = LinearReconstruction(m, n, dtype=torch.float64)
-    objective = make_objective(kind, eps=cfg["eps"], lam=cfg["lam"], relative=False, g_lr=cfg["g_lr"],
-                               g_steps=cfg["ascent_steps"], pgd_steps=cfg["pgd_steps"], seed=cfg["train_seed"],
-                               mode=cfg["minmax_mode"])
+    perturbed = {"eps": cfg["eps"], "lam": cfg["lam"], "relative": False, "seed": cfg["train_seed"]}
+    options = {"minmax": {"g_lr": cfg["g_lr"], "g_steps": cfg["ascent_steps"], "mode": cfg["minmax_mode"]},
+               "pgd": {"steps": cfg["pgd_steps"]}, "universal": {"steps": cfg["ascent_steps"]}}.get(kind, {})
+    objective = build_objective(kind, **perturbed, **options)
     if kind == "minmax":  # G's width from the config (an MLP on the (m,) measurement vector)
         objective.channels = cfg["g_channels"]
     steps = cfg["steps"] if kind == "universal" else cfg["per_sample_steps"]
