@@ -113,7 +113,7 @@ def protocol_plan(spec: BenchmarkSpec) -> Plan:
         reasons.append(f"built-in phantoms instead of the protocol's data ({p.data.dataset})")
     g = p.geometry()
     record = {"protocol": p.name, "fingerprint": p.fingerprint(), "base_fingerprint": base.fingerprint(),
-              "title": p.title, "size": size, "geometry": g.to_dict(),
+              "title": p.title, "size": size, "geometry": g.to_config(),
               "geometry_text": f"{p.scan.beam} beam, {p.scan.n_views} views, {p.scan.n_bins} bins, "
                                f"{size} x {size} px of {p.scan.pixel_mm:.4g} mm",
               "dose": None if p.noise is None else p.noise.to_config(),
@@ -264,9 +264,9 @@ def _check_checkpoint(path: Path, label: str, plan: Plan, train_geometry) -> dic
 
     data = read_checkpoint(path)
     geometry = data.get("geometry")
-    if geometry != train_geometry.to_dict():
+    if geometry != train_geometry.to_config():
         raise CtrobustError(f"--checkpoint {label}={path}: its geometry {geometry} is not the protocol's at "
-                            f"{plan.size} px ({train_geometry.to_dict()}); train it with the protocol's geometry "
+                            f"{plan.size} px ({train_geometry.to_config()}); train it with the protocol's geometry "
                             "(see leaderboard.json: models.*.train_argv)")
     run = data.get("run") or {}
     return {"step": data.get("step"), "train_config": run.get("train_config") if isinstance(run, dict) else None}
