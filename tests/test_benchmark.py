@@ -269,3 +269,10 @@ def test_training_cost_from_the_step_log(tmp_path):
     # a log of every 10th step of a 30-step run: the checkpoint's step count, the mean per logged step
     assert bm.training_cost(tmp_path, 30) == {"train_steps": 30, "train_s_per_step": 0.5, "train_total_s": 15.0}
     assert bm.training_cost(tmp_path / "none")["train_steps"] is None
+
+
+def test_an_architecture_train_cannot_build_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["benchmark", *TINY, "--models", "fbp,nosuchnet-plain", "--out", str(out)]) == 1
+    assert "nosuchnet" in capsys.readouterr().err
+    assert not out.exists()

@@ -135,6 +135,12 @@ def _arch_fields(arch: str) -> dict:
     """The TrainSpec fields that select architecture ``arch`` (``fbpconvnet`` is train's default model)."""
     names = {f.name for f in dataclasses.fields(TrainSpec)}
     if "model" in names:
+        from ctrobust.models.registry import resolve_model
+
+        try:  # importable before anything is trained (a registered name whose module is absent fails here)
+            resolve_model(arch)
+        except (CtrobustError, ValueError, ImportError) as exc:
+            raise CtrobustError(f"--models: architecture {arch!r}: {exc}") from None
         return {"model": arch}
     if arch == "fbpconvnet":
         return {}

@@ -918,10 +918,10 @@ class BenchmarkSpec(Spec):
                                group=_B, default_text=f"{BENCHMARK_TRAIN_STEPS}; {_Q['train_steps']} with --quick")
     n_samples: int | None = option(None, "test samples attacked per model", parse=positive_int, metavar="N",
                                    group=_B, default_text=f"the test split (32 built-in phantoms); {_Q['n_samples']} with --quick")
-    channels: int | None = option(None, "U-Net channels of the first level of the trained networks",
+    channels: int | None = option(None, "U-Net channels of the first level of the trained fbpconvnet networks",
                                   parse=positive_int, group=_B, default_text=f"{BENCHMARK_NETWORK['channels']} "
                                   f"(Jin et al.); {_Q['channels']} with --quick")
-    depth: int | None = option(None, "U-Net poolings of the trained networks", parse=nonneg_int, group=_B,
+    depth: int | None = option(None, "U-Net poolings of the trained fbpconvnet networks", parse=nonneg_int, group=_B,
                                default_text=f"{BENCHMARK_NETWORK['depth']} (Jin et al.); {_Q['depth']} with --quick")
     batch_size: int = option(8, "training images per optimiser step", parse=positive_int, group=_B)
     seed: int = option(0, "seed (>= 0) of the networks' weights, the data order and the attacks' random starts",
