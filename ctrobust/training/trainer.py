@@ -634,4 +634,4 @@ def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size
             problems.append(f"{key} {run.get(key)} vs now {now}")
     if problems:
         raise CtrobustError(f"cannot resume from {path}: it belongs to a different run: " + "; ".join(problems)
-                            + ". Use the original options, or start afresh with --force or another --out.")
+                            + ". Use the original options, or start afresh with force=True or another output folder.")
