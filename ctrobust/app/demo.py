@@ -97,13 +97,13 @@ def demo_stages(spec: DemoSpec) -> tuple[TrainSpec, TrainSpec, AttackSpec, Repor
     out = Path(s.out)
     common = dict(angles=s.angles, size=s.size, max_steps=s.max_steps, channels=s.channels, depth=s.depth,
                   seed=s.seed, device=s.device, force=s.force, progress=s.progress, photons=s.photons,
-                  **geometry_fields(s))
+                  allow_large_eps=s.allow_large_eps, **geometry_fields(s))
     plain = TrainSpec(objective="plain", out=str(out / "plain"), **common)
     minmax = TrainSpec(objective="minmax", eps=s.eps, out=str(out / "minmax"), **common)
     attack = AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")),
                         eps_grid=tuple(s.eps_grid), eps=s.eps, steps=s.attack_steps, n_samples=s.n_samples,
                         seed=s.seed, device=s.device, out=str(out / "attack"), force=s.force, progress=s.progress,
-                        photons=s.photons)
+                        photons=s.photons, allow_large_eps=s.allow_large_eps)
     report = ReportSpec(results=(str(out / "attack"), str(out / "attack_real")), out=str(out / "report.md"),
                         force=s.force)
     return plain, minmax, attack, report
@@ -117,7 +117,7 @@ def real_slice_stage(spec: DemoSpec) -> AttackSpec:
     return AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")), data="real",
                       n_samples=1, eps_grid=(0.0, s.eps), eps=s.eps, steps=s.attack_steps, seed=s.seed,
                       device=s.device, out=str(out / "attack_real"), force=s.force, progress=s.progress,
-                      photons=s.photons, linearization=False)
+                      photons=s.photons, linearization=False, allow_large_eps=s.allow_large_eps)
 
 
 def run_demo(spec: DemoSpec) -> DemoResult:

@@ -66,6 +66,12 @@ def _progress():
     return option(True, "progress bars (only on a terminal)")
 
 
+def _allow_large_eps(group: str | None = None):
+    """``--allow-large-eps``: accept relative radii above ``MAX_RELATIVE_EPS`` (ctrobust.app.spec.check_radii)."""
+    return option(False, "accept a relative eps above 0.5 (50 % of ||y||_2; radii in the literature stop at 0.05-0.1, "
+                  "so a larger one is usually a percent typed as a fraction)", group=group)
+
+
 def _photons(group: str | None = None, extra: str = ""):
     return option(None, "low-dose CT noise: photons I0 per detector bin of the unattenuated beam. Measurements become "
                   "-log(max(N, 1) / I0) / mu with N ~ Poisson(I0 exp(-mu A x)), mu = 21.153 / N per pixel (LoDoPaB's "
@@ -129,9 +135,11 @@ class TrainSpec(Spec):
     objective: str = option("plain", "training objective (docs/training.md)", choices=tuple(OBJECTIVES),
                             group="objective")
     eps: float = option(0.01, "perturbation radius for minmax/pgd/universal/jitter: a fraction of ||y||_2 per sample "
-                        "(0.01 = 1 %), or in sinogram units with --absolute", parse=nonneg_float, group="objective")
+                        "(0.01 = 1 %), or in sinogram units with --absolute", parse=nonneg_float, group="objective",
+                        radius=True)
     absolute: bool = option(False, "--eps is an absolute l2 radius in sinogram units instead of relative to ||y||_2",
                             group="objective")
+    allow_large_eps: bool = _allow_large_eps("objective")
     lam: float | None = option(None, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
                                parse=nonneg_float, group="objective",
                                default_text="0.5 for minmax (its clean error stays within 2 % of plain's, "
@@ -291,10 +299,11 @@ class AttackSpec(ModelInputs):
     out: str = option("results/attack", "output folder (refused if not empty, unless --force)", metavar="DIR")
     eps: float | None = option(None, "perturbation size shown in the gallery and added to the grid: a fraction of each "
                                "sample's ||y||_2 (0.01 = 1 %), or absolute with --absolute", parse=nonneg_float,
-                               default_text="0.01 without --eps-grid, else the grid's largest")
+                               default_text="0.01 without --eps-grid, else the grid's largest", radius=True)
     eps_grid: tuple[float, ...] | None = option(
         None, "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
-        f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
+        f"{','.join(map(str, DEFAULT_EPS_GRID))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps",
+        radius=True)
     attack: str = option(signature_default(robustness_curve, "attack"),
                          "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020): exact on "
                          "FBP, 89-99.6 % (mean) of the best known worst case of trained networks in 100 steps, whose "
@@ -325,6 +334,7 @@ class AttackSpec(ModelInputs):
     verify_steps: int = option(300, "steps per restart of the --verify attack", parse=positive_int)
     verify_restarts: int = option(5, "random restarts of the --verify attack", parse=positive_int)
     absolute: bool = option(False, "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    allow_large_eps: bool = _allow_large_eps()
     target: str = option(signature_default(robustness_curve, "target"),
                          "maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)",
                          choices=("truth", "clean"))
@@ -404,7 +414,8 @@ class EvaluateSpec(ModelInputs):
     eps_grid: tuple[float, ...] | None = option(
         None, "attack sizes of the small-feature evaluation, relative to each sample's ||y||_2 (0.01 = 1 %); 0 (clean) "
         "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
-        library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"))
+        library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"), radius=True)
+    allow_large_eps: bool = _allow_large_eps(_F)
     feature_attack_steps: int | None = option(None, "attack (APGD) steps per eps", parse=positive_int, metavar="N", group=_F,
                                               library_default=_lib("ctrobust.evaluation.features:evaluate_features", "attack_steps"))
     attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
@@ -569,9 +580,10 @@ class DemoSpec(Spec):
     channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
     depth: int = option(3, "U-Net poolings", parse=positive_int)
     eps: float = option(0.01, "min-max training radius, relative to ||y||_2 per sample (0.01 = 1 % of the sinogram "
-                        "norm)", parse=nonneg_float)
+                        "norm)", parse=nonneg_float, radius=True)
     eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
-                                         parse=eps_list, metavar="E1,E2,...")
+                                         parse=eps_list, metavar="E1,E2,...", radius=True)
+    allow_large_eps: bool = _allow_large_eps()
     attack_steps: int = option(DEFAULT_STEPS, "steps of the attack (APGD) per eps, each one forward and one backward "
                                "pass of the model", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
