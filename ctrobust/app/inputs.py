@@ -67,7 +67,9 @@ def noise_model(spec, operator):
 
 def progress_enabled(spec) -> bool:
     """Progress bars on a terminal, unless the spec turns them off."""
-    return sys.stderr.isatty() and bool(getattr(spec, "progress", True))
+    from ctrobust.progress import on_terminal
+
+    return on_terminal() and bool(getattr(spec, "progress", True))
 
 
 def load_inputs(spec: ModelInputs, device):

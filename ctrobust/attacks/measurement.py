@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ctrobust.progress import tqdm  # bars only on a terminal
 
 from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball, random_start_in_ball, random_unit_directions
 from ctrobust.seeding import default_generator

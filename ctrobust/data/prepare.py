@@ -168,7 +168,7 @@ def _worker_init() -> None:
 
 def _read_all(files, window, size, fov, workers, progress, sink) -> None:
     """Run ``read_ct_file`` over ``files`` (in a process pool if workers > 1), in order, into ``sink``."""
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     task = functools.partial(_read_safely, window=window, size=size, fov=fov)
     bar = tqdm(total=len(files), desc="reading DICOM", unit="file", disable=not progress)
@@ -335,7 +335,7 @@ def _order_key(fr):
 def _write_output(out, frames, store, report, salt, window, size, val_fraction, test_fraction, seed, fov,
                   force, progress):
     import h5py
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     assignment = split_patients([fr.patient_id for fr in frames], val_fraction, test_fraction, seed)
     groups = defaultdict(list)  # (patient, study, series) -> frames

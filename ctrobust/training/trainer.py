@@ -474,7 +474,7 @@ class _Trainer:
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Set up, train ``total`` steps (or until a callback or signal stops it), return the result."""
-        from tqdm.auto import tqdm
+        from ctrobust.progress import tqdm  # bars only on a terminal
 
         self.setup()
         self.bar = tqdm(total=self.total, initial=min(self.step, self.total), desc=f"train {self.objective.name}",
