@@ -43,6 +43,16 @@ class NonFiniteLossError(CtrobustError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
 
 
+def _no_buffer_sync(ddp_class) -> dict:
+    """DDP's keyword for "no buffer broadcast before each forward": ``forward_sync_buffers=False`` where torch
+    has it (it deprecates ``broadcast_buffers`` with a FutureWarning per rank; it still syncs buffers once at
+    init, which the identically seeded replicas need anyway), else ``broadcast_buffers=False``."""
+    import inspect
+
+    name = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp_class).parameters else "broadcast_buffers"
+    return {name: False}
+
+
 def _lr_lambda(kind: str, total: int) -> Callable[[int], float]:
     if kind == "cosine":
         return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / max(total, 1)))
@@ -291,7 +301,7 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda"
-                                               else None, broadcast_buffers=False)
+                                               else None, **_no_buffer_sync(DistributedDataParallel))
 
     def resume(self) -> bool:
         """With ``resume=True``: restore model, optimiser, schedule, objective, RNGs and progress from ``last.pt``."""
