@@ -158,6 +158,24 @@ def _check_out(out: Path | None, resume: bool, force: bool) -> None:
     check_output_dir(out, force, resume=resume)
 
 
+#: objectives that differentiate f with respect to its measurement (their adversary follows d f / d y)
+INPUT_GRADIENT_OBJECTIVES = ("minmax", "pgd", "universal")
+
+
+def _check_trainable(module, operator, objective, train_set, device, dtype) -> None:
+    """One forward and backward probe on the first training sample before the first step: a model autograd
+    cannot differentiate is refused with a message that says what to do (:func:`ctrobust.attacks.check_differentiable`)."""
+    from ctrobust.attacks.differentiable import check_differentiable
+
+    if len(train_set) == 0:
+        return
+    x = _images_of(torch.utils.data.default_collate([train_set[0]])).to(device=device, dtype=dtype)
+    y = _measure_noisy(operator, x.reshape(1, *operator.domain_shape), None, 0)
+    check_differentiable(module, y, label=f"the model ({type(module).__name__})",
+                         wrt_input=objective.name in INPUT_GRADIENT_OBJECTIVES, parameters=module.parameters(),
+                         purpose=f"{objective.name} training")
+
+
 @torch.no_grad()
 def _measure_noisy(operator, x, noise, seed: int):
     """``A x``, or ``noise(A x)`` drawn from a CPU generator seeded ``seed`` (no gradient)."""
@@ -270,6 +288,7 @@ class _Trainer:
         self.module = module
         self.dtype = next(module.parameters()).dtype
         self.objective.setup(module, self.operator, device=self.device)
+        _check_trainable(module, self.operator, self.objective, self.train_set, self.device, self.dtype)
 
         self.rank = info.rank
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=info.rank, shuffle=True,
