@@ -577,15 +577,17 @@ class DemoSpec(Spec):
     origin_detector: float | None = _geometry_options()["origin_detector"]
     detector_spacing: float | None = _geometry_options()["detector_spacing"]
     max_steps: int = option(150, "optimiser steps per training run", parse=positive_int, aliases=("--steps",))
-    channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
+    channels: int = option(8, "U-Net channels at the first level (16 is the demo of docs/training.md's measurements, "
+                           "about 3x the time)", parse=positive_int)
     depth: int = option(3, "U-Net poolings", parse=positive_int)
     eps: float = option(0.01, "min-max training radius, relative to ||y||_2 per sample (0.01 = 1 % of the sinogram "
                         "norm)", parse=nonneg_float, radius=True)
     eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
                                          parse=eps_list, metavar="E1,E2,...", radius=True)
     allow_large_eps: bool = _allow_large_eps()
-    attack_steps: int = option(DEFAULT_STEPS, "steps of the attack (APGD) per eps, each one forward and one backward "
-                               "pass of the model", parse=positive_int)
+    attack_steps: int = option(200, "steps of the attack (APGD) per eps, each one forward and one "
+                               "backward pass of the model (twice the attack's default: 100 left the demo's networks "
+                               "unconverged at eps 0.04)", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
     photons: float | None = _photons(None, ": both networks train on noisy data and the attack perturbs the noisy "
                                      "measurement; the figure adds the error of the noise itself (the dose line)")
