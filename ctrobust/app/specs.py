@@ -577,8 +577,7 @@ class DemoSpec(Spec):
     origin_detector: float | None = _geometry_options()["origin_detector"]
     detector_spacing: float | None = _geometry_options()["detector_spacing"]
     max_steps: int = option(150, "optimiser steps per training run", parse=positive_int, aliases=("--steps",))
-    channels: int = option(8, "U-Net channels at the first level (16 is the demo of docs/training.md's measurements, "
-                           "about 3x the time)", parse=positive_int)
+    channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
     depth: int = option(3, "U-Net poolings", parse=positive_int)
     eps: float = option(0.01, "min-max training radius, relative to ||y||_2 per sample (0.01 = 1 % of the sinogram "
                         "norm)", parse=nonneg_float, radius=True)

@@ -395,6 +395,7 @@ def _read_result(folder: Path) -> dict:
 
 def _blocks(folders: Sequence[Path]) -> list[tuple]:
     blocks: list[tuple] = [("h1", "ctrobust results")]
+    runs: dict[str, Path] = {}
     for folder in folders:
         data = _read_result(folder)
         command = data.get("command", "?")
@@ -426,10 +427,13 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
         for png in sorted(folder.glob("*.png")):
             if _is_png_file(png):
                 blocks.append(("img", png))
-        runs = training_runs(models, folder)
-        if runs:
-            blocks.append(("p", "Training curves of the checkpoints above (their run folders' steps.csv and validation.csv)."))
-            blocks.append(("training", runs))
+        for label, run in training_runs(models, folder).items():
+            if run not in runs.values():  # a checkpoint in several result folders: drawn once
+                runs[label if label not in runs else f"{label} ({folder.name})"] = run
+    if runs:
+        blocks.append(("h2", "training"))
+        blocks.append(("p", "Training curves of the checkpoints above (their run folders' steps.csv and validation.csv)."))
+        blocks.append(("training", runs))
     return blocks
 
 
