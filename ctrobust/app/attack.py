@@ -11,7 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
+from ctrobust.app.inputs import (check_attackable, load_inputs, method_options_record, models_record, noise_model,
+                                 progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.attacks import CONVERGENCE_TOLERANCE
@@ -61,6 +62,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
     folder = ResultFolder(spec.out, spec.force).check()
     device = resolve_device(spec.device)
     recs, dataset = load_inputs(spec, device)
+    check_attackable(recs, dataset, device)
     folder.create()
     progress = progress_enabled(spec)
     sample_rows, summary_rows, summaries, gallery = [], [], {}, []

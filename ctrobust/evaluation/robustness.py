@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ctrobust.progress import tqdm  # bars only on a terminal
 
 from ctrobust.evaluation import metrics as _metrics
 from ctrobust.attacks import (AttackSettings, eval_mode, perturbation_radius, pga_attack, random_perturbation,
