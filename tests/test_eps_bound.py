@@ -3,6 +3,8 @@ the percent/fraction slip) unless --allow-large-eps or --absolute; the library t
 
 import pytest
 
+from ctrobust.attacks import AttackSettings
+
 from ctrobust.app import spec as S
 from ctrobust.app.specs import AttackSpec, DemoSpec, EvaluateSpec, TrainSpec
 from ctrobust.cli import main
@@ -31,7 +33,7 @@ def test_the_bound_and_its_ways_out():
     assert info.value.exit_code == 2
     assert AttackSpec(method=("fbp",), eps=1.5, allow_large_eps=True).eps == 1.5
     assert AttackSpec(method=("fbp",), eps_grid=(0.0, 3.0), absolute=True).eps_grid == (0.0, 3.0)  # sinogram units
-    assert TrainSpec(eps=2.0, absolute=True).eps == 2.0
+    assert TrainSpec(objective="minmax", eps=2.0, absolute=True).eps == 2.0
     with pytest.raises(S.LargeEpsError, match="--eps-grid 2 is 200 %"):
         DemoSpec(eps_grid=(0.0, 2.0))
     assert DemoSpec(eps_grid=(0.0, 2.0), allow_large_eps=True).eps_grid == (0.0, 2.0)
@@ -58,6 +60,6 @@ def test_the_library_refuses_only_nonsense():
     data = [torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))]
     for bad in (-0.01, float("nan")):
         with pytest.raises(ValueError, match="finite numbers >= 0"):
-            robustness_curve(op.fbp, data, op, [0.0, bad], steps=1, progress=False)
-    result = robustness_curve(op.fbp, data, op, [0.0, 1.5], steps=1, progress=False)
+            robustness_curve(op.fbp, data, op, [0.0, bad], AttackSettings(steps=1), progress=False)
+    result = robustness_curve(op.fbp, data, op, [0.0, 1.5], AttackSettings(steps=1), progress=False)
     assert {r["eps"] for r in result.summary} == {0.0, 1.5}  # a large radius is the caller's choice in Python

@@ -5,6 +5,7 @@ import io
 import torch
 
 from ctrobust import progress
+from ctrobust.attacks import AttackSettings
 
 
 class FakeTerminal(io.StringIO):
@@ -36,9 +37,9 @@ def test_long_loops_write_no_bars_into_pipes_and_logs(capsys, monkeypatch):
 
     op = RadonTransform(ParallelBeam2D(16, 8))
     data = [torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))]
-    robustness_curve(op.fbp, data, op, [0.0, 0.01], steps=2, progress=True)
+    robustness_curve(op.fbp, data, op, [0.0, 0.01], AttackSettings(steps=2), progress=True)
     assert "samples" not in capsys.readouterr().err
     tty = FakeTerminal()
     monkeypatch.setattr("sys.stderr", tty)
-    robustness_curve(op.fbp, data, op, [0.0, 0.01], steps=2, progress=True)
+    robustness_curve(op.fbp, data, op, [0.0, 0.01], AttackSettings(steps=2), progress=True)
     assert "samples" in tty.getvalue() and "APGD steps" in tty.getvalue()
