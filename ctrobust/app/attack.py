@@ -67,6 +67,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
     progress = progress_enabled(spec)
     sample_rows, summary_rows, summaries, gallery = [], [], {}, []
     verify_rows = []
+    lin_runs = {}  # model -> Lanczos iterations / seconds per batch of the linearisation
     for rec in recs:
         print(f"attacking {rec.label} ({rec.source}) on {min(len(dataset), spec.n_samples or len(dataset))} samples, "
               f"eps grid {grid}, {spec.attack.upper()} {spec.steps} steps x {spec.restarts}", file=sys.stderr)
@@ -78,6 +79,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
                                       linearization=linearization, noise=noise)
         except (ValueError, FloatingPointError) as exc:
             raise CtrobustError(f"attacking {rec.label}: {exc}") from None
+        _report_linearization(rec.label, result, lin_runs)
         _report_convergence(rec.label, result, spec)
         _report_spread(rec.label, result)
         if spec.verify:
@@ -103,6 +105,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
+    if lin_runs:
+        config["linearization_runs"] = lin_runs
     models = models_record(recs)
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
@@ -118,6 +122,20 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
                     title=f"sample 0, eps = {gallery_eps:g}{'' if spec.absolute else ' (relative)'}")
     return AttackRunResult(out=folder.path, config=config, models=models, summary=summary_rows,
                         verification=verify_rows, written=list(folder.written))
+
+
+def _report_linearization(label: str, result, lin_runs: dict) -> None:
+    """Say what the linearisation (Jacobian norms, exact worst cases) cost, and keep it for summary.json."""
+    runs = result.config.get("linearization_runs")
+    if not runs:
+        return
+    lin_runs[label] = runs
+    its = sum(r["iterations"] for r in runs)
+    secs = sum(r["seconds"] for r in runs)
+    open_ = sum(not r["converged"] for r in runs)
+    print(f"{label}: linearisation {its} Lanczos iterations in {secs:.1f} s over {len(runs)} batch(es)"
+          + (f", {open_} stopped at the budget before converging" if open_ else ", converged")
+          + " (--no-linearization skips it)", file=sys.stderr)
 
 
 def _report_convergence(label: str, result, spec: AttackSpec) -> None:

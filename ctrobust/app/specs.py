@@ -475,8 +475,12 @@ class AttackSpec(ModelInputs):
                               "of a random point (measured weaker on trained FBPConvNets: it stays in the smaller ball's "
                               "basin; without it the rescaled perturbation is still tried, one forward pass)")
     linearization: bool = option(signature_default(_ROBUSTNESS, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
-                                 "worst case per sample (by Lanczos for checkpoints and FBP, about 30-300 extra "
-                                 "backward passes per batch; --no-linearization skips them)")
+                                 "worst case per sample, by Lanczos once per batch for the whole grid. Cost per "
+                                 "batch: for a checkpoint up to 20 iterations of about 3 backward passes each "
+                                 "(~60 backward passes, often more than the attack itself: at 512 px several "
+                                 "minutes), for FBP up to 300 cheap iterations (one FBP and its adjoint each, "
+                                 "stopping when converged); a progress bar shows them, summary.json records "
+                                 "them; --no-linearization skips them (docs/performance.md)")
     verify: int = option(0, "also attack the first N samples with a much stronger budget (--verify-steps x "
                          "--verify-restarts) and report default / strong per eps (1.0 = the default found the worst "
                          "case); 0: off", parse=nonneg_int, metavar="N")
