@@ -149,15 +149,17 @@ def test_networks_get_the_smaller_budget():
 
 
 def test_robustness_curve_records_the_linearisation_cost():
+    from ctrobust.attacks import AttackSettings
+
     op = RadonTransform(ParallelBeam2D(16, 12))
     data = [t for t in torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))]
-    res = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], steps=2, batch_size=2, progress=False,
+    res = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], AttackSettings(steps=2), batch_size=2, progress=False,
                            linearization=True)
     runs = res.config["linearization_runs"]
     assert [r["batch"] for r in runs] == [0, 1]
     assert all(1 <= r["iterations"] <= LINEAR_BUDGET[0] and r["seconds"] >= 0 for r in runs)
     assert res.config["linearization_budget"] == {"max_iterations": LINEAR_BUDGET[0], "tol": LINEAR_BUDGET[1]}
-    plain = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], steps=2, progress=False)
+    plain = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], AttackSettings(steps=2), progress=False)
     assert "linearization_runs" not in plain.config
 
 
