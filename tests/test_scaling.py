@@ -159,7 +159,8 @@ def test_robustness_curve_records_the_linearisation_cost():
     assert [r["batch"] for r in runs] == [0, 1]
     assert all(1 <= r["iterations"] <= LINEAR_BUDGET[0] and r["seconds"] >= 0 for r in runs)
     assert res.config["linearization_budget"] == {"max_iterations": LINEAR_BUDGET[0], "tol": LINEAR_BUDGET[1]}
-    plain = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], AttackSettings(steps=2), progress=False)
+    plain = robustness_curve(FBPReconstruction(op), data, op, [0.0, 0.01], AttackSettings(steps=2), progress=False,
+                             linearization=False)
     assert "linearization_runs" not in plain.config
 
 
