@@ -157,11 +157,11 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, *, resume: bo
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise CtrobustError(f"output {path} exists and is not a folder; choose another --out")
+        raise CtrobustError(f"output {path} exists and is not a folder; choose another output folder")
     if path.is_dir() and any(path.iterdir()) and not (force or resume):
-        hint = "pass --force to overwrite its files" if resume is None else \
-            "pass --resume to continue that run, --force to overwrite it"
-        raise CtrobustError(f"output folder {path} is not empty; {hint}, or choose another --out")
+        hint = "pass force=True to overwrite its files" if resume is None else \
+            "pass resume=True to continue that run, force=True to overwrite it"
+        raise CtrobustError(f"output folder {path} is not empty; {hint}, or choose another output folder")
     return path
 
 

@@ -204,7 +204,9 @@ def run_main(name: str, description: str, body: Callable[[dict, Path, argparse.N
         wall = time.perf_counter() - t0
         write_json(out / "config.json", {"experiment": name, "config": config, "wall_time_s": round(wall, 2)})
     except CtrobustError as exc:
-        print(f"experiments.{name}: error: {exc}", file=sys.stderr)
+        from ctrobust.cli import flag_spelling
+
+        print(f"experiments.{name}: error: {flag_spelling(str(exc))}", file=sys.stderr)
         return exc.exit_code if hasattr(exc, "exit_code") else 1
     except KeyboardInterrupt:
         print(f"experiments.{name}: interrupted", file=sys.stderr)

@@ -65,11 +65,7 @@ def test_f_backward_leaves_the_ascent_gradient_on_u(small):
     assert float(torch.nn.functional.cosine_similarity(step.flatten(), ref.flatten(), dim=0)) > 0.99
 
 
-@pytest.mark.parametrize("mode, target", [("conditioned", 0.8), ("shared", 0.6)])
-def test_efficiency_against_a_frozen_f_rises_within_200_steps(small, mode, target):
-    """G against a frozen non-linear f: from ~0.1 to > 0.8 of a per-sample attack (``shared`` alone
-    plateaus lower on this tiny random f, 0.69: one direction for all samples is its limit)."""
-    op, data, val = small
+def _frozen_f(op):
     f = FBPConvNet(op, channels=4, depth=2, seed=0)
     with torch.no_grad():  # a non-linear f: make the U-Net head non-zero
         for p in f.parameters():
@@ -78,6 +74,15 @@ def test_efficiency_against_a_frozen_f_rises_within_200_steps(small, mode, targe
     f.eval()
     for p in f.parameters():
         p.requires_grad_(False)
+    return f
+
+
+@pytest.mark.parametrize("mode, target", [("conditioned", 0.8), ("shared", 0.6)])
+def test_efficiency_against_a_frozen_f_rises_within_200_steps(small, mode, target):
+    """G against a frozen non-linear f: from ~0.1 to > 0.8 of a per-sample attack (``shared`` alone
+    plateaus lower on this tiny random f, 0.69: one direction for all samples is its limit)."""
+    op, data, val = small
+    f = _frozen_f(op)
     obj = MinMax(eps=0.01, mode=mode, g_lr=1e-2, seed=0)
     obj.setup(f, op)
     xv = torch.stack([val[i] for i in range(len(val))])
@@ -127,16 +132,6 @@ def test_shared_minmax_step_costs_one_pass_of_f(small):
 
 
 # -- "memory": one direction per training sample, carried across epochs -------------------------------------
-def _frozen_f(op):
-    f = FBPConvNet(op, channels=4, depth=2, seed=0)
-    with torch.no_grad():  # a non-linear f: make the U-Net head non-zero
-        for p in f.parameters():
-            if p.dim() == 4 and p.shape[0] == 1:
-                torch.nn.init.normal_(p, std=0.05, generator=torch.Generator().manual_seed(4))
-    f.eval()
-    for p in f.parameters():
-        p.requires_grad_(False)
-    return f
 
 
 @pytest.mark.parametrize("relative", [True, False])

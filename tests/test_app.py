@@ -144,7 +144,7 @@ def test_result_folder_refuses_a_non_empty_folder_and_writes_one_summary_schema(
     record = json.loads((out / "summary.json").read_text())
     assert list(record)[:5] == ["command", "ctrobust_version", "config", "models", "summary"]
     assert folder.written == ["summary.json"]
-    with pytest.raises(CtrobustError, match="not empty.*--force"):
+    with pytest.raises(CtrobustError, match="not empty.*force=True"):  # the library speaks keywords
         ResultFolder(out).check()
     ResultFolder(out, force=True).check()
 

@@ -12,7 +12,8 @@ def test_demo_quick_writes_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     for name in ("operator.png", "operator.json", "plain/best.pt", "minmax/best.pt", "attack/summary.json",
-                 "attack/robustness_curve.png", "attack/gallery.png", "attack/samples.csv", "report.md"):
+                 "attack/robustness_curve.png", "attack/gallery.png", "attack/samples.csv", "report.md",
+                 "report.training.png", "timings.json"):
         assert (out / name).is_file(), name
     numbers = json.loads((out / "operator.json").read_text())
     # 32 px Shepp-Logan from 30 views: FBP is rough but of the right scale; the adjoint is exact.

@@ -446,7 +446,7 @@ def test_interrupted_run_leaves_no_output(clinic, tmp_path, monkeypatch):
 def test_existing_output_needs_force(clinic, tmp_path):
     out = tmp_path / "ct.h5"
     out.write_bytes(b"precious")
-    with pytest.raises(CtrobustError, match="already exists.*--force"):
+    with pytest.raises(CtrobustError, match="already exists.*force=True"):
         prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False)
     assert out.read_bytes() == b"precious"
     prepare_dicom([clinic["root"]], out, allow_mixed_spacing=True, size=N, progress=False, force=True)

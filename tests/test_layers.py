@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "ctrobust"
 #: the layers, top to bottom; a module may import its own layer and any layer below it
 LAYERS = ("cli", "app", "training", "evaluation", "reconstruction", "models", "attacks", "operators", "data", "")
 #: modules allowed at the package root: infrastructure and the face, no numerics
-ROOT_MODULES = {"__init__", "__main__", "_lazy", "cache", "errors", "files", "seeding"}
+ROOT_MODULES = {"__init__", "__main__", "_lazy", "cache", "errors", "files", "progress", "seeding"}
 
 
 def _module_name(path: Path) -> str:

@@ -53,7 +53,7 @@ def test_prepare_output_dir(tmp_path):
     out = rp.prepare_output_dir(tmp_path / "new")
     assert out.is_dir()
     (out / "x.txt").write_text("keep")
-    with pytest.raises(CtrobustError, match="not empty.*--force"):
+    with pytest.raises(CtrobustError, match="not empty.*force=True"):
         rp.prepare_output_dir(out)
     assert rp.prepare_output_dir(out, force=True) == out and (out / "x.txt").read_text() == "keep"
     (tmp_path / "file").write_text("")

@@ -99,7 +99,7 @@ def test_clear_errors(tmp_path):
 def test_atomic_output_refuses_existing_and_cleans_up(tmp_path):
     path = tmp_path / "o.h5"
     path.write_text("old")
-    with pytest.raises(CtrobustError, match="already exists.*--force"):
+    with pytest.raises(CtrobustError, match="already exists.*force=True"):
         with atomic_output(path):
             pass
     with pytest.raises(RuntimeError):
@@ -110,8 +110,12 @@ def test_atomic_output_refuses_existing_and_cleans_up(tmp_path):
     with atomic_output(path, force=True) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]
-    with pytest.raises(CtrobustError, match="folder .* does not exist"):
-        with atomic_output(tmp_path / "nope" / "o.h5"):
+    with atomic_output(tmp_path / "nope" / "o.h5") as tmp:  # a missing folder is created
+        tmp.write_text("new")
+    assert (tmp_path / "nope" / "o.h5").read_text() == "new"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CtrobustError, match="is a file"):
+        with atomic_output(tmp_path / "file" / "o.h5"):
             pass
 
 

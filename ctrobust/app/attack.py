@@ -11,8 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import (image_shape, load_inputs, method_options_record, models_record, noise_model,
-                                 progress_enabled)
+from ctrobust.app.inputs import (check_attackable, image_shape, load_inputs, method_options_record, models_record,
+                                 noise_model, progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.attacks import CONVERGENCE_TOLERANCE
@@ -62,10 +62,12 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
     folder = ResultFolder(spec.out, spec.force).check()
     device = resolve_device(spec.device)
     recs, dataset = load_inputs(spec, device)
+    check_attackable(recs, dataset, device)
     folder.create()
     progress = progress_enabled(spec)
     sample_rows, summary_rows, summaries, gallery = [], [], {}, []
     verify_rows = []
+    lin_runs = {}  # model -> Lanczos iterations / seconds per batch of the linearisation
     for rec in recs:
         print(f"attacking {rec.label} ({rec.source}) on {min(len(dataset), spec.n_samples or len(dataset))} samples, "
               f"eps grid {grid}, {spec.attack.upper()} {spec.steps} steps x {spec.restarts}", file=sys.stderr)
@@ -77,6 +79,7 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
                                       linearization=linearization, noise=noise)
         except (ValueError, FloatingPointError) as exc:
             raise CtrobustError(f"attacking {rec.label}: {exc}") from None
+        _report_linearization(rec.label, result, lin_runs)
         _report_convergence(rec.label, result, spec)
         _report_spread(rec.label, result)
         if spec.verify:
@@ -102,6 +105,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
+    if lin_runs:
+        config["linearization_runs"] = lin_runs
     if spec.protocol is not None:  # --protocol: which one, at which size, by its fingerprint
         from ctrobust.app.acquisition import protocol_of
 
@@ -122,6 +127,20 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
                     title=f"sample 0, eps = {gallery_eps:g}{'' if spec.absolute else ' (relative)'}")
     return AttackRunResult(out=folder.path, config=config, models=models, summary=summary_rows,
                         verification=verify_rows, written=list(folder.written))
+
+
+def _report_linearization(label: str, result, lin_runs: dict) -> None:
+    """Say what the linearisation (Jacobian norms, exact worst cases) cost, and keep it for summary.json."""
+    runs = result.config.get("linearization_runs")
+    if not runs:
+        return
+    lin_runs[label] = runs
+    its = sum(r["iterations"] for r in runs)
+    secs = sum(r["seconds"] for r in runs)
+    open_ = sum(not r["converged"] for r in runs)
+    print(f"{label}: linearisation {its} Lanczos iterations in {secs:.1f} s over {len(runs)} batch(es)"
+          + (f", {open_} stopped at the budget before converging" if open_ else ", converged")
+          + " (--no-linearization skips it)", file=sys.stderr)
 
 
 def _report_convergence(label: str, result, spec: AttackSpec) -> None:

@@ -9,7 +9,8 @@
    perturbs the noisy measurement (the figure's dotted line: the error of the noise itself);
 3b. the same attack on one real CT slice (``--data real``: pydicom's CT_small.dcm) for its gallery
    (``attack_real/``);
-4. one report with the tables and figures (``report.md``; :func:`~ctrobust.app.run_report`).
+4. one report with the tables and figures (``report.md``; :func:`~ctrobust.app.run_report`);
+5. the wall and CPU time of each stage (``timings.json``, and a line on stderr).
 
 Each stage runs the spec of the corresponding command, so the folders it writes are exactly what those
 commands write.
@@ -29,7 +30,7 @@ from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec, DemoSpec, ReportSpec, TrainSpec
 from ctrobust.app.train import run_train
 
-__all__ = ["run_demo", "DemoResult", "check_operator", "demo_stages", "real_slice_stage"]
+__all__ = ["run_demo", "DemoResult", "check_operator", "demo_stages", "real_slice_stage", "StageClock"]
 
 
 @dataclasses.dataclass
@@ -40,6 +41,36 @@ class DemoResult:
     operator: dict
     attack: AttackRunResult
     report: Path
+
+
+class StageClock:
+    """Wall and CPU time per named stage (``with clock("train"): ...``), for ``timings.json`` and the summary line."""
+
+    def __init__(self):
+        self.stages: dict[str, dict] = {}
+
+    def __call__(self, name: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timed():
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                self.stages[name] = {"wall_s": round(time.perf_counter() - wall, 2),
+                                     "cpu_s": round(time.process_time() - cpu, 2)}
+
+        return timed()
+
+    def record(self) -> dict:
+        total = {k: round(sum(v[k] for v in self.stages.values()), 2) for k in ("wall_s", "cpu_s")}
+        return {"stages": self.stages, "total": total}
+
+    def text(self) -> str:
+        rec = self.record()
+        return ", ".join(f"{k} {v['wall_s']:.0f} / {v['cpu_s']:.0f}" for k, v in [*rec["stages"].items(),
+                                                                              ("total", rec["total"])])
 
 
 def check_operator(size: int, angles: int, out: Path, geometry=None) -> dict:
@@ -97,13 +128,13 @@ def demo_stages(spec: DemoSpec) -> tuple[TrainSpec, TrainSpec, AttackSpec, Repor
     out = Path(s.out)
     common = dict(angles=s.angles, size=s.size, max_steps=s.max_steps, channels=s.channels, depth=s.depth,
                   seed=s.seed, device=s.device, force=s.force, progress=s.progress, photons=s.photons,
-                  **geometry_fields(s))
+                  allow_large_eps=s.allow_large_eps, **geometry_fields(s))
     plain = TrainSpec(objective="plain", out=str(out / "plain"), **common)
     minmax = TrainSpec(objective="minmax", eps=s.eps, out=str(out / "minmax"), **common)
     attack = AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")),
                         eps_grid=tuple(s.eps_grid), eps=s.eps, steps=s.attack_steps, n_samples=s.n_samples,
                         seed=s.seed, device=s.device, out=str(out / "attack"), force=s.force, progress=s.progress,
-                        photons=s.photons)
+                        photons=s.photons, allow_large_eps=s.allow_large_eps)
     report = ReportSpec(results=(str(out / "attack"), str(out / "attack_real")), out=str(out / "report.md"),
                         force=s.force)
     return plain, minmax, attack, report
@@ -117,7 +148,7 @@ def real_slice_stage(spec: DemoSpec) -> AttackSpec:
     return AttackSpec(checkpoint=(str(out / "plain" / "best.pt"), str(out / "minmax" / "best.pt")), data="real",
                       n_samples=1, eps_grid=(0.0, s.eps), eps=s.eps, steps=s.attack_steps, seed=s.seed,
                       device=s.device, out=str(out / "attack_real"), force=s.force, progress=s.progress,
-                      photons=s.photons, linearization=False)
+                      photons=s.photons, linearization=False, allow_large_eps=s.allow_large_eps)
 
 
 def run_demo(spec: DemoSpec) -> DemoResult:
@@ -128,20 +159,31 @@ def run_demo(spec: DemoSpec) -> DemoResult:
     geometry = build_geometry(s, s.size, s.angles)
     out = ResultFolder(s.out, s.force).create().path
 
+    clock = StageClock()
     print(f"== operator: Shepp-Logan at {s.size} px, {s.angles} views, {s.geometry} beam", file=sys.stderr)
-    numbers = check_operator(s.size, s.angles, out, geometry)
+    with clock("operator"):
+        numbers = check_operator(s.size, s.angles, out, geometry)
     print(f"   FBP relative error {numbers['fbp_relative_error']:.4f}, PSNR {numbers['fbp_psnr_db']:.2f} dB, "
           f"adjoint dot test {numbers['adjoint_dot_test_float64']:.1e}", file=sys.stderr)
     print("\n== train plain FBPConvNet", file=sys.stderr)
-    run_train(plain)
+    with clock("train plain"):
+        run_train(plain)
     print("\n== train min-max FBPConvNet", file=sys.stderr)
-    run_train(minmax)
-    print("\n== attack (APGD)", file=sys.stderr)
-    attacked = run_attack(attack)
+    with clock("train min-max"):
+        run_train(minmax)
+    print(f"\n== attack (APGD, {s.attack_steps} steps)", file=sys.stderr)
+    with clock("attack"):
+        attacked = run_attack(attack)
     print("\n== one real CT slice (pydicom's CT_small.dcm, never trained on)", file=sys.stderr)
-    run_attack(real)
+    with clock("real slice"):
+        run_attack(real)
     print("\n== report", file=sys.stderr)
-    path = run_report(report)
+    with clock("report"):
+        path = run_report(report)
+    from ctrobust.evaluation.report import write_json
+
+    write_json(clock.record(), out / "timings.json")
+    print("\ntime per stage (wall / CPU seconds of this process): " + clock.text(), file=sys.stderr)
     print(f"\ndemo done: {out}/ holds operator.png, plain/, minmax/, attack/ (robustness_curve.png, gallery.png, "
           f"summary.csv), attack_real/ (one real slice) and report.md ({len(attacked.summary)} summary rows)", file=sys.stderr)
     return DemoResult(out=out, operator=numbers, attack=attacked, report=path)

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 from ctrobust.app.specs import DEFAULT_SIZE, METHOD_FLAGS, ModelInputs
 from ctrobust.errors import CtrobustError
 
-__all__ = ["load_inputs", "load_reconstructions", "Reconstruction", "method_option_values", "image_shape", "progress_enabled", "noise_model"]
+__all__ = ["load_inputs", "load_reconstructions", "Reconstruction", "method_option_values", "image_shape", "progress_enabled", "noise_model",
+           "check_attackable"]
 
 
 def method_option_values(spec: ModelInputs, methods) -> dict[str, dict]:
@@ -79,7 +80,9 @@ def noise_model(spec, operator):
 
 def progress_enabled(spec) -> bool:
     """Progress bars on a terminal, unless the spec turns them off."""
-    return sys.stderr.isatty() and bool(getattr(spec, "progress", True))
+    from ctrobust.progress import on_terminal
+
+    return on_terminal() and bool(getattr(spec, "progress", True))
 
 
 def load_inputs(spec: ModelInputs, device):
@@ -241,3 +244,17 @@ def load_reconstructions(
     if len(set(labels)) < len(labels):
         raise CtrobustError(f"two reconstructions share the label(s) {sorted({l for l in labels if labels.count(l) > 1})}; pass each once")
     return out
+
+
+def check_attackable(recs, dataset, device) -> None:
+    """One forward and backward pass of each reconstruction on the first sample's measurement, before any
+    attack: a reconstruction autograd cannot differentiate (``torch.no_grad()``, a solver outside torch) is
+    refused with a :class:`~ctrobust.attacks.NotDifferentiableError` saying what to do, instead of torch's
+    "element 0 of tensors does not require grad" in the middle of the attack."""
+    from ctrobust.attacks.differentiable import check_differentiable
+
+    item = dataset[0]
+    x = item[0] if isinstance(item, (tuple, list)) else item
+    for rec in recs:
+        y = rec.operator(x[None].to(device))
+        check_differentiable(rec.f, y, label=f"{rec.label} ({rec.source})", purpose="the attack")

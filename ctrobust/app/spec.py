@@ -19,7 +19,9 @@ The field holds the ONE default of the option; its metadata holds what a user ne
 - command-line details: ``flag`` (when not ``--field-name``), ``aliases`` (older spellings, accepted but
   not shown), ``metavar``, ``group`` (the ``--help`` section), ``positional``, ``repeat`` (the flag may be
   given several times; the field is a tuple), ``exclusive`` (a name shared by options that exclude each
-  other), ``required``, ``cli=False`` (not on the command line).
+  other), ``required``, ``cli=False`` (not on the command line);
+- ``radius=True``: a perturbation radius relative to ``||y||_2`` (unless the spec's ``absolute``): values
+  above :data:`MAX_RELATIVE_EPS` are refused unless the spec's ``allow_large_eps`` (:func:`check_radii`).
 
 Building a spec validates it (:meth:`Spec.__post_init__`), so a bad choice is refused before a command
 does anything, whether it comes from the command line or from Python.
@@ -34,8 +36,9 @@ from typing import Any, Callable
 
 from ctrobust.errors import CtrobustError
 
-__all__ = ["option", "Spec", "Library", "resolve", "signature_default", "library_default_mismatches", "positive_int", "nonneg_int", "image_size", "nonneg_float", "positive_float",
-           "fraction", "eps_list", "device_name", "MIN_IMAGE_SIZE"]
+__all__ = ["option", "Spec", "Library", "resolve", "signature_default", "library_default_mismatches", "positive_int",
+           "nonneg_int", "image_size", "nonneg_float", "positive_float", "fraction", "eps_list", "device_name",
+           "MIN_IMAGE_SIZE", "MAX_RELATIVE_EPS", "LargeEpsError", "check_radii"]
 
 #: Smallest image side in pixels the commands accept (validation SSIM uses a 7 x 7 window).
 MIN_IMAGE_SIZE = 8
@@ -107,7 +110,7 @@ def option(default: Any = None, help: str = "", *, unit: str | None = None, choi
            parse: Callable[[str], Any] | None = None, library_default: Callable[[], Any] | None = None,
            default_text: str | None = None, flag: str | None = None, aliases: tuple = (), metavar=None,
            group: str | None = None, positional: bool = False, repeat: bool = False, exclusive: str | None = None,
-           required: bool = False, cli: bool = True):
+           required: bool = False, cli: bool = True, radius: bool = False):
     """A spec field (see the module docstring); lists are stored as tuples so specs stay hashable."""
     if isinstance(default, list):
         default = tuple(default)
@@ -116,7 +119,7 @@ def option(default: Any = None, help: str = "", *, unit: str | None = None, choi
     meta = {"help": help, "unit": unit, "choices": choices, "parse": parse,
             "library_default": library_default, "default_text": default_text, "flag": flag,
             "aliases": tuple(aliases), "metavar": metavar, "group": group, "positional": positional,
-            "repeat": repeat, "exclusive": exclusive, "required": required, "cli": cli}
+            "repeat": repeat, "exclusive": exclusive, "required": required, "cli": cli, "radius": radius}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -149,6 +152,7 @@ class Spec:
                     parse(str(v))
                 except argparse.ArgumentTypeError as exc:
                     raise CtrobustError(f"{self.flag(f.name)}: {exc}") from None
+        check_radii(self)
         self.check()
 
     def check(self) -> None:
@@ -268,6 +272,41 @@ def eps_list(text: str) -> tuple[float, ...]:
     if not parts:
         raise argparse.ArgumentTypeError("expected comma-separated numbers such as 0,0.005,0.01")
     return tuple(nonneg_float(p) for p in parts)
+
+
+# -- the eps bound --------------------------------------------------------------------------------------
+#: Largest relative radius (fraction of ||y||_2) a command accepts without ``--allow-large-eps``. The
+#: literature's grids stop at 0.05-0.1 (Antun et al. 2020, Genzel et al. 2022; this project's default grid at
+#: 0.04, LoDoPaB's photon noise is about 0.04 of ||A x||); a radius of half the measurement's norm is already a
+#: stress test, and 1.5 is nearly always "1.5 %" typed as a fraction. The bound is the commands' concern: the
+#: library refuses only what has no meaning (negative, NaN, infinite) and takes any radius from Python.
+MAX_RELATIVE_EPS = 0.5
+
+
+class LargeEpsError(CtrobustError):
+    """A relative eps above :data:`MAX_RELATIVE_EPS` without ``--allow-large-eps``: a usage error (exit 2)."""
+
+    exit_code = 2
+
+
+def check_radii(spec: "Spec") -> None:
+    """Refuse relative radii above :data:`MAX_RELATIVE_EPS` in the fields marked ``radius=True`` (an option's
+    metadata), unless the spec's ``absolute`` (radii in sinogram units) or ``allow_large_eps`` is set."""
+    if getattr(spec, "absolute", False) or getattr(spec, "allow_large_eps", False):
+        return
+    for f in dataclasses.fields(spec):
+        if not f.metadata.get("radius"):
+            continue
+        value = getattr(spec, f.name)
+        large = [v for v in (value if isinstance(value, tuple) else (value,)) if v is not None and v > MAX_RELATIVE_EPS]
+        if large:
+            v = max(large)
+            raise LargeEpsError(
+                f"{spec.flag(f.name)} {v:g} is {100 * v:g} % of each sample's ||y||_2: eps is a fraction, not a percent "
+                f"(for {v:g} % give {v / 100:g}); the literature's radii stop at 0.05-0.1 and this check at {MAX_RELATIVE_EPS:g}. "
+                "Pass --allow-large-eps to use it anyway" + (", or --absolute for a radius in sinogram units"
+                                                             if any(x.name == "absolute" for x in dataclasses.fields(spec))
+                                                             else ""))
 
 
 def device_name(text: str) -> str:

@@ -79,6 +79,12 @@ def _progress():
     return option(True, "progress bars (only on a terminal)")
 
 
+def _allow_large_eps(group: str | None = None):
+    """``--allow-large-eps``: accept relative radii above ``MAX_RELATIVE_EPS`` (ctrobust.app.spec.check_radii)."""
+    return option(False, "accept a relative eps above 0.5 (50 % of ||y||_2; radii in the literature stop at 0.05-0.1, "
+                  "so a larger one is usually a percent typed as a fraction)", group=group)
+
+
 def _photons(group: str | None = None, extra: str = ""):
     return option(None, "low-dose CT noise: photons I0 per detector bin of the unattenuated beam. Measurements become "
                   "-log(max(N, 1) / I0) / mu with N ~ Poisson(I0 exp(-mu A x)), mu = 21.153 / N per pixel (LoDoPaB's "
@@ -244,9 +250,11 @@ class TrainSpec(Spec):
                             choices=Library(_OBJ + "OBJECTIVES", names=True), group="objective")
     eps: float = option(_objective_default("pgd", "eps"), "perturbation radius for minmax/pgd/universal/jitter: a "
                         "fraction of ||y||_2 per sample (0.01 = 1 %), or in sinogram units with --absolute",
-                        parse=nonneg_float, group="objective")
+                        parse=nonneg_float, group="objective",
+                        radius=True)
     absolute: bool = option(False, "--eps is an absolute l2 radius in sinogram units instead of relative to ||y||_2",
                             group="objective")
+    allow_large_eps: bool = _allow_large_eps("objective")
     lam: float | None = option(None, "weight lambda of the perturbed term mse(f(y + delta), x)", unit="dimensionless",
                                parse=nonneg_float, group="objective",
                                default_text="0.5 for minmax (its clean error stays within 2 % of plain's, "
@@ -449,10 +457,11 @@ class AttackSpec(ModelInputs):
     out: str = option("results/attack", "output folder (refused if not empty, unless --force)", metavar="DIR")
     eps: float | None = option(None, "perturbation size shown in the gallery and added to the grid: a fraction of each "
                                "sample's ||y||_2 (0.01 = 1 %), or absolute with --absolute", parse=nonneg_float,
-                               default_text="0.01 without --eps-grid, else the grid's largest")
+                               default_text="0.01 without --eps-grid, else the grid's largest", radius=True)
     eps_grid: tuple[float, ...] | None = option(
         None, lambda: "comma-separated eps values of the robustness curve, same unit as --eps (the paper-style grid is "
-        f"{','.join(map(str, Library('ctrobust.evaluation.robustness:DEFAULT_EPS_GRID').resolve()))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps")
+        f"{','.join(map(str, Library('ctrobust.evaluation.robustness:DEFAULT_EPS_GRID').resolve()))})", parse=eps_list, metavar="E1,E2,...", default_text="0 and --eps",
+        radius=True)
     attack: str = option(signature_default(_SETTINGS, "rule"),
                          "step rule: apgd = adaptive step with momentum and checkpoints (Croce & Hein 2020): exact on "
                          "FBP, 89-99.6 % (mean) of the best known worst case of trained networks in 100 steps, whose "
@@ -475,8 +484,12 @@ class AttackSpec(ModelInputs):
                               "of a random point (measured weaker on trained FBPConvNets: it stays in the smaller ball's "
                               "basin; without it the rescaled perturbation is still tried, one forward pass)")
     linearization: bool = option(signature_default(_ROBUSTNESS, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
-                                 "worst case per sample (by Lanczos for checkpoints and FBP, about 30-300 extra "
-                                 "backward passes per batch; --no-linearization skips them)")
+                                 "worst case per sample, by Lanczos once per batch for the whole grid. Cost per "
+                                 "batch: for a checkpoint up to 20 iterations of about 3 backward passes each "
+                                 "(~60 backward passes, often more than the attack itself: at 512 px several "
+                                 "minutes), for FBP up to 300 cheap iterations (one FBP and its adjoint each, "
+                                 "stopping when converged); a progress bar shows them, summary.json records "
+                                 "them; --no-linearization skips them (docs/performance.md)")
     verify: int = option(0, "also attack the first N samples with a much stronger budget (--verify-steps x "
                          "--verify-restarts) and report default / strong per eps (1.0 = the default found the worst "
                          "case); 0: off", parse=nonneg_int, metavar="N")
@@ -485,6 +498,7 @@ class AttackSpec(ModelInputs):
     verify_restarts: int = option(Library("ctrobust.evaluation.robustness:VERIFY_RESTARTS"),
                                   "random restarts of the --verify attack (seeded --seed + 1)", parse=positive_int)
     absolute: bool = option(False, "eps is an absolute l2 radius in sinogram units, not relative to ||y||_2")
+    allow_large_eps: bool = _allow_large_eps()
     target: str = option(signature_default(_SETTINGS, "target"),
                          "maximise ||f(y + d) - x||^2 (truth) or the deviation ||f(y + d) - f(y)||^2 (clean)",
                          choices=Library("ctrobust.attacks.settings:TARGETS"))
@@ -586,7 +600,8 @@ class EvaluateSpec(ModelInputs):
     eps_grid: tuple[float, ...] | None = option(
         None, "attack sizes of the small-feature evaluation, relative to each sample's ||y||_2 (0.01 = 1 %); 0 (clean) "
         "is always evaluated", parse=eps_list, metavar="E1,E2,...", group=_F, aliases=("--eps",),
-        library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"))
+        library_default=_lib("ctrobust.evaluation.features:evaluate_features", "eps"), radius=True)
+    allow_large_eps: bool = _allow_large_eps(_F)
     feature_attack_steps: int | None = option(None, "attack (APGD) steps per eps", parse=positive_int, metavar="N", group=_F,
                                               library_default=_feature_attack_steps)
     attack_region: str | None = option(None, "what the attack maximises: the squared error on the whole image, or "
@@ -819,11 +834,13 @@ class DemoSpec(Spec):
     channels: int = option(16, "U-Net channels at the first level", parse=positive_int)
     depth: int = option(3, "U-Net poolings", parse=positive_int)
     eps: float = option(0.01, "min-max training radius, relative to ||y||_2 per sample (0.01 = 1 % of the sinogram "
-                        "norm)", parse=nonneg_float)
+                        "norm)", parse=nonneg_float, radius=True)
     eps_grid: tuple[float, ...] = option((0.0, 0.005, 0.01, 0.02, 0.04), "attack radii, relative to ||y||_2 per sample",
-                                         parse=eps_list, metavar="E1,E2,...")
-    attack_steps: int = option(signature_default(_SETTINGS, "steps"), "steps of the attack (APGD) per eps, each one forward and one backward "
-                               "pass of the model", parse=positive_int)
+                                         parse=eps_list, metavar="E1,E2,...", radius=True)
+    allow_large_eps: bool = _allow_large_eps()
+    attack_steps: int = option(200, "steps of the attack (APGD) per eps, each one forward and one "
+                               "backward pass of the model (twice the attack's default: 100 left the demo's networks "
+                               "unconverged at eps 0.04)", parse=positive_int)
     n_samples: int = option(8, "test phantoms attacked", parse=positive_int, aliases=("--n-test",))
     photons: float | None = _photons(None, ": both networks train on noisy data and the attack perturbs the noisy "
                                      "measurement; the figure adds the error of the noise itself (the dose line)")

@@ -13,7 +13,9 @@ Modules (imports point down: this package imports :mod:`ctrobust.operators` and 
 - :mod:`~ctrobust.attacks.image_space`: the image-space attack ``delta = A r`` (:func:`image_space_attack`);
 - :mod:`~ctrobust.attacks.worst_case`: exact worst cases of linear maps, Jacobian norms, first-order
   worst cases of networks;
-- :mod:`~ctrobust.attacks.linear_theory`: the closed-form min-max solution of linear reconstructions.
+- :mod:`~ctrobust.attacks.linear_theory`: the closed-form min-max solution of linear reconstructions;
+- :mod:`~ctrobust.attacks.differentiable`: one forward and backward probe that refuses a reconstruction
+  autograd cannot differentiate, with a message that says what to do.
 
 The public names are re-exported here lazily (``from ctrobust.attacks import pga_attack, AttackSettings``).
 """
@@ -32,11 +34,12 @@ _EXPORTS = {
         "AttackResult", "pga_attack", "random_perturbation", "perturbation_radius", "squared_error", "eval_mode",
         "training_perturbation")},
     **{name: "ctrobust.attacks.image_space" for name in ("image_space_attack",)},
+    **{name: "ctrobust.attacks.differentiable" for name in ("NotDifferentiableError", "check_differentiable")},
     **{name: "ctrobust.attacks.worst_case" for name in (
         "WorstCase", "exact_worst_case", "jacobian_norm", "linearized_worst_case", "is_linear")},
 }
 
 __all__ = sorted(_EXPORTS)
 #: modules reachable as attributes on first use
-SUBMODULES = ('ascent', 'ball', 'image_space', 'linear_theory', 'measurement', 'settings', 'worst_case')
+SUBMODULES = ('ascent', 'ball', 'differentiable', 'image_space', 'linear_theory', 'measurement', 'settings', 'worst_case')
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), SUBMODULES)

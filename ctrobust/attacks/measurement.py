@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ctrobust.progress import tqdm  # bars only on a terminal
 
 from ctrobust.attacks.ascent import _converged, _mask, _norm, ascent_run
 from ctrobust.attacks.ball import _per_sample, eps_radius, random_start_in_ball, random_unit_directions

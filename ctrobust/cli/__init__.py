@@ -70,6 +70,14 @@ def _install_sigterm():
     return previous
 
 
+def flag_spelling(message: str) -> str:
+    """A library message in the command line's spelling: the keyword hints ``name=True`` of the library
+    (``pass force=True``) become the flags ``--name`` (``pass --force``); the rest is left as it is."""
+    import re
+
+    return re.sub(r"\b([a-z][a-z0-9_]*)=True\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted by
     Ctrl-C, 143 terminated by SIGTERM)."""
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         prog = f"ctrobust {args.command}"
         return int(args.func(args) or 0)
     except CtrobustError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {flag_spelling(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (`ctrobust ... | head`): stop quietly
         import os

@@ -78,7 +78,7 @@ def convert_lodopab(source: str | os.PathLike, out: str | os.PathLike, *, size: 
     """
     import h5py
     from skimage.transform import resize
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     source = Path(source)
     if not source.is_dir():

@@ -55,7 +55,7 @@ def make_phantoms(out: str | os.PathLike, n: int = 320, size: int = 128, seed: i
     dict
         ``{"out", "counts": {split: n}, "image_size", "seed"}``.
     """
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
     import h5py
 
     if n < 1 or size < 8:

@@ -169,7 +169,7 @@ def _worker_init() -> None:
 
 def _read_all(files, task, workers, progress, sink, desc: str = "reading DICOM") -> None:
     """Run ``task`` (path -> FileResult) over ``files`` (in a process pool if workers > 1), in order, into ``sink``."""
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     bar = tqdm(total=len(files), desc=desc, unit="file", disable=not progress)
     try:
@@ -566,7 +566,7 @@ def _order_key(fr):
 def _write_output(out, frames, store, report, salt, window, size, val_fraction, test_fraction, seed, fov,
                   force, progress, source="dicom"):
     import h5py
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     assignment = split_patients([fr.patient_id for fr in frames], val_fraction, test_fraction, seed)
     groups = defaultdict(list)  # (patient, study, series) -> frames

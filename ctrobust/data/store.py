@@ -65,7 +65,7 @@ class DataValidationError(CtrobustError):
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Refuse an existing output unless ``force``; refuse a missing parent folder.
+    """Refuse an existing output unless ``force``; create a missing parent folder.
 
     Returns the output path as a ``Path``. Raises ``CtrobustError`` with a message that says what to do.
     """
@@ -73,9 +73,10 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     if path.is_dir():
         raise CtrobustError(f"output {path} is a folder; give a file name such as {path / 'dataset.h5'}")
     if path.exists() and not force:
-        raise CtrobustError(f"output {path} already exists; pass --force (force=True) to overwrite it")
-    if not path.parent.is_dir():
-        raise CtrobustError(f"the folder of output {path} does not exist; create {path.parent} first")
+        raise CtrobustError(f"output {path} already exists; pass force=True to overwrite it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise CtrobustError(f"the folder of output {path} is a file: {path.parent}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -91,7 +92,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False, suffix: str = ".
 
     def still_free():
         if path.exists() and not force:  # appeared while we worked
-            raise CtrobustError(f"output {path} appeared while writing; pass --force to overwrite it")
+            raise CtrobustError(f"output {path} appeared while writing; pass force=True to overwrite it")
 
     return atomic_path(path, suffix=suffix, mode=mode, before_replace=still_free)
 

@@ -35,6 +35,8 @@ __all__ = [
     "attack_table",
     "plot_robustness_curves",
     "plot_gallery",
+    "plot_training_curves",
+    "training_runs",
     "build_report",
     "SUMMARY_FILE",
 ]
@@ -120,8 +122,8 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return write_text(text, path)
 
 
-def format_table(rows: Sequence[Mapping], columns: Sequence[str], *, style: str = "text", digits: int = 4) -> str:
-    """Render rows as an aligned text table (``style="text"``) or a Markdown table (``"markdown"``)."""
+def _cells(rows: Sequence[Mapping], columns: Sequence[str], digits: int = 4) -> list[list[str]]:
+    """The table's cells as text: floats to ``digits`` significant digits, None as empty."""
 
     def cell(v):
         if v is None or v == "":
@@ -130,10 +132,23 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str], *, style: str 
             return f"{v:.{digits}g}"
         return str(v)
 
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    return [[cell(r.get(c)) for c in columns] for r in rows]
+
+
+def _markdown_cell(text: str) -> str:
+    """One Markdown table cell: pipes escaped (a bare ``|``, as in ``||J||``, would split the cell) and line
+    breaks turned into spaces (a table row is one line)."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str], *, style: str = "text", digits: int = 4) -> str:
+    """Render rows as an aligned text table (``style="text"``) or a Markdown table (``"markdown"``, cells with
+    ``|`` escaped so that every row keeps its columns)."""
+
+    body = _cells(rows, columns, digits)
     if style == "markdown":
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-        lines += ["| " + " | ".join(b) + " |" for b in body]
+        lines = ["| " + " | ".join(map(_markdown_cell, columns)) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(map(_markdown_cell, b)) + " |" for b in body]
         return "\n".join(lines)
     widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
@@ -289,6 +304,56 @@ def plot_gallery(rows: Sequence[Mapping], path: str | os.PathLike, *, title: str
     return _save(fig, path)
 
 
+TRAINING_LOGS = ("steps.csv", "validation.csv")
+
+
+def training_runs(models: Sequence[Mapping], base: Path | None = None) -> dict[str, Path]:
+    """The training run folders of a result's models: label -> the folder of each checkpoint (``source``)
+    that holds the trainer's ``steps.csv`` or ``validation.csv``. A relative ``source`` is looked up from the
+    working directory, then from ``base`` (the result folder); models without logs (FBP, methods) are left out."""
+    runs: dict[str, Path] = {}
+    for m in models:
+        source = str(m.get("source") or "")
+        if not source or source.startswith("method:"):
+            continue
+        for candidate in ([Path(source)] + ([base / source] if base is not None and not Path(source).is_absolute() else [])):
+            folder = candidate.parent
+            if candidate.is_file() and any((folder / name).is_file() for name in TRAINING_LOGS):
+                runs[str(m.get("label") or folder.name)] = folder
+                break
+    return runs
+
+
+def plot_training_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+    """The training curves of training run folders, one line per run: the training loss of ``steps.csv``
+    against the optimiser step (left) and the validation relative error of ``validation.csv`` (right, MSE
+    when the relative error is missing). A run without a file leaves its panel line out."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6), squeeze=False)
+    left, right = axes[0]
+    for label, folder in runs.items():
+        folder = Path(folder)
+        if (folder / "steps.csv").is_file():
+            rows = [r for r in read_csv(folder / "steps.csv") if isinstance(r.get("loss"), float)]
+            if rows:
+                left.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1, label=label)
+        if (folder / "validation.csv").is_file():
+            rows = read_csv(folder / "validation.csv")
+            key = next((k for k in ("val_relative_error", "val_mse") if rows and isinstance(rows[0].get(k), float)), None)
+            if key:
+                right.plot([r["step"] for r in rows], [r[key] for r in rows], "-o", ms=3, lw=1.2,
+                           label=f"{label} ({key[4:].replace('_', ' ')})")
+    left.set_title("training loss (steps.csv)", fontsize=10)
+    right.set_title("validation (validation.csv)", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    left.set_yscale("log")
+    return _save(fig, path)
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 
@@ -330,6 +395,7 @@ def _read_result(folder: Path) -> dict:
 
 def _blocks(folders: Sequence[Path]) -> list[tuple]:
     blocks: list[tuple] = [("h1", "ctrobust results")]
+    runs: dict[str, Path] = {}
     for folder in folders:
         data = _read_result(folder)
         command = data.get("command", "?")
@@ -361,6 +427,13 @@ def _blocks(folders: Sequence[Path]) -> list[tuple]:
         for png in sorted(folder.glob("*.png")):
             if _is_png_file(png):
                 blocks.append(("img", png))
+        for label, run in training_runs(models, folder).items():
+            if run not in runs.values():  # a checkpoint in several result folders: drawn once
+                runs[label if label not in runs else f"{label} ({folder.name})"] = run
+    if runs:
+        blocks.append(("h2", "training"))
+        blocks.append(("p", "Training curves of the checkpoints above (their run folders' steps.csv and validation.csv)."))
+        blocks.append(("training", runs))
     return blocks
 
 
@@ -401,7 +474,9 @@ def _markdown(blocks, out: Path) -> str:
             parts.append(b[1])
         elif b[0] == "table":
             parts.append(format_table(b[1], b[2], style="markdown"))
-        elif b[0] == "img":
+        elif b[0] == "img" or b[0] == "training":
+            if b[0] == "training":  # a figure of its own beside the report
+                b = ("img", b[2])
             rel = os.path.relpath(b[1], out.parent).replace(os.sep, "/")
             label = _markdown_text(b[1].stem, "\\[]")
             parts.append(f"![{label}]({_markdown_link_target(rel)})")
@@ -419,25 +494,40 @@ def _html(blocks) -> str:
             parts.append(f"<p>{html.escape(b[1])}</p>")
         elif b[0] == "table":
             rows, cols = b[1], b[2]
-            text = format_table(rows, cols, style="markdown").splitlines()
             head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split(" | ")) + "</tr>"
-                for line in text[2:]
-            )
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
+                           for line in _cells(rows, cols))
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif b[0] == "img":
+        elif b[0] in ("img", "training"):
+            if b[0] == "training":
+                b = ("img", b[2])
             data = base64.b64encode(b[1].read_bytes()).decode("ascii")
             parts.append(f"<p><img alt='{html.escape(b[1].stem)}' src='data:image/png;base64,{data}'></p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
+def _training_figures(blocks: list[tuple], out: Path, force: bool) -> list[tuple]:
+    """Draw each ``training`` block's curves into ``<report stem>.training<k>.png`` beside the report (refused
+    when one exists, unless ``force``); the block then carries the figure's path."""
+    wanted = [i for i, b in enumerate(blocks) if b[0] == "training"]
+    paths = [out.with_name(f"{out.stem}.training{k + 1 if len(wanted) > 1 else ''}.png") for k in range(len(wanted))]
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise CtrobustError(f"{existing[0]} already exists; pass force=True to overwrite it")
+    blocks = list(blocks)
+    for i, path in zip(wanted, paths):
+        plot_training_curves(blocks[i][1], path)
+        blocks[i] = ("training", blocks[i][1], path)
+    return blocks
+
+
 def build_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False) -> Path:
     """One Markdown (``.md``) or self-contained HTML (``.html``, figures embedded) report of result folders.
 
     Markdown refers to the figures by paths relative to the report, percent-encoded (folder names with
-    spaces or non-ASCII letters give working links). Only regular PNG files are linked or embedded: a
+    spaces or non-ASCII letters give working links). Checkpoints whose run folders hold training logs get a
+    figure of their training curves, ``<report stem>.training.png`` beside the report (embedded in HTML). Only regular PNG files are linked or embedded: a
     symbolic link, or a ``.png`` without the PNG signature, is left out. Refuses an existing ``out``
     unless ``force``.
     """
@@ -445,9 +535,10 @@ def build_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *
     if out.suffix.lower() not in (".md", ".html", ".htm"):
         raise CtrobustError(f"report name must end in .md or .html, got {out.name!r}")
     if out.exists() and not force:
-        raise CtrobustError(f"{out} already exists; pass --force to overwrite it")
+        raise CtrobustError(f"{out} already exists; pass force=True to overwrite it")
     if not folders:
         raise CtrobustError("give at least one result folder")
     blocks = _blocks([Path(f) for f in folders])
+    blocks = _training_figures(blocks, out, force)
     text = _markdown(blocks, out.resolve()) if out.suffix.lower() == ".md" else _html(blocks)
     return write_text(text, out)

@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ctrobust.progress import tqdm  # bars only on a terminal
 
 from ctrobust.evaluation import metrics as _metrics
 from ctrobust.attacks import (AttackSettings, eval_mode, perturbation_radius, pga_attack, random_perturbation,
                               squared_error)
-from ctrobust.attacks.worst_case import is_linear, linearized_worst_case
+from ctrobust.attacks.worst_case import default_budget, is_linear, linearized_worst_case
 from ctrobust.operators.noise import apply_noise, measure
 
 __all__ = [
@@ -224,6 +225,20 @@ def _keep_previous_if_worse(res, prev) -> None:
     _take(res, prev.error > res.error, prev.delta, prev.reconstruction, prev.error, prev.converged)
 
 
+def _lanczos_progress(linear: bool, total: int, progress: bool):
+    """A tqdm bar over the linearisation's Lanczos iterations (a phase of its own: each iteration costs a
+    forward and a backward pass of FBP, or about three backward passes of a network) and its callback."""
+    what = "exact worst case (Lanczos)" if linear else "Jacobian norm, first-order worst case (Lanczos)"
+    bar = tqdm(total=total, desc=what, unit="it", leave=False, disable=not progress)
+
+    def step(iterations: int, change: float) -> None:
+        bar.update(iterations - bar.n)
+        if change == change:  # not nan: a convergence check ran
+            bar.set_postfix_str(f"change {change:.1e}", refresh=False)
+
+    return bar, step
+
+
 def robustness_curve(
     f: Callable[[torch.Tensor], torch.Tensor],
     dataset,
@@ -277,11 +292,15 @@ def robustness_curve(
         Number of leading samples whose tensors are kept in ``examples`` for figures.
     linearization : bool
         Also compute ``jacobian_norm`` and the linearised worst case per sample and eps (exact for a
-        linear ``f``: ``exact_sq_error``, ``attack_over_exact``, which says how much of the worst case
-        the attack reached); costs about three backward passes per Lanczos iteration and batch, once
-        for the whole grid. On by default, as on the command line (``--no-linearization``).
+        linear ``f``: ``exact_sq_error``, ``attack_over_exact``), once per batch for the whole grid; a
+        Lanczos iteration costs about three backward passes of a network, one forward and one backward
+        pass of a linear ``f``. ``config["linearization_runs"]`` records the iterations and seconds
+        per batch; with ``progress`` a bar shows them. On by default, as on the command line
+        (``--no-linearization``).
     linearization_iterations : int, optional
-        Lanczos iterations at most (default 300 for a linear ``f``, 30 for a network).
+        Lanczos iterations at most (default from :func:`ctrobust.attacks.worst_case.default_budget`:
+        300 for a linear ``f``, stopping once the values change by < 1e-6 relative; 20 for a network,
+        stopping at < 1e-3).
     noise : callable, optional
         A measurement noise model ``noise(y, generator)`` (e.g. :class:`ctrobust.operators.noise.LogPoissonNoise`):
         the measured data are ``y = noise(A x)`` (seeded per sample, :func:`ctrobust.operators.noise.measure`), the attack and the
@@ -313,7 +332,11 @@ def robustness_curve(
               "noise": noise.to_config() if hasattr(noise, "to_config") else (None if noise is None else repr(noise))}
     noise_model = noise  # (``noise`` is the random reference's draw below)
     linear = is_linear(f)
-    lin_iters = linearization_iterations or (300 if linear else 30)
+    lin_iters, lin_tol = default_budget(f)  # (300, 1e-6) for a linear f, (20, 1e-3) for a network
+    lin_iters = linearization_iterations or lin_iters
+    if linearization:
+        config["linearization_budget"] = {"max_iterations": int(lin_iters), "tol": lin_tol}
+        config["linearization_runs"] = []  # per batch: Lanczos iterations, converged, seconds
     order = sorted(range(len(eps_grid)), key=lambda i: eps_grid[i])  # attack small eps first (warm starts)
     bar = tqdm(total=n, desc="samples", unit="sample", disable=not progress)
     try:
@@ -345,9 +368,17 @@ def robustness_curve(
             x_norm = x_img.flatten(1).double().norm(dim=1).cpu()
             if linearization:
                 radii = torch.stack([perturbation_radius(y, e, relative) for e in eps_grid])
-                with eval_mode(f):
-                    lin = linearized_worst_case(f, y, None if target == "clean" else x.reshape(clean.shape), radii,
-                                                max_iterations=lin_iters, tol=1e-8 if linear else 1e-4, seed=seed)
+                lin_bar, lin_step = _lanczos_progress(linear, lin_iters, progress)
+                t_lin = time.perf_counter()
+                try:
+                    with eval_mode(f):
+                        lin = linearized_worst_case(f, y, None if target == "clean" else x.reshape(clean.shape), radii,
+                                                    max_iterations=lin_iters, tol=lin_tol, seed=seed, callback=lin_step)
+                finally:
+                    lin_bar.close()
+                config["linearization_runs"].append({"batch": b_index, "iterations": lin.iterations,
+                                                     "converged": bool(lin.converged),
+                                                     "seconds": round(time.perf_counter() - t_lin, 3)})
                 for row, jn in zip(clean_rows, lin.jacobian_norm.tolist()):
                     row["jacobian_norm"] = jn
             previous = None  # (eps, AttackResult) of the last attacked eps of this batch

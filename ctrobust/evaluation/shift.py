@@ -133,7 +133,7 @@ def evaluate_condition(f, condition: Condition, *, ttt: bool = False, ttt_option
     also ``"ttt_steps"`` and ``"consistency_before"/"consistency_after"`` (relative l1 data error).
     ``progress`` shows a tqdm bar over the samples (named after the condition).
     """
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     from ctrobust.reconstruction.ttt import test_time_train
 

@@ -47,6 +47,7 @@ __all__ = [
     "AstraSparseBackend",
     "astra_geometries",
     "build_system_matrix",
+    "BLOCK_VIEWS",
     "system_matrix",
     "torch_matrices",
     "cache_file",
@@ -76,8 +77,9 @@ def _astra():
     return astra
 
 
-def astra_geometries(geometry: ParallelBeam2D | FanBeam2D) -> tuple[dict, dict]:
-    """ASTRA volume and projection geometries equal to ``geometry``.
+def astra_geometries(geometry: ParallelBeam2D | FanBeam2D, angles: np.ndarray | None = None) -> tuple[dict, dict]:
+    """ASTRA volume and projection geometries equal to ``geometry`` (with only the views ``angles``, radians,
+    when given).
 
     The volume is ``N x N`` unit pixels on ``[-N/2, N/2]^2`` (``astra.create_vol_geom(N, N)``); the
     projection geometry is ``parallel`` with detector spacing 1, D bins and the angles
@@ -87,11 +89,12 @@ def astra_geometries(geometry: ParallelBeam2D | FanBeam2D) -> tuple[dict, dict]:
     astra = _astra()
     n = geometry.image_size
     vol_geom = astra.create_vol_geom(n, n)
+    angles = geometry.angles if angles is None else angles
     if isinstance(geometry, FanBeam2D):
         proj_geom = astra.create_proj_geom("fanflat", geometry.detector_spacing, geometry.n_detectors,
-                                           geometry.angles, geometry.source_origin, geometry.origin_detector)
+                                           angles, geometry.source_origin, geometry.origin_detector)
     else:
-        proj_geom = astra.create_proj_geom("parallel", 1.0, geometry.n_detectors, geometry.angles)
+        proj_geom = astra.create_proj_geom("parallel", 1.0, geometry.n_detectors, angles)
     return vol_geom, proj_geom
 
 
@@ -113,8 +116,38 @@ def check_projector(projector: str, geometry=None) -> str:
     return projector
 
 
-def build_system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None) -> sp.csr_matrix:
-    """Build ASTRA's system matrix (no cache).
+#: views per block when ASTRA's system matrix is built (:func:`build_system_matrix`)
+BLOCK_VIEWS = 16
+
+
+def _build_block(geometry: ParallelBeam2D | FanBeam2D, projector: str, angles: np.ndarray):
+    """ASTRA's system matrix of ``geometry`` restricted to the views ``angles``: ``(data float32, indices
+    int32, row lengths)`` in canonical CSR order; ASTRA's objects and its float64 copy are freed here."""
+    astra = _astra()
+    vol_geom, proj_geom = astra_geometries(geometry, angles)
+    pid = astra.create_projector(projector, proj_geom, vol_geom)
+    mid = None
+    try:
+        mid = astra.projector.matrix(pid)
+        mat = sp.csr_matrix(astra.matrix.get(mid))
+    finally:
+        if mid is not None:
+            astra.matrix.delete(mid)
+        astra.projector.delete(pid)
+    mat.sum_duplicates()  # canonical: sorted column indices, no duplicates
+    # ASTRA computes its weights in float32: the cast is exact.
+    return mat.data.astype(np.float32), mat.indices.astype(np.int32), np.diff(mat.indptr)
+
+
+def build_system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None, *,
+                        block_views: int = BLOCK_VIEWS) -> sp.csr_matrix:
+    """Build ASTRA's system matrix (no cache), ``block_views`` views at a time.
+
+    ASTRA hands its matrix over as a float64 SciPy copy; building it per block of views (the rows of a
+    block are consecutive) keeps that copy to one block, so the peak memory is about 1.5 times the
+    float32 result (512 px, 143 views: 0.54 GB) instead of about 3.5 times. Each view's rows do not
+    depend on the other views, so the result is the same matrix as one built in one piece
+    (``block_views >= n_angles``).
 
     Returns
     -------
@@ -122,26 +155,33 @@ def build_system_matrix(geometry: ParallelBeam2D | FanBeam2D, projector: str | N
         float32 values, int32 indices, shape ``(A*D, N*N)``: row ``i*D + j`` is angle i, bin j;
         column ``r*N + c`` is pixel (row r, column c). ASTRA objects are freed before returning.
     """
-    astra = _astra()
     projector = check_projector(projector or default_projector(geometry), geometry)
-    vol_geom, proj_geom = astra_geometries(geometry)
-    pid = astra.create_projector(projector, proj_geom, vol_geom)
-    mid = None
-    try:
-        mid = astra.projector.matrix(pid)
-        mat = astra.matrix.get(mid)
-    finally:
-        if mid is not None:
-            astra.matrix.delete(mid)
-        astra.projector.delete(pid)
-    mat = sp.csr_matrix(mat)
-    # ASTRA computes its weights in float32: the cast below is exact.
-    out = sp.csr_matrix(
-        (mat.data.astype(np.float32), mat.indices.astype(np.int32), mat.indptr.astype(np.int32)),
-        shape=mat.shape,
-    )
-    out.sum_duplicates()
-    return out
+    if int(block_views) < 1:
+        raise ValueError(f"block_views must be >= 1, got {block_views!r}")
+    angles = np.asarray(geometry.angles, dtype=np.float64)
+    blocks = [_build_block(geometry, projector, angles[i:i + block_views])
+              for i in range(0, len(angles), int(block_views))]
+    lengths = np.concatenate([b[2] for b in blocks])
+    indptr = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if indptr[-1] > np.iinfo(np.int32).max:
+        raise ValueError(f"the system matrix has {indptr[-1]} non-zeros, more than int32 indices can address")
+    nnz = int(indptr[-1])
+    # assemble one array at a time, dropping each block's part once copied (peak: blocks + one array)
+    assembled = []
+    for part, dtype in ((0, np.float32), (1, np.int32)):
+        out = np.empty(nnz, dtype=dtype)
+        assembled.append(out)
+        pos = 0
+        for i, block in enumerate(blocks):
+            arr = block[part]
+            out[pos:pos + arr.size] = arr
+            pos += arr.size
+            blocks[i] = block[:part] + (None,) + block[part + 1:]
+        del arr, block
+    data, indices = assembled
+    shape = (geometry.n_angles * geometry.n_detectors, geometry.image_size**2)
+    return sp.csr_matrix((data, indices, indptr.astype(np.int32)), shape=shape)
 
 
 def cache_file(geometry: ParallelBeam2D | FanBeam2D, projector: str | None = None) -> Path:
@@ -229,9 +269,9 @@ def host_matrices(geometry: ParallelBeam2D, projector: str) -> tuple[torch.Tenso
     with _lock:
         if key not in _HOST:
             mat = system_matrix(geometry, projector)
-            mat_t = sp.csr_matrix(mat.T)  # CSC of A viewed as CSR of A^T: an exact transpose
-            mat_t.indices = mat_t.indices.astype(np.int32)
-            mat_t.indptr = mat_t.indptr.astype(np.int32)
+            mat_t = mat.T.tocsr()  # CSC of A viewed as CSR of A^T: an exact transpose
+            mat_t.indices = mat_t.indices.astype(np.int32, copy=False)
+            mat_t.indptr = mat_t.indptr.astype(np.int32, copy=False)
             mat_t.sort_indices()
             _HOST[key] = (to_torch_csr(mat), to_torch_csr(mat_t))
         return _HOST[key]

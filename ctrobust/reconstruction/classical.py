@@ -367,7 +367,7 @@ def deep_image_prior(
         Reconstructions ``(B, *operator.domain_shape)`` in the dtype of ``y``.
     """
     from torch.func import functional_call
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     from ctrobust.models import UNet
 

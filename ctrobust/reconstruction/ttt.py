@@ -169,7 +169,7 @@ def test_time_train(
     (torch.Tensor, list of TTTInfo)
         Reconstructions ``f_best(y)`` shaped like ``f(y)`` (detached), and one :class:`TTTInfo` per sample.
     """
-    from tqdm.auto import tqdm
+    from ctrobust.progress import tqdm  # bars only on a terminal
 
     if not isinstance(f, nn.Module) or not any(True for _ in f.parameters()):
         raise TypeError("test_time_train needs a torch nn.Module with parameters to fine-tune")

@@ -45,6 +45,16 @@ class NonFiniteLossError(CtrobustError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
 
 
+def _no_buffer_sync(ddp_class) -> dict:
+    """DDP's keyword for "no buffer broadcast before each forward": ``forward_sync_buffers=False`` where torch
+    has it (it deprecates ``broadcast_buffers`` with a FutureWarning per rank; it still syncs buffers once at
+    init, which the identically seeded replicas need anyway), else ``broadcast_buffers=False``."""
+    import inspect
+
+    name = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp_class).parameters else "broadcast_buffers"
+    return {name: False}
+
+
 def _lr_lambda(kind: str, total: int) -> Callable[[int], float]:
     if kind == "cosine":
         return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / max(total, 1)))
@@ -159,6 +169,26 @@ def _step_noise_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
+#: objectives that differentiate f with respect to its measurement (their adversary follows d f / d y)
+INPUT_GRADIENT_OBJECTIVES = ("minmax", "pgd", "universal")
+
+
+def _check_trainable(module, operator, objective, train_set, device, dtype) -> None:
+    """One forward and backward probe on the first training sample before the first step: a model autograd
+    cannot differentiate is refused with a message that says what to do (:func:`ctrobust.attacks.check_differentiable`)."""
+    from ctrobust.attacks.differentiable import check_differentiable
+
+    if len(train_set) == 0:
+        return
+    x = _images_of(torch.utils.data.default_collate([train_set[0]])).to(device=device, dtype=dtype)
+    y = measure(operator, x.reshape(1, *operator.domain_shape))
+    check_differentiable(module, y, label=f"the model ({type(module).__name__})",
+                         wrt_input=objective.name in INPUT_GRADIENT_OBJECTIVES, parameters=module.parameters(),
+                         purpose=f"{objective.name} training")
+
+
+
+
 def _validate(module, operator, val_set, batch_size, device, dtype, noise=None) -> dict:
     from ctrobust.evaluation import metrics as M
 
@@ -268,6 +298,7 @@ class _Trainer:
         self.module = module
         self.dtype = next(module.parameters()).dtype
         self.objective.setup(module, self.operator, device=self.device)
+        _check_trainable(module, self.operator, self.objective, self.train_set, self.device, self.dtype)
 
         self.rank = info.rank
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=info.rank, shuffle=True,
@@ -300,7 +331,7 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda"
-                                               else None, broadcast_buffers=False)
+                                               else None, **_no_buffer_sync(DistributedDataParallel))
 
     def resume(self) -> bool:
         """With ``resume=True``: restore model, optimiser, schedule, objective, RNGs and progress from ``last.pt``."""
@@ -488,7 +519,7 @@ class _Trainer:
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Set up, train ``total`` steps (or until a callback or signal stops it), return the result."""
-        from tqdm.auto import tqdm
+        from ctrobust.progress import tqdm  # bars only on a terminal
 
         self.setup()
         self.bar = tqdm(total=self.total, initial=min(self.step, self.total), desc=f"train {self.objective.name}",
@@ -652,4 +683,4 @@ def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size
             problems.append(f"{key} {run.get(key)} vs now {now}")
     if problems:
         raise CtrobustError(f"cannot resume from {path}: it belongs to a different run: " + "; ".join(problems)
-                            + ". Use the original options, or start afresh with --force or another --out.")
+                            + ". Use the original options, or start afresh with force=True or another output folder.")
