@@ -23,10 +23,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ctrobust.errors import CtrobustError
-from ctrobust.files import atomic_write, prepare_output_dir
+from ctrobust.files import atomic_write, prepare_output_dir, write_text
 
 __all__ = [
-    "write_text",
     "write_csv",
     "write_json",
     "read_csv",
@@ -55,11 +54,6 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.IOBase], None], mode: s
             write(fh)
 
     return atomic_write(path, fill)
-
-
-def write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return _atomic(path, lambda fh: fh.write(text), "w")
 
 
 def _columns(rows: Sequence[Mapping]) -> list[str]:
@@ -119,7 +113,7 @@ def _jsonable(obj):
 def write_json(obj, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON (numpy scalars converted, non-finite floats as null)."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    return write_text(text, path)
+    return write_text(path, text)
 
 
 def _cells(rows: Sequence[Mapping], columns: Sequence[str], digits: int = 4) -> list[list[str]]:
@@ -541,4 +535,4 @@ def build_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *
     blocks = _blocks([Path(f) for f in folders])
     blocks = _training_figures(blocks, out, force)
     text = _markdown(blocks, out.resolve()) if out.suffix.lower() == ".md" else _html(blocks)
-    return write_text(text, out)
+    return write_text(out, text)
