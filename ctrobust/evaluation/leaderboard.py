@@ -29,7 +29,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ctrobust.evaluation.report import write_csv, write_json, write_text
+from ctrobust.evaluation.report import write_csv, write_json
+from ctrobust.files import write_text
 
 __all__ = ["model_row", "columns", "rank_rows", "markdown_table", "markdown_page", "html_page", "attack_column",
            "COLUMN_LABELS", "LEADERBOARD_FILES", "write_leaderboard"]
@@ -202,6 +203,6 @@ def write_leaderboard(out: str | os.PathLike, rows: Sequence[Mapping], cols: Seq
     written = [write_csv([{c: r.get(c) for c in cols} for r in rows], out / "leaderboard.csv", list(cols)),
                write_json({**dict(meta), "columns": list(cols), "rows": [dict(r) for r in rows],
                            "models": dict(details or {})}, out / "leaderboard.json"),
-               write_text(markdown_page(rows, cols, meta, rel), out / "leaderboard.md"),
-               write_text(html_page(rows, cols, meta, figures), out / "leaderboard.html")]
+               write_text(out / "leaderboard.md", markdown_page(rows, cols, meta, rel)),
+               write_text(out / "leaderboard.html", html_page(rows, cols, meta, figures))]
     return written
