@@ -126,6 +126,9 @@ class TrainSpec(Spec):
     photons: float | None = _photons("geometry and data", ": every step trains on freshly drawn noise, validation "
                                      "uses fixed noise")
 
+    model: str = option("fbpconvnet", "network: fbpconvnet (FBP + U-Net: --channels, --depth, --norm, --filter) or lpd "
+                        "(Learned Primal-Dual, Adler & Oktem 2018, its paper defaults: 10 iterations, memory 5, 32 "
+                        "channels; docs/training.md)", choices=("fbpconvnet", "lpd"), group="geometry and data")
     objective: str = option("plain", "training objective (docs/training.md)", choices=tuple(OBJECTIVES),
                             group="objective")
     eps: float = option(0.01, "perturbation radius for minmax/pgd/universal/jitter: a fraction of ||y||_2 per sample "

@@ -50,7 +50,12 @@ def run_train(spec: TrainSpec, *, callbacks: Sequence[Callable[[int, dict], None
         val_set = None
     try:
         operator = RadonTransform(build_geometry(spec, size, spec.angles), backend=spec.backend)
-        model = FBPConvNet(operator, spec.channels, spec.depth, spec.filter, norm=spec.norm, seed=spec.seed)
+        if spec.model == "lpd":
+            from ctrobust.models.unrolled import LearnedPrimalDual
+
+            model = LearnedPrimalDual(operator, seed=spec.seed)
+        else:
+            model = FBPConvNet(operator, spec.channels, spec.depth, spec.filter, norm=spec.norm, seed=spec.seed)
         objective = make_objective(spec.objective, eps=spec.eps, lam=spec.lam, relative=not spec.absolute,
                                    mu=spec.mu, beta=spec.beta, g_lr=spec.g_lr, g_steps=spec.g_steps,
                                    pgd_steps=spec.pgd_steps, mode=spec.adversary_mode, u_step=spec.u_step,

@@ -13,10 +13,11 @@ from ctrobust.models.fbpconvnet import FBPConvNet
 from ctrobust.models.linear import LinearReconstruction
 from ctrobust.models.residual import ResidualReconstruction
 from ctrobust.models.unet import UNet, seeded
+from ctrobust.models.unrolled import LearnedPrimalDual
 from ctrobust.attacks.ball import eps_radius, project_l2_ball
 
 __all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
-           "project_l2_ball", "build_model", "seeded"]
+           "project_l2_ball", "build_model", "seeded", "LearnedPrimalDual"]
 
 
 def build_model(config: dict, operator=None, *, seed: int | None = None):
@@ -42,4 +43,8 @@ def build_model(config: dict, operator=None, *, seed: int | None = None):
         cls = {"ResidualReconstruction": ResidualReconstruction, "FBPConvNet": FBPConvNet,
                "CSResidualNet": CSResidualNet}[kind]
         return cls(operator, **cfg, seed=seed)
+    if kind == "lpd":
+        if operator is None:
+            raise ValueError("rebuilding lpd (LearnedPrimalDual) needs its operator")
+        return LearnedPrimalDual(operator, **cfg, seed=seed)
     raise ValueError(f"unknown model type {kind!r} in model config {config!r}")
