@@ -11,7 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
+from ctrobust.app.inputs import (acquisition_config, load_inputs, method_options_record, models_record, noise_model,
+                                 progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.attacks import CONVERGENCE_TOLERANCE
@@ -105,7 +106,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
               "method_options": method_options_record(recs), "photons": spec.photons}
     if verify_rows:
         config.update(verify_steps=spec.verify_steps, verify_restarts=spec.verify_restarts)
-    models = models_record(recs)
+    config.update(acquisition_config(spec, recs))  # what was measured: geometry, backend, noise
+    models = models_record(recs, spec)
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
     tables = {"verification": verify_rows} if verify_rows else {}
