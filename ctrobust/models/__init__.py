@@ -14,10 +14,12 @@ from ctrobust.models.linear import LinearReconstruction
 from ctrobust.models.residual import ResidualReconstruction
 from ctrobust.models.unet import UNet, seeded
 from ctrobust.models.unrolled import LearnedPrimalDual
+from ctrobust.models.deepinv import DeepinvReconstructor, as_physics
 from ctrobust.attacks.ball import eps_radius, project_l2_ball
 
 __all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary", "eps_radius",
-           "project_l2_ball", "build_model", "seeded", "LearnedPrimalDual"]
+           "project_l2_ball", "build_model", "seeded", "LearnedPrimalDual",
+           "DeepinvReconstructor", "as_physics"]
 
 
 def build_model(config: dict, operator=None, *, seed: int | None = None):

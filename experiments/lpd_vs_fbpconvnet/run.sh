@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Learned Primal-Dual vs FBPConvNet under the strong attack (docs/training.md, "Learned Primal-Dual").
-# Usage: OUT=runs/lpd_vs_fbpconvnet SIZE=32 ANGLES=30 N_SAMPLES=8 bash experiments/lpd_vs_fbpconvnet/run.sh
+# Usage: OUT=runs/lpd_vs_fbpconvnet SIZE=32 ANGLES=30 N_SAMPLES=4 PARALLEL=1 bash experiments/lpd_vs_fbpconvnet/run.sh
 # The demo's training (150 steps, batch 8, seed 0, U-Net 16 channels / depth 3, min-max eps 0.01 lambda 0.5),
-# then `ctrobust attack --restarts 2 --steps "$ATTACK_STEPS"` on the four checkpoints and FBP, then the step timings.
+# then `ctrobust attack --restarts 2 --steps 300` (ATTACK_STEPS) on the four checkpoints and FBP, then the step timings.
 set -euo pipefail
 OUT=${OUT:-runs/lpd_vs_fbpconvnet}
 SIZE=${SIZE:-64}
@@ -25,10 +25,17 @@ for model in fbpconvnet lpd; do
     echo "$model,$objective,$(( $(date +%s) - start ))" >> "$OUT/train_wall_s.csv"
   done
 done
-for model in fbpconvnet lpd; do
-  [ -f "$OUT/attack_$model/summary.json" ] && continue
-  ctrobust attack --checkpoint "$OUT/${model}_plain/best.pt" --checkpoint "$OUT/${model}_minmax/best.pt" \
-    $([ "$model" = lpd ] && echo --no-fbp) --eps-grid 0,0.01,0.02,0.04 --restarts 2 --steps "$ATTACK_STEPS" \
-    --n-samples "$N_SAMPLES" --seed 0 --no-progress --out "$OUT/attack_$model" --force
+attack() {  # attack OUT_NAME CHECKPOINT... [extra flags]
+  local name=$1; shift
+  [ -f "$OUT/$name/summary.json" ] && return 0
+  ctrobust attack "$@" --eps-grid 0,0.01,0.02,0.04 --restarts 2 --steps "$ATTACK_STEPS" \
+    --n-samples "$N_SAMPLES" --seed 0 --no-progress --out "$OUT/$name" --force > "$OUT/$name.log" 2>&1
+}
+# three attack processes (PARALLEL=1 runs them side by side; same seeds, so the same numbers either way)
+bg() { if [ "${PARALLEL:-0}" = 1 ]; then "$@" & else "$@"; fi; }
+bg attack attack_fbpconvnet --checkpoint "$OUT/fbpconvnet_plain/best.pt" --checkpoint "$OUT/fbpconvnet_minmax/best.pt"
+for objective in plain minmax; do
+  bg attack "attack_lpd_$objective" --checkpoint "$OUT/lpd_$objective/best.pt" --no-fbp
 done
+wait
 [ -f "$OUT/step_time.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size "$SIZE" --angles "$ANGLES" --out "$OUT/step_time.csv"
