@@ -236,3 +236,15 @@ def test_train_and_attack_on_the_command_line(tmp_path):
                  "--n-samples", "2", "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"][0]["label"] == "lpd"
+
+
+def test_step_timing_counts_the_operator_calls(tmp_path):
+    """experiments/lpd_vs_fbpconvnet/timing.py: LPD applies A and A^T once per iteration each way (20 forward, 19
+    backward: the first projection is of the constant zero start); FBPConvNet applies FBP's backprojection once."""
+    from experiments.lpd_vs_fbpconvnet.timing import main as timing
+
+    rows = timing(["--size", "16", "--angles", "5", "--batch", "2", "--repeats", "1", "--out", str(tmp_path / "t.csv")])
+    calls = {r["model"]: r["operator_calls_per_step"] for r in rows}
+    assert calls == {"fbpconvnet": 1, "lpd": 39}
+    assert all(0 < r["operator_share"] < 1 for r in rows)
+    assert (tmp_path / "t.csv").is_file()
