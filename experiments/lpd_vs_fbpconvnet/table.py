@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ctrobust.evaluation.report import read_csv, write_csv, write_json
 
-FOLDERS = ("attack_fbpconvnet", "attack_lpd_plain", "attack_lpd_minmax")
+FOLDERS = ("attack_fbpconvnet", "attack_lpd_plain", "attack_lpd_minmax", "attack_lpdfbp_plain")
 
 
 def comparison_rows(run: Path) -> list[dict]:
