@@ -3,8 +3,8 @@ the attack's convergence and restart spread, and each network's training wall ti
 
     python -m experiments.lpd_vs_fbpconvnet.table RUN_DIR OUT.csv
 
-Writes ``OUT.csv`` and, beside it, ``OUT.json`` (the rows and the acquisition / attack settings of the
-attack folders' ``summary.json``: what was measured).
+Writes ``OUT.csv``, ``training.csv`` beside it (steps, seconds, last validation error per run) and ``OUT.json``
+(both tables and the acquisition / attack settings of the attack folders' ``summary.json``: what was measured).
 """
 
 from __future__ import annotations
@@ -38,6 +38,53 @@ def comparison_rows(run: Path) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
 
 
+def best_of_runs(folders) -> list[dict]:
+    """Rows like :func:`comparison_rows` from separate single-restart attack folders (one eps and one seed each):
+    per sample and eps the worst case is the largest squared error over the runs (what ``--restarts`` does in one
+    process); mean and (population) std of its relative error over the samples."""
+    import math
+
+    best: dict[tuple, dict] = {}
+    clean: dict[tuple, float] = {}
+    for folder in folders:
+        for r in read_csv(Path(folder) / "samples.csv"):
+            key = (r["model"], float(r["eps"]), int(r["sample"]))
+            if r["condition"] == "clean":
+                clean[(r["model"], int(r["sample"]))] = float(r["relative_error"])
+            if r["condition"] == "attack" and float(r["eps"]) > 0:
+                if key not in best or float(r["sq_error"]) > float(best[key]["sq_error"]):
+                    best[key] = r
+    rows = []
+    for model, eps in sorted({(m, e) for m, e, _ in best}):
+        errs = [float(r["relative_error"]) for (m, e, _), r in sorted(best.items()) if (m, e) == (model, eps)]
+        cl = [v for (m, _), v in sorted(clean.items()) if m == model]
+        mean = sum(errs) / len(errs)
+        rows.append({"model": model, "eps": eps, "n": len(errs), "rel_err_clean": round(sum(cl) / len(cl), 4),
+                     "rel_err_attack": round(mean, 4),
+                     "rel_err_attack_std": round(math.sqrt(sum((e - mean) ** 2 for e in errs) / len(errs)), 4),
+                     "runs": len({str(f) for f in folders if f"_e{eps:g}_" in str(f)})})
+    return rows
+
+
+RUNS = ("fbpconvnet_plain", "fbpconvnet_minmax", "lpd_plain", "lpd_minmax", "lpdfbp_plain")
+
+
+def training_rows(run: Path) -> list[dict]:
+    """Per training run: steps, seconds in the steps (sum and median of ``steps.csv``), last validation error."""
+    rows = []
+    for name in RUNS:
+        if not (run / name / "steps.csv").is_file():
+            continue
+        steps = read_csv(run / name / "steps.csv")
+        seconds = sorted(float(r["seconds"]) for r in steps)
+        val = read_csv(run / name / "validation.csv")[-1]
+        rows.append({"run": name, "steps": len(steps), "train_seconds": round(sum(seconds), 1),
+                     "median_step_s": round(seconds[len(seconds) // 2], 3),
+                     "val_relative_error": round(float(val["val_relative_error"]), 4),
+                     "val_psnr": round(float(val["val_psnr"]), 2)})
+    return rows
+
+
 def settings(run: Path) -> dict:
     """The ``config`` of each attack folder's summary.json (geometry, noise, attack settings)."""
     out = {}
@@ -45,14 +92,20 @@ def settings(run: Path) -> dict:
         path = run / folder / "summary.json"
         if path.is_file():
             out[folder] = json.loads(path.read_text())["config"]
+    for path in sorted((run / "split").glob("*/summary.json")) if (run / "split").is_dir() else []:
+        out[f"split/{path.parent.name}"] = json.loads(path.read_text())["config"]
     return out
 
 
 def main(argv=None) -> list[dict]:
     run, out = (Path(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows = comparison_rows(run)
+    split = sorted((run / "split").glob("*/samples.csv")) if (run / "split").is_dir() else []
+    rows += best_of_runs([p.parent for p in split])
     write_csv(rows, out)
-    write_json({"rows": rows, "attacks": settings(run)}, out.with_suffix(".json"))
+    training = training_rows(run)
+    write_csv(training, out.with_name("training.csv"))
+    write_json({"rows": rows, "training": training, "attacks": settings(run)}, out.with_suffix(".json"))
     return rows
 
 
