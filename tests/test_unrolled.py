@@ -248,3 +248,24 @@ def test_step_timing_counts_the_operator_calls(tmp_path):
     assert calls == {"fbpconvnet": 1, "lpd": 39}
     assert all(0 < r["operator_share"] < 1 for r in rows)
     assert (tmp_path / "t.csv").is_file()
+
+
+def test_best_of_separate_runs_takes_each_samples_worst_case(tmp_path):
+    """experiments/lpd_vs_fbpconvnet/table.py: two single-restart runs combine like --restarts 2 (per sample the
+    larger squared error), not by averaging the runs' means."""
+    from ctrobust.evaluation.report import write_csv
+    from experiments.lpd_vs_fbpconvnet.table import best_of_runs
+
+    def run(name, errors):
+        rows = [{"model": "m", "eps": 0.0, "sample": i, "condition": "clean", "relative_error": 0.1, "sq_error": 0.01}
+                for i in range(2)]
+        rows += [{"model": "m", "eps": 0.01, "sample": i, "condition": "attack", "relative_error": e, "sq_error": e * e}
+                 for i, e in enumerate(errors)]
+        (tmp_path / name).mkdir()
+        write_csv(rows, tmp_path / name / "samples.csv")
+        return tmp_path / name
+
+    rows = best_of_runs([run("m_e0.01_s0", [0.3, 0.2]), run("m_e0.01_s1", [0.1, 0.4])])
+    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["runs"] == 2
+    assert rows[0]["rel_err_attack"] == pytest.approx(0.35) and rows[0]["rel_err_attack_std"] == pytest.approx(0.05)
+    assert rows[0]["rel_err_clean"] == pytest.approx(0.1)
