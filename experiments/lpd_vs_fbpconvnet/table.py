@@ -92,15 +92,15 @@ def settings(run: Path) -> dict:
         path = run / folder / "summary.json"
         if path.is_file():
             out[folder] = json.loads(path.read_text())["config"]
-    for path in sorted((run / "split").glob("*/summary.json")) if (run / "split").is_dir() else []:
-        out[f"split/{path.parent.name}"] = json.loads(path.read_text())["config"]
+    for path in sorted(run.glob("split*/*/summary.json")):
+        out[f"{path.parent.parent.name}/{path.parent.name}"] = json.loads(path.read_text())["config"]
     return out
 
 
 def main(argv=None) -> list[dict]:
     run, out = (Path(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows = comparison_rows(run)
-    split = sorted((run / "split").glob("*/samples.csv")) if (run / "split").is_dir() else []
+    split = sorted(run.glob("split*/*/samples.csv"))  # separate single-restart runs (one eps and seed each)
     rows += best_of_runs([p.parent for p in split])
     write_csv(rows, out)
     training = training_rows(run)
