@@ -46,9 +46,12 @@ def best_of_runs(folders) -> list[dict]:
 
     best: dict[tuple, dict] = {}
     clean: dict[tuple, float] = {}
+    runs: dict[tuple, set] = {}
     for folder in folders:
         for r in read_csv(Path(folder) / "samples.csv"):
             key = (r["model"], float(r["eps"]), int(r["sample"]))
+            if r["condition"] == "attack" and float(r["eps"]) > 0:
+                runs.setdefault(key[:2], set()).add(str(folder))
             if r["condition"] == "clean":
                 clean[(r["model"], int(r["sample"]))] = float(r["relative_error"])
             if r["condition"] == "attack" and float(r["eps"]) > 0:
@@ -62,7 +65,7 @@ def best_of_runs(folders) -> list[dict]:
         rows.append({"model": model, "eps": eps, "n": len(errs), "rel_err_clean": round(sum(cl) / len(cl), 4),
                      "rel_err_attack": round(mean, 4),
                      "rel_err_attack_std": round(math.sqrt(sum((e - mean) ** 2 for e in errs) / len(errs)), 4),
-                     "runs": len({str(f) for f in folders if f"_e{eps:g}_" in str(f)})})
+                     "runs": len(runs[(model, eps)])})
     return rows
 
 
