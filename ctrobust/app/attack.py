@@ -11,8 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import (check_attackable, image_shape, load_inputs, method_options_record, models_record,
-                                 noise_model, progress_enabled)
+from ctrobust.app.inputs import (acquisition_config, check_attackable, image_shape, load_inputs, method_options_record,
+                                 models_record, noise_model, progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import AttackSpec
 from ctrobust.attacks import CONVERGENCE_TOLERANCE
@@ -112,7 +112,8 @@ def run_attack(spec: AttackSpec) -> AttackRunResult:
 
         used = protocol_of(spec, spec.size or image_shape(recs[0].operator)[-1])
         config["protocol"] = {"name": used.name, "fingerprint": used.fingerprint(), "size": used.scan.image_size}
-    models = models_record(recs)
+    config.update(acquisition_config(spec, recs))  # what was measured: geometry, backend, noise
+    models = models_record(recs, spec)
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
     tables = {"verification": verify_rows} if verify_rows else {}

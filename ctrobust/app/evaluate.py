@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from ctrobust.app.inputs import load_inputs, method_options_record, models_record, noise_model, progress_enabled
+from ctrobust.app.inputs import (acquisition_config, load_inputs, method_options_record, models_record, noise_model,
+                                 progress_enabled)
 from ctrobust.app.results import ResultFolder
 from ctrobust.app.specs import FEATURE_OPTIONS, MISMATCH_OPTIONS, EvaluateSpec, signature_default
 from ctrobust.errors import CtrobustError
@@ -403,7 +404,8 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
                       title="reconstruction error under scanner mismatch (models built for the nominal A)")
     folder.write_csv("samples.csv", sample_rows)
     folder.write_csv("summary.csv", summary_rows)
-    models = models_record(recs)
+    config.update(acquisition_config(spec, recs))  # what was measured: geometry, backend, noise
+    models = models_record(recs, spec)
     folder.write_summary("evaluate", config, models, summary_rows, **tables)
     text_config = dict(config)
     if feature_images is not None:

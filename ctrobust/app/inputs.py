@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ctrobust.app.specs import DEFAULT_SIZE, METHOD_FLAGS, ModelInputs
+from ctrobust.app.specs import DEFAULT_ANGLES, DEFAULT_SIZE, METHOD_FLAGS, ModelInputs
 from ctrobust.errors import CtrobustError
 
 __all__ = ["load_inputs", "load_reconstructions", "Reconstruction", "method_option_values", "image_shape", "progress_enabled", "noise_model",
-           "check_attackable"]
+           "check_attackable", "check_geometry_flags", "acquisition_config"]
 
 
 def method_option_values(spec: ModelInputs, methods) -> dict[str, dict]:
@@ -106,7 +106,7 @@ def load_inputs(spec: ModelInputs, device):
         if spec.data is not None and spec.data != "real":
             size = load_split(spec.data, spec.split).image_size
         size = size or DEFAULT_SIZE
-        return RadonTransform(build_geometry(spec, int(size), int(spec.angles)))
+        return RadonTransform(build_geometry(spec, int(size), int(spec.angles or DEFAULT_ANGLES)))
 
     if not checkpoints and not methods:
         raise CtrobustError(
@@ -116,6 +116,7 @@ def load_inputs(spec: ModelInputs, device):
     add_fbp = spec.fbp and "fbp" not in methods
     options = method_option_values(spec, set(methods) | ({"fbp"} if add_fbp else set()))
     recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options)
+    check_geometry_flags(spec, [r for r in recs if r.kind == "checkpoint"])
     operator = recs[0].operator
     if add_fbp and hasattr(operator, "fbp"):
         recs += load_reconstructions((), ["fbp"], device=device, default_operator=lambda: operator, options=options)
@@ -138,9 +139,69 @@ def load_inputs(spec: ModelInputs, device):
     return recs, dataset
 
 
-def models_record(recs) -> list[dict]:
-    """The ``models`` entry of ``summary.json``."""
-    return [{"label": r.label, "source": r.source, "kind": r.kind, "info": r.info} for r in recs]
+def models_record(recs, spec=None) -> list[dict]:
+    """The ``models`` entry of ``summary.json``; each with the ``acquisition`` of its operator (and, with ``spec``,
+    the noise of ``spec.photons``)."""
+    from ctrobust.app.results import acquisition_record
+
+    return [{"label": r.label, "source": r.source, "kind": r.kind, "info": r.info,
+             "acquisition": acquisition_record(r.operator, noise_model(spec, r.operator) if spec is not None else None)}
+            for r in recs]
+
+
+# -- what was measured: the checkpoint's geometry wins, a flag that disagrees is refused ------------------------
+def _geometry_kind(geometry) -> str | None:
+    return {"ParallelBeam2D": "parallel", "FanBeam2D": "fan"}.get(type(geometry).__name__)
+
+
+def check_geometry_flags(spec, checkpoint_recs) -> None:
+    """Refuse ``--angles``, ``--geometry``, ``--size`` and the fan lengths when they disagree with a checkpoint's
+    operator (its geometry is what the model was trained for and what is measured), naming the checkpoint's value.
+
+    A flag that agrees is accepted; a flag given for a checkpoint whose operator has no scan geometry (CS) is
+    refused. ``spec.angles`` / ``spec.geometry`` of ``None`` mean "not given"."""
+    from ctrobust.app.acquisition import FAN_FIELDS
+
+    given = {"angles": getattr(spec, "angles", None), "geometry": getattr(spec, "geometry", None),
+             "size": getattr(spec, "size", None), **{k: getattr(spec, k, None) for k in FAN_FIELDS}}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return
+    for rec in checkpoint_recs:
+        geometry = getattr(rec.operator, "geometry", None)
+        if _geometry_kind(geometry) is None:
+            flags = ", ".join(spec.flag(k) for k in given if k != "size")
+            if flags:
+                raise CtrobustError(f"{flags}: {rec.source} holds a {type(rec.operator).__name__} operator without a "
+                                    "scan geometry; drop the geometry flags")
+            continue
+        have = {"angles": geometry.n_angles, "geometry": _geometry_kind(geometry), "size": geometry.image_size,
+                **{k: getattr(geometry, k, None) for k in FAN_FIELDS}}
+        units = {"angles": " views", "size": " px", **{k: " px" for k in FAN_FIELDS}}
+        for key, value in given.items():
+            want = have.get(key)
+            same = want == value if not isinstance(value, float) else want is not None and abs(want - value) <= 1e-9 * max(1.0, abs(want))
+            if not same:
+                shown = "no fan geometry (parallel beam)" if want is None else f"{want:g}{units.get(key, '')}" if isinstance(want, float) else f"{want}{units.get(key, '')}"
+                raise CtrobustError(f"{spec.flag(key)} {value} disagrees with the checkpoint {rec.source}: it was trained "
+                                    f"for {shown} ({_short_geometry(geometry)}); the checkpoint's geometry is what is "
+                                    f"measured, so drop {spec.flag(key)}")
+
+
+def _short_geometry(geometry) -> str:
+    return f"{_geometry_kind(geometry)} beam, {geometry.image_size} px, {geometry.n_angles} views"
+
+
+def acquisition_config(spec, recs) -> dict:
+    """``{"acquisition": acquisition_record, "geometry": its one line}`` for a command's ``config``: the operator of
+    the first reconstruction (the data's) with the noise of ``spec.photons``; when models differ in their operator,
+    ``geometry`` lists each model's line."""
+    from ctrobust.app.results import acquisition_record, acquisition_text
+
+    records = [acquisition_record(r.operator, noise_model(spec, r.operator)) for r in recs]
+    texts = [acquisition_text(rec) for rec in records]
+    text = texts[0] if len(set(texts)) == 1 else "; ".join(f"{r.label}: {t}" for r, t in zip(recs, texts))
+    return {"acquisition": records[0], "geometry": text}
 
 
 def method_options_record(recs) -> dict:
@@ -220,6 +281,8 @@ def load_reconstructions(
         model, record = load_model(path, map_location="cpu")
         model = move_to(model, device).eval()
         info = _record_info(record)
+        if hasattr(model, "config"):
+            info["model"] = model.config()
         out.append(Reconstruction(label, model, model.operator, str(path), "checkpoint", info))
     if methods:
         if out:

@@ -420,9 +420,12 @@ class ModelInputs(Spec):
     size: int | None = option(None, "image side N of the phantoms and of the geometry, only when no checkpoint gives "
                               "one", unit="pixels", parse=positive_int, aliases=("--image-size",),
                               default_text=f"the data's size, {DEFAULT_SIZE} for phantoms")
-    angles: int = option(DEFAULT_ANGLES, "views on [0, pi) (parallel beam) or [0, 2 pi) (fan beam), only when no "
-                         "checkpoint gives one", parse=positive_int, aliases=("--n-angles",))
-    geometry: str = _GM["geometry"]
+    angles: int | None = option(None, "views on [0, pi) (parallel beam) or [0, 2 pi) (fan beam), only when no "
+                                "checkpoint gives one (with a checkpoint, a different value is refused)",
+                                parse=positive_int, aliases=("--n-angles",),
+                                default_text=f"the checkpoint's, else {DEFAULT_ANGLES}")
+    geometry: str | None = option(None, _GM["geometry"].metadata["help"] + " (with a checkpoint, a different value is "
+                                  "refused)", choices=GEOMETRY_KINDS, default_text="the checkpoint's, else parallel")
     source_origin: float | None = _GM["source_origin"]
     origin_detector: float | None = _GM["origin_detector"]
     detector_spacing: float | None = _GM["detector_spacing"]

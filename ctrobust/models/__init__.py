@@ -14,7 +14,7 @@ from ctrobust._lazy import lazy_getattr
 
 __all__ = ["UNet", "ResidualReconstruction", "FBPConvNet", "CSResidualNet", "LinearReconstruction", "Adversary",
            "eps_radius", "project_l2_ball", "build_model", "register_model", "model_config", "model_names",
-           "seeded"]
+           "seeded", "LearnedPrimalDual", "DeepinvReconstructor", "as_physics"]
 
 _EXPORTS = {
     "UNet": "ctrobust.models.unet",
@@ -30,8 +30,11 @@ _EXPORTS = {
     "register_model": "ctrobust.models.registry",
     "model_config": "ctrobust.models.registry",
     "model_names": "ctrobust.models.registry",
+    "LearnedPrimalDual": "ctrobust.models.unrolled",
+    "DeepinvReconstructor": "ctrobust.models.deepinv",
+    "as_physics": "ctrobust.models.deepinv",
 }
-SUBMODULES = ("adversary", "cs_net", "fbpconvnet", "linear", "registry", "residual", "unet")
+SUBMODULES = ("adversary", "cs_net", "deepinv", "fbpconvnet", "linear", "registry", "residual", "unet", "unrolled")
 
 __getattr__ = lazy_getattr("ctrobust.models", _EXPORTS, globals(), SUBMODULES)
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Learned Primal-Dual vs FBPConvNet under the strong attack (docs/training.md, "Learned Primal-Dual").
+# Usage: OUT=runs/lpd_vs_fbpconvnet SIZE=32 ANGLES=30 N_SAMPLES=4 PARALLEL=1 bash experiments/lpd_vs_fbpconvnet/run.sh
+# The demo's training (150 steps, batch 8, seed 0, U-Net 16 channels / depth 3, min-max eps 0.01 lambda 0.5),
+# and LPD started at FBP (plain), then `ctrobust attack --restarts 2 --steps 300` (ATTACK_STEPS) on the four checkpoints and FBP, then the step timings.
+set -euo pipefail
+OUT=${OUT:-runs/lpd_vs_fbpconvnet}
+SIZE=${SIZE:-64}
+ANGLES=${ANGLES:-143}
+STEPS=${STEPS:-150}
+N_SAMPLES=${N_SAMPLES:-8}
+ATTACK_STEPS=${ATTACK_STEPS:-300}
+THREADS=${THREADS:-1}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+mkdir -p "$OUT"
+# the step timings at the demo setting (64 px, 143 views) and at this run's, first (they take a minute)
+[ -f "$OUT/step_time_64px_143views.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size 64 --angles 143 --out "$OUT/step_time_64px_143views.csv"
+common=(--size "$SIZE" --angles "$ANGLES" --max-steps "$STEPS" --channels 16 --depth 3 --seed 0 --no-progress)
+for model in fbpconvnet lpd; do
+  for objective in plain minmax; do
+    run="$OUT/${model}_${objective}"
+    [ -f "$run/best.pt" ] && continue
+    start=$(date +%s)
+    ctrobust train --model "$model" --objective "$objective" --eps 0.01 "${common[@]}" --out "$run" --force
+    echo "$model,$objective,$(( $(date +%s) - start ))" >> "$OUT/train_wall_s.csv"
+  done
+done
+attack() {  # attack OUT_NAME CHECKPOINT... [extra flags]
+  local name=$1; shift
+  [ -f "$OUT/$name/summary.json" ] && return 0
+  ctrobust attack "$@" --eps-grid 0,0.01,0.02,0.04 --restarts 2 --steps "$ATTACK_STEPS" \
+    --n-samples "$N_SAMPLES" --seed 0 --no-progress --out "$OUT/$name" --force > "$OUT/$name.log" 2>&1
+}
+# LPD started at FBP (init="fbp", zero-initialised last layers: the untrained network is FBP, as FBPConvNet is),
+# plain objective; the command line builds LPD with the paper's defaults only, so train_lpd.py trains it
+[ -f "$OUT/lpdfbp_plain/best.pt" ] || python -m experiments.lpd_vs_fbpconvnet.train_lpd --size "$SIZE" --angles "$ANGLES" \
+  --max-steps "$STEPS" --objective plain --init fbp --zero-init --out "$OUT/lpdfbp_plain"
+# four attack processes (PARALLEL=1 runs them side by side; same seeds, so the same numbers either way)
+bg() { if [ "${PARALLEL:-0}" = 1 ]; then "$@" & else "$@"; fi; }
+bg attack attack_fbpconvnet --checkpoint "$OUT/fbpconvnet_plain/best.pt" --checkpoint "$OUT/fbpconvnet_minmax/best.pt"
+for objective in plain minmax; do
+  bg attack "attack_lpd_$objective" --checkpoint "$OUT/lpd_$objective/best.pt" --no-fbp
+done
+bg attack attack_lpdfbp_plain --checkpoint "$OUT/lpdfbp_plain/best.pt" --no-fbp
+wait
+[ -f "$OUT/step_time.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size "$SIZE" --angles "$ANGLES" --out "$OUT/step_time.csv"
