@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ctrobust.attacks import AttackSettings
 import torch
 from torch import nn
 
@@ -112,7 +114,7 @@ def test_reconstructor_is_f_of_y_and_trains_and_is_attacked(op, base):
     before = [p.detach().clone() for p in f.parameters()]
     fit(f, op, "minmax", data, max_steps=2, batch_size=2, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(before, f.parameters()))
-    result = pga_attack(f.eval(), y, x, eps=0.05, steps=3, generator=torch.Generator().manual_seed(0))
+    result = pga_attack(f.eval(), y, x, eps=0.05, settings=AttackSettings(steps=3), generator=torch.Generator().manual_seed(0))
     assert torch.all(result.delta.flatten(1).norm(dim=1) <= result.radius * (1 + 1e-5))
     assert float(result.error.max()) > 0
 

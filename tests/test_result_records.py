@@ -44,7 +44,7 @@ def _check_record(summary, folder, photons=None):
                              "read_noise": 0.0})
     assert "parallel beam, 24 x 24 px, 10 views on [0, 180 deg), 34 detector bins" in summary["config"]["geometry"]
     ckpt = summary["models"][0]
-    assert ckpt["kind"] == "checkpoint" and ckpt["info"]["model"]["type"] == "FBPConvNet"
+    assert ckpt["kind"] == "checkpoint" and ckpt["info"]["model"]["config"]["type"].lower() == "fbpconvnet"
     assert ckpt["acquisition"] == acq
     tables = summary["tables"]
     assert "summary.csv" in tables and "samples.csv" in tables

@@ -7,6 +7,8 @@ import json
 import math
 
 import pytest
+
+from ctrobust.attacks import AttackSettings
 import torch
 
 from ctrobust.attacks import pga_attack
@@ -197,7 +199,8 @@ def _data(op, n=4):
 def test_trains_with_every_objective(op, name, global_rng_untouched):
     model = small(op)
     before = [p.detach().clone() for p in model.parameters()]
-    objective = make_objective(name, eps=0.02, pgd_steps=2, seed=0)
+    options = {"plain": {}, "weight-decay": {}, "parseval": {}, "pgd": {"eps": 0.02, "steps": 2}}.get(name, {"eps": 0.02})
+    objective = make_objective(name, **options, seed=0)
     result = fit(model, op, objective, _data(op), max_steps=2, batch_size=2, lr=1e-3, progress=False)
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
@@ -215,7 +218,7 @@ def test_checkpoint_round_trip_and_attack(op, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(y), model(y))
-    result = pga_attack(loaded, y, x, eps=0.05, steps=4, generator=torch.Generator().manual_seed(0))
+    result = pga_attack(loaded, y, x, eps=0.05, settings=AttackSettings(steps=4), generator=torch.Generator().manual_seed(0))
     assert torch.all(result.delta.flatten(1).norm(dim=1) <= result.radius * (1 + 1e-5))
     with torch.no_grad():
         clean = ((loaded(y) - x) ** 2).flatten(1).sum(1).double()

@@ -47,7 +47,7 @@ def acquisition_record(operator, noise=None) -> dict:
     """What the measurements were: ``{"operator", "domain_shape", "range_shape", "geometry"?, "backend"?,
     "projector"?, "operator_config"?, "noise"}``.
 
-    ``geometry`` is the scan geometry's ``to_dict()``: ``type`` (ParallelBeam2D / FanBeam2D), ``image_size``
+    ``geometry`` is the scan geometry's ``to_config()``: ``type`` (ParallelBeam2D / FanBeam2D), ``image_size``
     (pixels), ``n_angles``, ``n_detectors``, ``angle_range`` (radians) and for fan beam ``source_origin``,
     ``origin_detector`` and ``detector_spacing`` (pixels). Operators without a geometry (CS) give their
     ``to_config()`` as ``operator_config`` instead.
@@ -56,8 +56,8 @@ def acquisition_record(operator, noise=None) -> dict:
                  "domain_shape": [int(s) for s in getattr(operator, "domain_shape", ())],
                  "range_shape": [int(s) for s in getattr(operator, "range_shape", ())]}
     geometry = getattr(operator, "geometry", None)
-    if geometry is not None and hasattr(geometry, "to_dict"):
-        rec["geometry"] = geometry.to_dict()
+    if geometry is not None and hasattr(geometry, "to_config"):
+        rec["geometry"] = geometry.to_config()
         for key in ("backend", "projector"):
             rec[key] = getattr(operator, key, None)
     else:
