@@ -26,6 +26,7 @@ import torch
 from ctrobust.data import load_split
 from ctrobust.training.checkpoint import load_model
 from ctrobust.evaluation.metrics import mean_std
+from ctrobust.attacks import AttackSettings
 from ctrobust.evaluation.robustness import robustness_curve
 from ctrobust.app import TrainSpec, run_train
 from ctrobust.app.specs import objective_fields
@@ -52,7 +53,7 @@ def _finished(out: Path, steps: int) -> bool:
 
 
 def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, angles: int, channels: int, depth: int,
-            pgd_steps: int, n_test: int) -> dict:
+            pgd_steps: int, n_test: int, settings=None) -> dict:
     name = f"{objective}{pgd_steps}" if objective == "pgd" else objective
     out = workdir / f"{name}-seed{seed}-{steps}steps-{size}px"
     base, options = VARIANTS.get(objective, (objective, {}))
@@ -64,8 +65,8 @@ def run_one(workdir: Path, objective: str, seed: int, steps: int, size: int, ang
         seconds = [float(r["seconds"]) for r in csv.DictReader(fh)]
     model, _ = load_model(out / "last.pt")
     data = load_split(None, "test", size=size, n_phantoms=n_test, seed=0)
-    res = robustness_curve(model, data, model.operator, EPS_GRID, progress=False, batch_size=n_test, n_examples=0,
-                           linearization=False)
+    res = robustness_curve(model, data, model.operator, EPS_GRID, settings, progress=False, batch_size=n_test,
+                           n_examples=0, linearization=False)
     errors = {e: m for e, m in zip(*res.curve("relative_error", "attack")[:2])}
     return {"objective": name, "seed": seed, "seconds_per_step": float(np.median(seconds)),
             **{f"eps {e:g}": float(errors[e]) for e in EPS_GRID}}
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=8)
     p.add_argument("--workdir", default="benchmarks/.runs/robust_training")
     p.add_argument("--json", default=None, help="append the rows as JSON lines here")
+    p.add_argument("--strong", action="store_true",
+                   help="attack with the strong budget (APGD 300 steps x 2 restarts) instead of the default (100 x 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 32 px, 30 views, 10 steps, tiny U-Net, 2 test samples")
     args = p.parse_args(argv)
     size, angles, channels, depth = 64, 143, 16, 3
@@ -89,13 +92,14 @@ def main(argv=None) -> int:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for objective in args.objectives.split(","):
             row = run_one(Path(args.workdir), objective, seed, args.steps, size, angles, channels, depth,
-                          args.pgd_steps, args.n_test)
+                          args.pgd_steps, args.n_test, AttackSettings(steps=300, restarts=2) if args.strong else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
-    print(f"\nrelative error under the default attack (APGD 100), mean +- std over seeds {args.seeds}; "
+    budget = "the strong attack (APGD 300 x 2)" if args.strong else "the default attack (APGD 100)"
+    print(f"\nrelative error under {budget}, mean +- std over seeds {args.seeds}; "
           f"{args.steps} steps, {size} px, {angles} views, {args.n_test} test phantoms")
     cols = [f"eps {e:g}" for e in EPS_GRID]
     print(f"{'objective':<14} " + " ".join(f"{c:>17}" for c in ["clean" if c == "eps 0" else c for c in cols]) + f" {'s/step':>8}")
