@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 
@@ -65,9 +66,17 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
+        atexit.register(_destroy_process_group)  # ours to close: a gloo group left open can abort at exit
     if ws > 1 and device.type == "cuda":
         device = torch.device("cuda", local)
     return DistInfo(rank=rank(), world_size=world_size(), local_rank=local if ws > 1 else 0, device=device)
+
+
+def _destroy_process_group() -> None:
+    """Close the process group this module opened, before the interpreter exits (gloo's threads otherwise
+    may end the process with "terminate called without an active exception", exit code -6)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
