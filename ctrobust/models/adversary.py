@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ctrobust.models.unet import seeded
-from ctrobust.attacks.ball import eps_radius, project_l2_ball
+from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball
 
 __all__ = ["Adversary", "MODES", "DIRECTION_MODES"]
 
@@ -180,8 +180,8 @@ class Adversary(nn.Module):
         gnorm = g.flatten(1).norm(dim=1)
         ok = torch.isfinite(gnorm) & (gnorm > 0)
         scale = torch.where(ok, step / gnorm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(gnorm))
-        d = active.detach() + g * scale.reshape(-1, *([1] * (g.dim() - 1)))
-        d = d / d.flatten(1).norm(dim=1).clamp_min(torch.finfo(d.dtype).tiny).reshape(-1, *([1] * (d.dim() - 1)))
+        d = active.detach() + g * _per_sample(scale, g)
+        d = d / _per_sample(d.flatten(1).norm(dim=1).clamp_min(torch.finfo(d.dtype).tiny), d)
         for i, row in zip(indices, d.to("cpu", torch.float32)):
             self.memory[i] = row.clone()
         self.u.grad = g.sum(0, keepdim=True).to(self.u.dtype)

@@ -40,7 +40,7 @@ from torch import nn
 from ctrobust.attacks import AttackSettings, eval_mode, pga_attack, training_perturbation
 from ctrobust.models.adversary import DIRECTION_MODES, Adversary
 from ctrobust.models.registry import construct
-from ctrobust.attacks.ball import eps_radius, project_l2_ball, random_unit_directions
+from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
 from ctrobust.training.parseval import orthogonal_init, retract
 
@@ -414,7 +414,7 @@ class MinMax(_Perturbed):
         gain = float(attack) - float(clean)
         eff = (float(g_loss) - float(clean)) / gain if gain > 0 else float("nan")
         noise = random_unit_directions(tuple(y.shape), torch.Generator().manual_seed(self.seed), dtype=y.dtype,
-                                       device=y.device) * _per_sample_radius(self.radius(y), y)
+                                       device=y.device) * _per_sample(self.radius(y), y)
         with eval_mode(module), torch.no_grad():
             random_loss = mse(module(y + noise), x)
         floor = (float(random_loss) - float(clean)) / gain if gain > 0 else float("nan")
@@ -436,10 +436,6 @@ class MinMax(_Perturbed):
             self.adversary.load_memory_state(state["memory"])
         if self.g_optimizer is not None:
             self.g_optimizer.load_state_dict(state["g_optimizer"])
-
-
-def _per_sample_radius(radius: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return radius.reshape(_view(like.shape[0], like)).to(like.dtype)
 
 
 def mean_abs_cosine(delta: torch.Tensor) -> float:
