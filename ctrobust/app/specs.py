@@ -944,6 +944,19 @@ class BenchmarkSpec(Spec):
     depth: int | None = option(None, "U-Net poolings of the trained fbpconvnet networks", parse=nonneg_int, group=_B,
                                default_text=f"{BENCHMARK_NETWORK['depth']} (Jin et al.); {_Q['depth']} with --quick")
     batch_size: int = option(8, "training images per optimiser step", parse=positive_int, group=_B)
+    attack_steps: int | None = option(None, "APGD steps per restart and eps of every model's attack", parse=positive_int,
+                                      metavar="N", group=_B, default_text="the protocol's (raj2020: 300); "
+                                      f"{_QA['steps']} with --quick; fewer than the protocol's: not verified")
+    restarts: int | None = option(None, "random restarts of every model's attack", parse=positive_int, group=_B,
+                                  default_text=f"the protocol's (raj2020: 2); {_QA['restarts']} with --quick; fewer "
+                                  "than the protocol's: not verified")
+    verify: int | None = option(None, "samples attacked again with the much stronger verification budget", parse=nonneg_int,
+                                metavar="N", group=_B, default_text=f"the protocol's (raj2020: 8); {_QA['verify']} with "
+                                "--quick; fewer than the protocol's: not verified")
+    verify_steps: int | None = option(None, "steps per restart of the verification attack", parse=positive_int, group=_B,
+                                      default_text=f"the protocol's (raj2020: 300); {_QA['verify_steps']} with --quick")
+    verify_restarts: int | None = option(None, "restarts of the verification attack", parse=positive_int, group=_B,
+                                         default_text=f"the protocol's (raj2020: 5); {_QA['verify_restarts']} with --quick")
     seed: int = option(0, "seed (>= 0) of the networks' weights, the data order and the attacks' random starts",
                        parse=nonneg_int, group=_B)
     out: str = option("runs/benchmark", "benchmark folder: created, or a benchmark folder of the same protocol and "

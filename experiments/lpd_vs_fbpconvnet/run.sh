@@ -11,13 +11,15 @@ STEPS=${STEPS:-150}
 N_SAMPLES=${N_SAMPLES:-8}
 ATTACK_STEPS=${ATTACK_STEPS:-300}
 THREADS=${THREADS:-1}
+LPD_OBJECTIVES=${LPD_OBJECTIVES:-plain minmax}  # objectives of the zero-start LPD (the paper's, --model lpd)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 # the step timings at the demo setting (64 px, 143 views) and at this run's, first (they take a minute)
 [ -f "$OUT/step_time_64px_143views.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size 64 --angles 143 --out "$OUT/step_time_64px_143views.csv"
 common=(--size "$SIZE" --angles "$ANGLES" --max-steps "$STEPS" --channels 16 --depth 3 --seed 0 --no-progress)
 for model in fbpconvnet lpd; do
-  for objective in plain minmax; do
+  objectives="plain minmax"; [ "$model" = lpd ] && objectives=$LPD_OBJECTIVES
+  for objective in $objectives; do
     run="$OUT/${model}_${objective}"
     [ -f "$run/best.pt" ] && continue
     start=$(date +%s)
@@ -32,15 +34,19 @@ attack() {  # attack OUT_NAME CHECKPOINT... [extra flags]
     --n-samples "$N_SAMPLES" --seed 0 --no-progress --out "$OUT/$name" --force > "$OUT/$name.log" 2>&1
 }
 # LPD started at FBP (init="fbp", zero-initialised last layers: the untrained network is FBP, as FBPConvNet is),
-# plain objective; the command line builds LPD with the paper's defaults only, so train_lpd.py trains it
-[ -f "$OUT/lpdfbp_plain/best.pt" ] || python -m experiments.lpd_vs_fbpconvnet.train_lpd --size "$SIZE" --angles "$ANGLES" \
-  --max-steps "$STEPS" --objective plain --init fbp --zero-init --out "$OUT/lpdfbp_plain"
+# plain objective
+if [ ! -f "$OUT/lpdfbp_plain/best.pt" ]; then
+  start=$(date +%s)
+  ctrobust train --model lpd --model-option init=fbp --model-option zero_init=true --objective plain \
+    --size "$SIZE" --angles "$ANGLES" --max-steps "$STEPS" --seed 0 --no-progress --out "$OUT/lpdfbp_plain" --force
+  echo "lpdfbp,plain,$(( $(date +%s) - start ))" >> "$OUT/train_wall_s.csv"
+fi
 # four attack processes (PARALLEL=1 runs them side by side; same seeds, so the same numbers either way)
 bg() { if [ "${PARALLEL:-0}" = 1 ]; then "$@" & else "$@"; fi; }
 bg attack attack_fbpconvnet --checkpoint "$OUT/fbpconvnet_plain/best.pt" --checkpoint "$OUT/fbpconvnet_minmax/best.pt"
-for objective in plain minmax; do
+bg attack attack_lpdfbp_plain --checkpoint "$OUT/lpdfbp_plain/best.pt" --no-fbp
+for objective in $LPD_OBJECTIVES; do
   bg attack "attack_lpd_$objective" --checkpoint "$OUT/lpd_$objective/best.pt" --no-fbp
 done
-bg attack attack_lpdfbp_plain --checkpoint "$OUT/lpdfbp_plain/best.pt" --no-fbp
 wait
 [ -f "$OUT/step_time.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size "$SIZE" --angles "$ANGLES" --out "$OUT/step_time.csv"
