@@ -276,3 +276,25 @@ def test_an_architecture_train_cannot_build_is_refused_before_any_work(tmp_path,
     assert main(["benchmark", *TINY, "--models", "fbp,nosuchnet-plain", "--out", str(out)]) == 1
     assert "nosuchnet" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_attack_budget_flags_override_the_protocol_and_a_weaker_one_is_named():
+    from ctrobust.app.specs import BenchmarkSpec
+    from ctrobust.evaluation.protocols import PROTOCOLS
+
+    budget = PROTOCOLS[PROTOCOL].attack
+    full = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32))
+    assert full.attack["steps"] == budget.steps and full.attack["verify"] == budget.verify
+    assert "attack budget" not in (full.record["not_verified_reason"] or "")
+    weak = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32, attack_steps=budget.steps - 1,
+                                          verify=0, verify_restarts=budget.verify_restarts + 1))
+    assert (weak.attack["steps"], weak.attack["verify"], weak.attack["verify_restarts"]) == (
+        budget.steps - 1, 0, budget.verify_restarts + 1)
+    assert not weak.verified
+    reason = weak.record["not_verified_reason"]
+    assert f"--attack-steps {budget.steps - 1} < {budget.steps}" in reason and f"--verify 0 < {budget.verify}" in reason
+    assert "--verify-restarts" not in reason  # stronger than the protocol's: not a reason
+    assert weak.settings() != full.settings()  # a folder of one budget refuses the other
+    stronger = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32, attack_steps=budget.steps + 100))
+    assert stronger.attack["steps"] == budget.steps + 100
+    assert "attack budget" not in (stronger.record["not_verified_reason"] or "")

@@ -16,14 +16,15 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 # the step timings at the demo setting (64 px, 143 views) and at this run's, first (they take a minute)
 [ -f "$OUT/step_time_64px_143views.csv" ] || python -m experiments.lpd_vs_fbpconvnet.timing --size 64 --angles 143 --out "$OUT/step_time_64px_143views.csv"
-common=(--size "$SIZE" --angles "$ANGLES" --max-steps "$STEPS" --channels 16 --depth 3 --seed 0 --no-progress)
+common=(--size "$SIZE" --angles "$ANGLES" --max-steps "$STEPS" --seed 0 --no-progress)
 for model in fbpconvnet lpd; do
   objectives="plain minmax"; [ "$model" = lpd ] && objectives=$LPD_OBJECTIVES
   for objective in $objectives; do
     run="$OUT/${model}_${objective}"
     [ -f "$run/best.pt" ] && continue
     start=$(date +%s)
-    ctrobust train --model "$model" --objective "$objective" --eps 0.01 "${common[@]}" --out "$run" --force
+    unet=(); [ "$model" = fbpconvnet ] && unet=(--channels 16 --depth 3)
+    ctrobust train --model "$model" --objective "$objective" --eps 0.01 "${common[@]}" "${unet[@]}" --out "$run" --force
     echo "$model,$objective,$(( $(date +%s) - start ))" >> "$OUT/train_wall_s.csv"
   done
 done
