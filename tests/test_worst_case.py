@@ -117,7 +117,7 @@ def test_old_fixed_step_rule_stays_available_and_is_weaker(fbp16):
     x = torch.rand(4, 1, 16, 16, generator=gen(6), dtype=D64)
     y = op(x)
     new = pga_attack(f, y, x, 0.04)
-    old = pga_attack(f, y, x, 0.04, AttackSettings(rule="pga", steps=50))
+    old = pga_attack(f, y, x, 0.04, AttackSettings(rule="pga", steps=50, extend=0))  # at its own budget
     assert new.attack == "apgd" and old.attack == "pga" and old.passes == 50 and new.passes == 100
     assert float(old.error.sum()) < float(new.error.sum())
 
@@ -205,6 +205,39 @@ def test_convergence_diagnostic():
     assert crawling.n_not_converged == 4 and crawling.converged.dtype == torch.bool
     done = pga_attack(f, y, eps=0.05, settings=AttackSettings(target="clean"))
     assert done.n_not_converged == 0
+
+
+def test_continuations_run_only_for_runs_still_rising_and_only_raise_the_result():
+    f, b = linear_map(SPECTRA["clustered top"], 40, seed=18)
+    y = torch.randn(4, 40, generator=gen(19), dtype=D64)
+    exact = (0.05 * y.norm(dim=1)) ** 2 * torch.linalg.matrix_norm(b, 2) ** 2
+    # APGD with a tiny first step is still climbing after 10 steps; one continuation from the best point (first
+    # step r / 2) reaches the exact worst case of the linear map and converges; a second one is not run
+    slow = AttackSettings(target="clean", steps=10, step_size=0.01)
+    cut = pga_attack(f, y, eps=0.05, settings=slow.replace(extend=0))
+    cont = pga_attack(f, y, eps=0.05, settings=slow.replace(extend=2))
+    assert cut.n_not_converged == 4 and cut.passes == 10
+    assert cont.n_not_converged == 0 and cont.passes == 10 + 10
+    assert bool((cont.error >= 0.995 * exact).all()) and bool((cut.error < 0.5 * exact).all())
+    assert cont.history.shape == cut.history.shape  # the history holds the restarts' runs only
+    assert bool((cont.perturbation_norm <= 0.05 * y.norm(dim=1) * (1 + 1e-12)).all())
+    # converged runs are never continued: the budget is exactly steps x restarts
+    done = pga_attack(f, y, eps=0.05, settings=AttackSettings(target="clean", restarts=2))
+    assert done.n_not_converged == 0 and done.passes == 2 * 100
+    # a crawl that no continuation fixes (fixed tiny PGA steps): every continuation runs, each raises the result
+    crawl = AttackSettings(target="clean", rule="pga", steps=20, step_size=0.01)
+    errors = [pga_attack(f, y, eps=0.05, settings=crawl.replace(extend=k)) for k in (0, 1, 3)]
+    assert [r.passes for r in errors] == [20, 30, 50] and all(r.n_not_converged == 4 for r in errors)
+    assert bool((errors[1].error > errors[0].error).all()) and bool((errors[2].error > errors[1].error).all())
+
+
+def test_extend_is_validated_recorded_and_zero_for_old_records():
+    assert AttackSettings().extend == 2 and AttackSettings().to_config()["extend"] == 2
+    with pytest.raises(ValueError, match="extend"):
+        AttackSettings(extend=-1)
+    old = {k: v for k, v in AttackSettings(steps=7).to_config().items() if k != "extend"}
+    assert AttackSettings.from_config(old).extend == 0  # made before continuations: it ran none
+    assert AttackSettings.from_config(AttackSettings(extend=3).to_config()).extend == 3
 
 
 def test_restart_spread_is_the_gap_between_the_two_best_runs():

@@ -153,9 +153,10 @@ def _report_convergence(label: str, result, spec: AttackSpec) -> None:
     if bad:
         n = result.config["n_samples"]
         where = ", ".join(f"{c}/{n} at eps {e:g}" for e, c in sorted(bad.items()))
+        tried = f" and after {spec.extend} continuation(s)" if spec.extend else ""
         print(f"{label}: the attack had not converged on {where} (its best loss still rose by more than 0.5 % over "
-              f"the last fifth of the steps); the worst case may be larger: try --steps {2 * max(spec.steps, 1)} or "
-              "--verify 4", file=sys.stderr)
+              f"the last fifth of the steps{tried}); the worst case may be larger: try --steps {2 * max(spec.steps, 1)}"
+              f", --extend {max(2 * spec.extend, 2)} or --verify 4", file=sys.stderr)
 
 
 def _report_spread(label: str, result) -> None:

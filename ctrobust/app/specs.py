@@ -482,6 +482,11 @@ class AttackSpec(ModelInputs):
                            parse=positive_int)
     step_size: float | None = option(signature_default(_SETTINGS, "step_size"), "apgd: initial step, pga: fixed step, as a fraction of the ball radius",
                                      parse=positive_float, default_text="4 for apgd, 2.5 / steps for pga")
+    extend: int = option(signature_default(_SETTINGS, "extend"),
+                         "continuations: while a sample's best loss still rose by more than 0.5 % over the last fifth "
+                         "of its run, continue it from its best point by max(steps / 2, 10) more steps, at most N "
+                         "times per eps (each a pass over the batch, only when needed); 0: exactly --steps x "
+                         "--restarts", parse=nonneg_int, metavar="N")
     warm_start: bool = option(signature_default(_SETTINGS, "warm_start"),
                               "start each eps's first run from the previous eps's worst perturbation, rescaled, instead "
                               "of a random point (measured weaker on trained FBPConvNets: it stays in the smaller ball's "
@@ -514,7 +519,7 @@ class AttackSpec(ModelInputs):
 
         return AttackSettings(rule=self.attack, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
                               target=self.target, relative=not self.absolute, warm_start=self.warm_start,
-                              seed=self.seed)
+                              seed=self.seed, extend=self.extend)
 
     def verify_settings(self, config: dict):
         """The ``--verify`` attack of a curve recorded as ``config``: ``--verify-steps`` x ``--verify-restarts``

@@ -53,6 +53,11 @@ APGD_MOMENTUM = 0.75
 APGD_RHO = 0.75
 #: a run has converged when its best loss rose by at most this fraction over the last fifth of its steps
 CONVERGENCE_TOLERANCE = 0.005
+#: a continuation of a run that has not converged: APGD's first step as a fraction of the radius (it starts
+#: at the run's best point, so a full 4 r first step would throw it out of the basin it was climbing)
+CONTINUATION_STEP = 0.5
+#: ... and its steps: ``max(steps // 2, CONTINUATION_MIN_STEPS)``
+CONTINUATION_MIN_STEPS = 10
 
 #: a step function: ``step(k, v, loss, grad, best) -> v_next`` for iterate ``k < steps``; ``loss`` float64
 #: ``(B,)`` and ``grad`` (like ``v``) at ``v``, ``best`` the run's best so far (``{"v", "out", "loss",

@@ -75,9 +75,9 @@ def image_space_attack(
         else:
             with torch.no_grad():
                 reference = f(y).detach()
-        r, rec, err, hist, conv = _maximise(lambda v: f(y + operator(v)), x, reference, radius, settings,
-                                            generator=gen, progress=progress, callback=None)
+        r, rec, err, hist, conv, passes = _maximise(lambda v: f(y + operator(v)), x, reference, radius, settings,
+                                                    generator=gen, progress=progress, callback=None)
         with torch.no_grad():
             delta = operator(r)
     return AttackResult(delta, rec, err, radius.double(), hist, target=settings.target, norm="l2", image_delta=r,
-                        converged=conv, attack=settings.rule, passes=settings.steps * settings.restarts)
+                        converged=conv, attack=settings.rule, passes=passes)

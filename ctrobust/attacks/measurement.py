@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from ctrobust.progress import tqdm  # bars only on a terminal
 
-from ctrobust.attacks.ascent import _converged, _mask, _norm, ascent_run
+from ctrobust.attacks.ascent import CONTINUATION_MIN_STEPS, CONTINUATION_STEP, _converged, _mask, _norm, ascent_run
 from ctrobust.attacks.ball import _per_sample, eps_radius, random_start_in_ball, random_unit_directions
 from ctrobust.attacks.settings import AttackSettings
 from ctrobust.seeding import default_generator
@@ -67,13 +67,15 @@ class AttackResult:
         For :func:`image_space_attack` only: the image perturbation ``r`` with ``delta = A r``.
     converged : Tensor or None
         bool ``(B,)`` on the CPU: in the run that found the sample's worst case, the best loss rose by
-        at most 0.5 % (:data:`CONVERGENCE_TOLERANCE`) over the last fifth of the steps. A sample that
-        has not converged would likely gain from more steps.
+        at most 0.5 % (:data:`CONVERGENCE_TOLERANCE`) over the last fifth of the steps, or, for a sample
+        that was continued (``AttackSettings.extend``), over the last fifth of a continuation. A sample
+        that has not converged would likely gain from more steps.
     attack : str
         ``"apgd"`` or ``"pga"``: the step rule used.
     passes : int
-        Forward+backward passes of ``f`` spent (``restarts * steps``; the final forward-only
-        evaluations of each run are not counted).
+        Forward+backward passes of ``f`` spent (``restarts * steps``, plus the steps of any continuation
+        of runs that had not converged, ``AttackSettings.extend``; the final forward-only evaluations of
+        each run are not counted).
     """
 
     delta: torch.Tensor
@@ -222,7 +224,7 @@ def _maximise(
     ``settings.restarts`` runs of ``settings.rule``: restart 0 starts at ``init`` (when given), the
     others at random points (or 0 without ``settings.random_start``). Returns ``(v_best, g(v_best),
     loss_best, history, converged)``, all detached; ``converged`` is judged on the run that found
-    each sample's best.
+    each sample's best (or on the last continuation, ``settings.extend``). Returns also the passes run.
     """
     b = shape_like.shape[0]
     steps, restarts, norm = settings.steps, settings.restarts, settings.norm
@@ -272,9 +274,25 @@ def _maximise(
             best_v = torch.where(_mask(better, v), v, best_v)
             best_out = out.clone() if best_out is None else torch.where(_mask(better, out), out, best_out)
             converged = torch.where(better.cpu(), _converged(hist), converged)
+        passes = restarts * steps
+        more = max(steps // 2, CONTINUATION_MIN_STEPS)
+        for _ in range(settings.extend if steps >= 5 else 0):  # _converged calls shorter runs converged
+            if bool(converged.all()):
+                break
+            bar.total += more
+            step_size = CONTINUATION_STEP if settings.rule == "apgd" else settings.step_size
+            v, out, loss, hist = ascent_run(evaluate, best_v, radius, steps=more, rule=settings.rule,
+                                            step_size=step_size, norm=norm, callback=callback, restart=restarts,
+                                            bar=bar)
+            passes += more
+            better = loss > best_loss
+            best_loss = torch.where(better, loss, best_loss)
+            best_v = torch.where(_mask(better, v), v, best_v)
+            best_out = torch.where(_mask(better, out), out, best_out)
+            converged = converged | _converged(hist)
     finally:
         bar.close()
-    return best_v, best_out, best_loss, history, converged
+    return best_v, best_out, best_loss, history, converged, passes
 
 
 def pga_attack(
@@ -380,11 +398,11 @@ def pga_attack(
         else:
             with torch.no_grad():
                 reference = f(y).detach()
-        delta, rec, err, hist, conv = _maximise(lambda d: f(y + d), y, reference, radius, settings, generator=gen,
-                                                progress=progress, callback=callback, init=init)
+        delta, rec, err, hist, conv, passes = _maximise(lambda d: f(y + d), y, reference, radius, settings,
+                                                        generator=gen, progress=progress, callback=callback, init=init)
     _check_result(err, eps, radius, y)
     return AttackResult(delta, rec, err, radius.double(), hist, target=target, norm=norm, converged=conv,
-                        attack=settings.rule, passes=settings.steps * settings.restarts)
+                        attack=settings.rule, passes=passes)
 
 
 def _check_radius(radius: torch.Tensor, y: torch.Tensor) -> None:

@@ -71,6 +71,13 @@ class AttackSettings:
     seed : int
         Seed (>= 0) of the random starts when no generator is given; curves derive every attack's and
         the random reference's generators from it.
+    extend : int
+        Continuations (>= 0, default 2): a sample whose best run has not converged (its best loss still
+        rose by more than 0.5 % over the last fifth of the steps) is continued from its best point by
+        another APGD/PGA run of ``max(steps // 2, 10)`` steps (APGD's first step ``r / 2``), at most
+        ``extend`` times, while any sample of the batch is still rising. Each continuation is a pass
+        over the whole batch, run only when needed; the result can only grow, and ``converged`` then
+        judges the last continuation. 0: the budget is exactly ``steps x restarts``.
     """
 
     rule: str = "apgd"
@@ -83,6 +90,7 @@ class AttackSettings:
     random_start: bool = True
     warm_start: bool = False
     seed: int = 0
+    extend: int = 2
 
     def __post_init__(self):
         if self.rule not in ATTACKS:
@@ -92,7 +100,8 @@ class AttackSettings:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         fixed = {"steps": _integer("steps", self.steps, 0), "restarts": _integer("restarts", self.restarts, 1),
-                 "seed": _integer("seed", self.seed, 0), "relative": _flag("relative", self.relative),
+                 "seed": _integer("seed", self.seed, 0), "extend": _integer("extend", self.extend, 0),
+                 "relative": _flag("relative", self.relative),
                  "random_start": _flag("random_start", self.random_start),
                  "warm_start": _flag("warm_start", self.warm_start)}
         if self.step_size is not None:
@@ -115,9 +124,10 @@ class AttackSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> "AttackSettings":
-        """The settings recorded by :meth:`to_config` (keys it lacks take the defaults; others are ignored)."""
+        """The settings recorded by :meth:`to_config` (keys it lacks take the defaults, except ``extend``: a
+        record without it was made before continuations existed, so 0; others are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"rule"}
-        values = {k: config[k] for k in names if k in config}
+        values = {"extend": 0, **{k: config[k] for k in names if k in config}}
         if "attack" in config:
             values["rule"] = config["attack"]
         return cls(**values)
