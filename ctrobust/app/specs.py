@@ -493,8 +493,8 @@ class AttackSpec(ModelInputs):
                               "basin; without it the rescaled perturbation is still tried, one forward pass)")
     linearization: bool = option(signature_default(_ROBUSTNESS, "linearization"), "compute the Jacobian norm ||J_f(y)||_2 and the first-order (for FBP: exact) "
                                  "worst case per sample, by Lanczos once per batch for the whole grid. Cost per "
-                                 "batch: for a checkpoint up to 20 iterations of about 3 backward passes each "
-                                 "(~60 backward passes, often more than the attack itself: at 512 px several "
+                                 "batch: for a checkpoint up to 30 iterations of about 3 backward passes each "
+                                 "(~60-90 backward passes, often more than the attack itself: at 512 px several "
                                  "minutes), for FBP up to 300 cheap iterations (one FBP and its adjoint each, "
                                  "stopping when converged); a progress bar shows them, summary.json records "
                                  "them; --no-linearization skips them (docs/performance.md)")

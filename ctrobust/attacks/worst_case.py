@@ -148,7 +148,7 @@ def _solve(alphas: np.ndarray, betas: np.ndarray, gnorm: np.ndarray, radii: np.n
 #: network each iteration costs about three backward passes (``J v`` by double backward), and the
 #: first-order prediction and ``||J||_2`` need only a few digits.
 LINEAR_BUDGET = (300, 1e-6)
-NETWORK_BUDGET = (20, 1e-3)
+NETWORK_BUDGET = (30, 1e-3)
 #: iterations between convergence checks (each check solves the small trust-region problems)
 CHECK_EVERY = 5
 _BLOCK = 16  # Krylov vectors per storage block (no copy of the whole basis as it grows)

@@ -332,7 +332,7 @@ def robustness_curve(
               "noise": noise.to_config() if hasattr(noise, "to_config") else (None if noise is None else repr(noise))}
     noise_model = noise  # (``noise`` is the random reference's draw below)
     linear = is_linear(f)
-    lin_iters, lin_tol = default_budget(f)  # (300, 1e-6) for a linear f, (20, 1e-3) for a network
+    lin_iters, lin_tol = default_budget(f)  # (300, 1e-6) for a linear f, (30, 1e-3) for a network
     lin_iters = linearization_iterations or lin_iters
     if linearization:
         config["linearization_budget"] = {"max_iterations": int(lin_iters), "tol": lin_tol}
