@@ -1,0 +1,103 @@
+"""Combine the leaderboards of one protocol run with several seeds into one table: per model, the mean over the
+seeds and every seed's value of the clean error, the error at the protocol's dose and the attacked error at each
+eps, with the verification ratio and the restart spread (worst over seeds).
+
+    python -m experiments.raj2020_128px.table runs/raj2020_128px/seed0 runs/raj2020_128px/seed1 --out DIR
+
+Writes ``DIR/combined.csv``, ``DIR/combined.json`` (with each seed's protocol fingerprint, settings and
+``not_verified_reason``) and ``DIR/combined.md``. The folders must share the protocol fingerprint and every
+setting but the seed (else refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from ctrobust.evaluation.report import write_csv, write_json
+from ctrobust.files import write_text
+
+MEASURES = ("clean_relative_error", "dose_relative_error")
+
+
+def load(folder: Path) -> dict:
+    path = folder / "leaderboard.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: is {folder} a finished benchmark folder?")
+    return json.loads(path.read_text())
+
+
+def _settings(board: dict) -> dict:
+    settings = dict(board.get("settings") or {})
+    settings.pop("seed", None)
+    return settings
+
+
+def combine(boards: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per model present in every leaderboard: ``<measure>`` (mean over seeds) and ``<measure>_seeds``."""
+    first = boards[0]
+    for b in boards[1:]:
+        if b.get("fingerprint") != first.get("fingerprint") or _settings(b) != _settings(first):
+            raise SystemExit("the leaderboards differ in protocol or settings (other than the seed): not combined")
+    attacked = [c for c in first["columns"] if c.startswith("attack_relative_error@")]
+    measures = [*MEASURES, *attacked]
+    by_model = [{r["model"]: r for r in b["rows"]} for b in boards]
+    models = [m for m in (r["model"] for r in first["rows"]) if all(m in bm for bm in by_model)]
+    rows = []
+    for model in models:
+        row = {"model": model, "seeds": len(boards)}
+        for m in measures:
+            values = [bm[model].get(m) for bm in by_model]
+            if any(v is None for v in values):
+                row[m] = None
+                continue
+            row[m] = statistics.fmean(values)
+            row[f"{m}_seeds"] = " / ".join(f"{v:.4f}" for v in values)
+        for m, pick in (("verify_ratio", min), ("restart_spread", max)):
+            values = [bm[model].get(m) for bm in by_model if bm[model].get(m) is not None]
+            row[m] = pick(values) if values else None
+        rows.append(row)
+    last = attacked[-1] if attacked else "clean_relative_error"
+    rows.sort(key=lambda r: (r[last] is None, r[last] or 0.0))
+    return rows, measures
+
+
+def markdown(rows: list[dict], measures: list[str]) -> str:
+    head = ["model", *[m.replace("attack_relative_error@", "eps ").replace("_relative_error", "") for m in measures],
+            "verify ratio (min)", "restart spread (max)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"]]
+        for m in measures:
+            cells.append("" if r[m] is None else f"{r[m]:.4f} ({r[f'{m}_seeds']})")
+        cells += ["" if r[k] is None else f"{r[k]:.3f}" for k in ("verify_ratio", "restart_spread")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+", type=Path, help="benchmark folders of the same protocol, one per seed")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    args = p.parse_args(argv)
+    boards = [load(f) for f in args.folders]
+    rows, measures = combine(boards)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "combined.csv")
+    write_json({
+        "rows": rows, "folders": [str(f) for f in args.folders],
+        "protocol": boards[0].get("protocol"), "fingerprint": boards[0].get("fingerprint"),
+        "seeds": [(b.get("settings") or {}).get("seed") for b in boards],
+        "settings": _settings(boards[0]), "not_verified_reason": [b.get("not_verified_reason") for b in boards]},
+        args.out / "combined.json")
+    table = markdown(rows, measures)
+    write_text(args.out / "combined.md", table)
+    sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
