@@ -298,3 +298,19 @@ def test_attack_budget_flags_override_the_protocol_and_a_weaker_one_is_named():
     stronger = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32, attack_steps=budget.steps + 100))
     assert stronger.attack["steps"] == budget.steps + 100
     assert "attack budget" not in (stronger.record["not_verified_reason"] or "")
+
+
+def test_fbp_hann_is_a_classical_row_attacked_with_the_hann_filter(tmp_path):
+    from ctrobust.app.specs import BenchmarkSpec
+
+    spec = BenchmarkSpec(protocol=PROTOCOL, size=32, quick=True, models=("fbp", "fbp-hann"), out=str(tmp_path))
+    plan = bm.protocol_plan(spec)
+    train, attack = bm.model_specs(spec, plan, tmp_path, "fbp-hann")
+    assert train is None and attack.method == ("fbp",) and attack.method_option == ("fbp.filter=hann",)
+    argv = attack.argv()
+    assert argv[argv.index("--method-option") + 1] == "fbp.filter=hann"  # what models/fbp-hann.json records
+    _, plain = bm.model_specs(spec, plan, tmp_path, "fbp")
+    assert plain.method == ("fbp",) and plain.method_option == ()
+    from ctrobust.app.specs import model_names
+
+    assert model_names("fbp,fbp-hann,tv") == ("fbp", "fbp-hann", "tv")

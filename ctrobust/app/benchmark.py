@@ -30,6 +30,7 @@ from pathlib import Path
 from ctrobust.app.specs import BENCHMARK_NETWORK as FULL_NETWORK
 from ctrobust.app.specs import BENCHMARK_QUICK as QUICK
 from ctrobust.app.specs import BENCHMARK_TRAIN_STEPS as TRAIN_STEPS
+from ctrobust.app.specs import BENCHMARK_METHODS as _METHODS
 from ctrobust.app.specs import AttackSpec, BenchmarkSpec, TrainSpec
 from ctrobust.errors import CtrobustError
 
@@ -37,7 +38,6 @@ __all__ = ["run_benchmark", "BenchmarkResult", "Plan", "protocol_plan", "list_pr
            "QUICK", "model_specs"]
 
 STATE_FILE = "benchmark.json"
-_METHODS = ("fbp", "tv")
 
 
 # -- the protocol, read in one place --------------------------------------------------------------------
@@ -172,7 +172,8 @@ def model_specs(spec: BenchmarkSpec, plan: Plan, out: Path, name: str) -> tuple[
     attack = dict(eps_grid=plan.eps_grid, n_samples=plan.n_samples, out=str(out / "attack" / name), fbp=False,
                   linearization=True, **plan.attack, **common)
     if name in _METHODS:
-        return None, AttackSpec(method=(name,), **attack)
+        method, options = _METHODS[name]
+        return None, AttackSpec(method=(method,), method_option=options, **attack)
     arch, objective = _arch_objective(name)
     run = out / "train" / name
     train = TrainSpec(objective=objective, max_steps=plan.train_steps, batch_size=spec.batch_size, out=str(run),

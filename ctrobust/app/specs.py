@@ -882,10 +882,13 @@ class ReportSpec(Spec):
 # ======================================================================================================
 #: the models of ``ctrobust benchmark`` by default: the classical references and FBPConvNet's three objectives
 BENCHMARK_MODELS = ("fbp", "tv", "fbpconvnet-plain", "fbpconvnet-minmax", "fbpconvnet-pgd")
+#: the classical rows ``ctrobust benchmark`` knows: name -> (``ctrobust attack --method``, its ``--method-option``s)
+BENCHMARK_METHODS = {"fbp": ("fbp", ()), "fbp-hann": ("fbp", ("fbp.filter=hann",)), "tv": ("tv", ())}
 
 
 def model_names(text: str) -> tuple[str, ...]:
-    """Comma-separated benchmark models: ``fbp``, ``tv`` or ``ARCH-OBJECTIVE`` (e.g. ``fbpconvnet-minmax``)."""
+    """Comma-separated benchmark models: a method of :data:`BENCHMARK_METHODS` (``fbp``, ``fbp-hann``, ``tv``) or
+    ``ARCH-OBJECTIVE`` (e.g. ``fbpconvnet-minmax``)."""
     import argparse
 
     from ctrobust.training.objectives import OBJECTIVES
@@ -895,9 +898,9 @@ def model_names(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError("expected comma-separated models such as fbp,tv,fbpconvnet-plain")
     for name in names:
         arch, _, objective = name.rpartition("-")
-        if name not in ("fbp", "tv") and not (arch and objective in OBJECTIVES):
+        if name not in BENCHMARK_METHODS and not (arch and objective in OBJECTIVES):
             raise argparse.ArgumentTypeError(
-                f"unknown model {name!r}: give fbp, tv or ARCH-OBJECTIVE with an objective of "
+                f"unknown model {name!r}: give {', '.join(BENCHMARK_METHODS)} or ARCH-OBJECTIVE with an objective of "
                 f"{', '.join(OBJECTIVES)} (e.g. fbpconvnet-minmax)")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -927,8 +930,8 @@ class BenchmarkSpec(Spec):
     size: int | None = option(None, "image side N: the protocol rescaled to N x N pixels (same field of view and "
                               "detector width in mm; docs/benchmark.md)", unit="pixels", parse=image_size,
                               default_text="the protocol's own size; 64 with --quick")
-    models: tuple[str, ...] = option(BENCHMARK_MODELS, "comma-separated models: fbp and tv (classical, nothing to "
-                                     "train) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
+    models: tuple[str, ...] = option(BENCHMARK_MODELS, "comma-separated models: fbp, fbp-hann (FBP with the Hann "
+                                     "filter) and tv (classical, nothing to train) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
                                      "fbpconvnet-minmax, fbpconvnet-pgd, ...)", parse=model_names,
                                      metavar="M1,M2,...", group=_B)
     checkpoint: tuple[str, ...] = option((), "a model of your own to add as a row: a checkpoint written by ctrobust "
