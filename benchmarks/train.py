@@ -43,7 +43,7 @@ class OperatorTimer:
 
 
 def bench(size: int, angles: int, batch: int, objective: str, steps: int, channels: int, depth: int,
-          pgd_steps: int = 3) -> dict:
+          pgd_steps: int = 3, adversary_mode: str | None = None) -> dict:
     op = RadonTransform(ParallelBeam2D(size, angles))
     timer = OperatorTimer(op)
     data = load_split(None, "train", size=size, n_phantoms=batch, seed=0)
@@ -53,6 +53,8 @@ def bench(size: int, angles: int, batch: int, objective: str, steps: int, channe
     # issue 20; Universal's own default, now also the command's, is 3)
     options = {"pgd": {"eps": 0.01, "steps": pgd_steps}, "universal": {"eps": 0.01, "steps": 1}}.get(
         objective, {"eps": 0.01} if objective in ("minmax", "jitter") else {})
+    if objective == "minmax" and adversary_mode is not None:
+        options["mode"] = adversary_mode
     obj = build_objective(objective, **options, seed=0)
     obj.setup(model, op)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -60,6 +62,7 @@ def bench(size: int, angles: int, batch: int, objective: str, steps: int, channe
     def step():
         with torch.no_grad():
             y = op(x)
+        obj.observe_batch(torch.arange(batch))  # the dataset indices of the batch (the memory adversary's keys)
         loss, _ = obj.loss(model, x, y, model)
         opt.zero_grad()
         loss.backward()
@@ -76,7 +79,8 @@ def bench(size: int, angles: int, batch: int, objective: str, steps: int, channe
         times.append(dt)
         shares.append(timer.seconds / dt)
     times.sort()
-    return {"size": size, "angles": angles, "batch": batch, "objective": objective, "channels": channels,
+    return {"size": size, "angles": angles, "batch": batch, "objective": objective,
+            "adversary_mode": adversary_mode if objective == "minmax" else None, "channels": channels,
             "depth": depth, "seconds_per_step": times[(len(times) - 1) // 2],
             "operator_share": sorted(shares)[(len(shares) - 1) // 2], "threads": torch.get_num_threads()}
 
@@ -93,6 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
     p.add_argument("--pgd-steps", type=int, default=3, help="ascent steps per f step of the pgd objective")
     p.add_argument("--demo", action="store_true", help="the demo's setting: 64 px, U-Net 16/3, 9 timed steps")
+    p.add_argument("--adversary-mode", help="minmax: the adversary's mode (default: the objective's)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
@@ -103,7 +108,8 @@ def main(argv=None) -> int:
     print(f"{'size':>5} {'objective':>13} {'s/step':>8} {'operator %':>10}")
     for size in args.sizes:
         for name in args.objectives:
-            row = bench(size, args.angles, args.batch, name, args.steps, args.channels, args.depth, args.pgd_steps)
+            row = bench(size, args.angles, args.batch, name, args.steps, args.channels, args.depth, args.pgd_steps,
+                        args.adversary_mode)
             rows.append(row)
             print(f"{size:>5} {name:>13} {row['seconds_per_step']:>8.3f} {100 * row['operator_share']:>9.1f}%", flush=True)
     for size in args.sizes:
