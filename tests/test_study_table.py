@@ -32,7 +32,13 @@ def test_seeds_combine_into_means_and_others_are_refused(tmp_path, capsys):
     assert rows["net"]["attack_relative_error@0.04_seeds"] == "0.4000 / 0.3000"
     assert rows["net"]["verify_ratio"] == pytest.approx(0.98) and rows["net"]["restart_spread"] == pytest.approx(0.02)
     table = (tmp_path / "c" / "combined.md").read_text().splitlines()
-    assert table[2].startswith("| fbp |") and table[3].startswith("| net |")  # ranked by the largest eps
+    assert table[2].startswith("| fbp | 2 |") and table[3].startswith("| net | 2 |")  # ranked by the largest eps
+    # a model only one seed has is averaged over that seed, and says so
+    _board(tmp_path / "s2", 2, {"fbp": 0.08, "pgd": 0.07}, {"fbp": (0.11, 0.27), "pgd": (0.09, 0.20)})
+    assert main([str(tmp_path / "s0"), str(tmp_path / "s2"), "--out", str(tmp_path / "p")]) == 0
+    rows = {r["model"]: r for r in json.loads((tmp_path / "p" / "combined.json").read_text())["rows"]}
+    assert rows["pgd"]["seeds"] == 1 and rows["pgd"]["attack_relative_error@0.04"] == pytest.approx(0.20)
+    assert rows["net"]["seeds"] == 1 and rows["fbp"]["seeds"] == 2
     assert "0.3500 (0.4000 / 0.3000)" in capsys.readouterr().out
     _board(tmp_path / "other", 1, {"fbp": 0.08}, {"fbp": (0.11, 0.27)}, fingerprint="xyz")
     with pytest.raises(SystemExit, match="differ"):

@@ -37,7 +37,8 @@ def _settings(board: dict) -> dict:
 
 
 def combine(boards: list[dict]) -> tuple[list[dict], list[str]]:
-    """One row per model present in every leaderboard: ``<measure>`` (mean over seeds) and ``<measure>_seeds``."""
+    """One row per model of any leaderboard: ``<measure>`` (mean over the seeds that have it), ``<measure>_seeds``
+    (each of those seeds' values) and ``seeds`` (how many)."""
     first = boards[0]
     for b in boards[1:]:
         if b.get("fingerprint") != first.get("fingerprint") or _settings(b) != _settings(first):
@@ -45,19 +46,20 @@ def combine(boards: list[dict]) -> tuple[list[dict], list[str]]:
     attacked = [c for c in first["columns"] if c.startswith("attack_relative_error@")]
     measures = [*MEASURES, *attacked]
     by_model = [{r["model"]: r for r in b["rows"]} for b in boards]
-    models = [m for m in (r["model"] for r in first["rows"]) if all(m in bm for bm in by_model)]
+    models = list(dict.fromkeys(r["model"] for b in boards for r in b["rows"]))
     rows = []
     for model in models:
-        row = {"model": model, "seeds": len(boards)}
+        have = [bm for bm in by_model if model in bm]  # a model some seeds lack is averaged over the others
+        row = {"model": model, "seeds": len(have)}
         for m in measures:
-            values = [bm[model].get(m) for bm in by_model]
+            values = [bm[model].get(m) for bm in have]
             if any(v is None for v in values):
                 row[m] = None
                 continue
             row[m] = statistics.fmean(values)
             row[f"{m}_seeds"] = " / ".join(f"{v:.4f}" for v in values)
         for m, pick in (("verify_ratio", min), ("restart_spread", max)):
-            values = [bm[model].get(m) for bm in by_model if bm[model].get(m) is not None]
+            values = [bm[model].get(m) for bm in have if bm[model].get(m) is not None]
             row[m] = pick(values) if values else None
         rows.append(row)
     last = attacked[-1] if attacked else "clean_relative_error"
@@ -66,11 +68,11 @@ def combine(boards: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def markdown(rows: list[dict], measures: list[str]) -> str:
-    head = ["model", *[m.replace("attack_relative_error@", "eps ").replace("_relative_error", "") for m in measures],
+    head = ["model", "seeds", *[m.replace("attack_relative_error@", "eps ").replace("_relative_error", "") for m in measures],
             "verify ratio (min)", "restart spread (max)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["model"]]
+        cells = [r["model"], str(r["seeds"])]
         for m in measures:
             cells.append("" if r[m] is None else f"{r[m]:.4f} ({r[f'{m}_seeds']})")
         cells += ["" if r[k] is None else f"{r[k]:.3f}" for k in ("verify_ratio", "restart_spread")]
