@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Learned Primal-Dual vs FBPConvNet under the strong attack (docs/training.md, "Learned Primal-Dual").
-# Usage: OUT=runs/lpd_vs_fbpconvnet SIZE=32 ANGLES=30 N_SAMPLES=4 PARALLEL=1 bash experiments/lpd_vs_fbpconvnet/run.sh
+# Usage: OUT=runs/lpd_vs_fbpconvnet LPD_OBJECTIVES=plain bash experiments/lpd_vs_fbpconvnet/run.sh   (the demo's geometry)
+#        OUT=runs/lpd32 SIZE=32 ANGLES=30 N_SAMPLES=4 PARALLEL=1 bash experiments/lpd_vs_fbpconvnet/run.sh   (the first look)
 # The demo's training (150 steps, batch 8, seed 0, U-Net 16 channels / depth 3, min-max eps 0.01 lambda 0.5),
 # and LPD started at FBP (plain), then `ctrobust attack --restarts 2 --steps 300` (ATTACK_STEPS) on the four checkpoints and FBP, then the step timings.
 set -euo pipefail
@@ -10,6 +11,7 @@ ANGLES=${ANGLES:-143}
 STEPS=${STEPS:-150}
 N_SAMPLES=${N_SAMPLES:-8}
 ATTACK_STEPS=${ATTACK_STEPS:-300}
+EXTEND=${EXTEND:-0}  # the attack's continuations (ctrobust attack --extend): the observed runs predate them
 THREADS=${THREADS:-1}
 LPD_OBJECTIVES=${LPD_OBJECTIVES:-plain minmax}  # objectives of the zero-start LPD (the paper's, --model lpd)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -31,7 +33,7 @@ done
 attack() {  # attack OUT_NAME CHECKPOINT... [extra flags]
   local name=$1; shift
   [ -f "$OUT/$name/summary.json" ] && return 0
-  ctrobust attack "$@" --eps-grid 0,0.01,0.02,0.04 --restarts 2 --steps "$ATTACK_STEPS" \
+  ctrobust attack "$@" --eps-grid 0,0.01,0.02,0.04 --restarts 2 --steps "$ATTACK_STEPS" --extend "$EXTEND" \
     --n-samples "$N_SAMPLES" --seed 0 --no-progress --out "$OUT/$name" --force > "$OUT/$name.log" 2>&1
 }
 # LPD started at FBP (init="fbp", zero-initialised last layers: the untrained network is FBP, as FBPConvNet is),
