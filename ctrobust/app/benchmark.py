@@ -83,9 +83,9 @@ PHANTOM_DATA = "built-in random-ellipse phantoms (train 256 / val 32 / test 32, 
 PHANTOM_TEST = 32
 
 
-#: the benchmark flag of each field of the protocol's attack budget
-_FLAG = {"steps": "attack-steps", "restarts": "restarts", "verify": "verify", "verify_steps": "verify-steps",
-         "verify_restarts": "verify-restarts"}
+#: each field of the protocol's attack budget -> the BenchmarkSpec field (``--attack-steps``, ...) that overrides it
+_BUDGET_FIELDS = {"steps": "attack_steps", "restarts": "restarts", "verify": "verify", "verify_steps": "verify_steps",
+                  "verify_restarts": "verify_restarts"}
 
 
 def protocol_plan(spec: BenchmarkSpec) -> Plan:
@@ -110,15 +110,14 @@ def protocol_plan(spec: BenchmarkSpec) -> Plan:
     reasons = []
     if quick:
         reasons.append("--quick: an attack budget below the protocol's verified one, short training, few samples")
-    overrides = {"steps": spec.attack_steps, "restarts": spec.restarts, "verify": spec.verify,
-                 "verify_steps": spec.verify_steps, "verify_restarts": spec.verify_restarts}
     weaker = []
-    for key, value in overrides.items():
+    for key, field in _BUDGET_FIELDS.items():
+        value = getattr(spec, field)
         if value is None:
             continue
         attack[key] = value
         if value < getattr(b, key):
-            weaker.append(f"--{_FLAG[key]} {value} < {getattr(b, key)}")
+            weaker.append(f"--{field.replace('_', '-')} {value} < {getattr(b, key)}")
     if weaker and not quick:
         reasons.append(f"an attack budget below the protocol's verified one ({', '.join(weaker)})")
     if spec.steps is not None and spec.steps < TRAIN_STEPS:

@@ -255,6 +255,15 @@ def _maximise(
                     raise FloatingPointError("the gradient w.r.t. the perturbation is not finite; is f differentiable?")
         return loss.detach().double(), out.detach(), grad
 
+    def keep(v, out, loss) -> torch.Tensor:
+        """Take each sample's new point where its loss beats the best so far; returns where it did."""
+        nonlocal best_v, best_out, best_loss
+        better = loss > best_loss
+        best_loss = torch.where(better, loss, best_loss)
+        best_v = torch.where(_mask(better, v), v, best_v)
+        best_out = out.clone() if best_out is None else torch.where(_mask(better, out), out, best_out)
+        return better
+
     try:
         for restart in range(restarts):
             if restart == 0 and init is not None:
@@ -269,26 +278,21 @@ def _maximise(
                                             step_size=settings.step_size, norm=norm, callback=callback,
                                             restart=restart, bar=bar)
             history[restart] = hist
-            better = loss > best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best_v = torch.where(_mask(better, v), v, best_v)
-            best_out = out.clone() if best_out is None else torch.where(_mask(better, out), out, best_out)
+            better = keep(v, out, loss)
             converged = torch.where(better.cpu(), _converged(hist), converged)
         passes = restarts * steps
+        # continuations (a run shorter than 5 steps always counts as converged, so none runs then)
         more = max(steps // 2, CONTINUATION_MIN_STEPS)
-        for _ in range(settings.extend if steps >= 5 else 0):  # _converged calls shorter runs converged
+        step_size = CONTINUATION_STEP if settings.rule == "apgd" else settings.step_size
+        for _ in range(settings.extend):
             if bool(converged.all()):
                 break
             bar.total += more
-            step_size = CONTINUATION_STEP if settings.rule == "apgd" else settings.step_size
             v, out, loss, hist = ascent_run(evaluate, best_v, radius, steps=more, rule=settings.rule,
                                             step_size=step_size, norm=norm, callback=callback, restart=restarts,
                                             bar=bar)
             passes += more
-            better = loss > best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best_v = torch.where(_mask(better, v), v, best_v)
-            best_out = torch.where(_mask(better, out), out, best_out)
+            keep(v, out, loss)
             converged = converged | _converged(hist)
     finally:
         bar.close()
