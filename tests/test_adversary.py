@@ -250,3 +250,27 @@ def test_random_floor_is_below_a_trained_g(small):
     _train_g(obj, f, op, X, 60)
     m = obj.validation_metrics(f, X[:8], op(X[:8]))
     assert 0 <= m["g_random_efficiency"] < 0.5 * m["g_efficiency"], m
+
+
+def test_memory_adversary_refuses_a_training_set_beyond_its_ram_limit(small, monkeypatch, tmp_path):
+    """One float32 direction per training sample: 48 samples of 30 x 46 measurements need 264 960 bytes. One
+    byte under the limit refuses before the first step with the size and the way out; the limit itself trains."""
+    import ctrobust.training.objectives as objectives
+    from ctrobust.errors import CtrobustError
+
+    op, data, _ = small
+    need = len(data) * 30 * 46 * 4
+    assert need == 264960 and tuple(op.range_shape) == (1, 30, 46)
+    assert Adversary((1, 30, 46), eps=0.01, mode="memory").memory_bytes(len(data)) == need
+    monkeypatch.setattr(objectives, "MEMORY_LIMIT_BYTES", need - 1)
+    with pytest.raises(CtrobustError, match=r"48 samples x 1 x 30 x 46 measurements x 4 bytes = 0\.0 GiB.*--adversary-mode shared"):
+        fit(FBPConvNet(op, channels=4, depth=1, seed=0), op, MinMax(eps=0.01, mode="memory", seed=0), data, None,
+            max_steps=1, batch_size=8, out=tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused" / "last.pt").exists()
+    monkeypatch.setattr(objectives, "MEMORY_LIMIT_BYTES", need)
+    fit(FBPConvNet(op, channels=4, depth=1, seed=0), op, MinMax(eps=0.01, mode="memory", seed=0), data, None,
+        max_steps=1, batch_size=8, out=tmp_path / "trained", progress=False)
+    assert (tmp_path / "trained" / "last.pt").exists()
+    shared = MinMax(eps=0.01, mode="shared", seed=0)
+    shared.setup(FBPConvNet(op, channels=4, depth=1, seed=0), op)
+    shared.check_dataset(10**9)  # one shared direction: no limit

@@ -16,13 +16,18 @@ from torch import nn
 from ctrobust.models.unet import seeded
 from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball
 
-__all__ = ["Adversary", "MODES", "DIRECTION_MODES"]
+__all__ = ["Adversary", "MODES", "DIRECTION_MODES", "MEMORY_LIMIT_BYTES"]
 
 #: ``shared`` and ``conditioned`` always spend the whole budget and follow f by normalised ascent on a
 #: shared direction ``u`` (the working design, default); the others are the CNN-only designs kept
 #: for comparison (docs/training.md has the efficiency of each).
 MODES = ("shared", "memory", "conditioned", "project", "sphere", "penalty")
 DIRECTION_MODES = ("shared", "memory", "conditioned")
+
+#: The most RAM the ``memory`` design may keep for its per-sample directions (also written into every
+#: checkpoint): 4 GiB, e.g. 256 phantoms of a 1000-view, 513-bin LoDoPaB-like scan need 0.5 GiB, the whole
+#: LoDoPaB-CT training set (35 820 slices) 68 GiB.
+MEMORY_LIMIT_BYTES = 4 * 2**30
 
 
 class Adversary(nn.Module):
@@ -187,6 +192,10 @@ class Adversary(nn.Module):
         self.u.grad = g.sum(0, keepdim=True).to(self.u.dtype)
         self.ascend_direction(step)
         return float(gnorm[ok].mean()) if bool(ok.any()) else 0.0
+
+    def memory_bytes(self, n_samples: int) -> int:
+        """Bytes the per-sample directions of ``n_samples`` training samples take (float32)."""
+        return int(n_samples) * math.prod(self.measurement_shape) * 4
 
     def memory_state(self) -> dict:
         """The per-sample directions as plain tensors (``weights_only``-loadable): sorted indices and rows."""

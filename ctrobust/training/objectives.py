@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ctrobust.attacks import AttackSettings, eval_mode, pga_attack, training_perturbation
-from ctrobust.models.adversary import DIRECTION_MODES, Adversary
+from ctrobust.models.adversary import MEMORY_LIMIT_BYTES, DIRECTION_MODES, Adversary
 from ctrobust.models.registry import construct
 from ctrobust.attacks.ball import _per_sample, eps_radius, project_l2_ball, random_unit_directions
 from ctrobust.training import distributed as D
@@ -112,6 +112,10 @@ class Objective:
 
     def observe_batch(self, indices) -> None:
         """Hook before ``loss``: the dataset indices of the batch (objectives with per-sample state use them)."""
+
+    def check_dataset(self, n_samples: int) -> None:
+        """Hook after ``setup``: raise ``ValueError`` for a training set of ``n_samples`` this objective cannot
+        train on (objectives with per-sample state check their memory); default: any size."""
 
     def validation_metrics(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
         """Extra validation numbers on one validation batch (``x`` images, ``y = A x``); default none."""
@@ -345,6 +349,20 @@ class MinMax(_Perturbed):
 
     def observe_batch(self, indices) -> None:
         self._indices = None if indices is None else [int(i) for i in indices]
+
+    def check_dataset(self, n_samples: int) -> None:
+        """``memory`` mode keeps one float32 direction per training sample in RAM and in every checkpoint:
+        refused beyond :data:`~ctrobust.models.adversary.MEMORY_LIMIT_BYTES`, with the size it would need."""
+        self._require_setup()
+        if self.mode != "memory":
+            return
+        need = self.adversary.memory_bytes(n_samples)
+        if need > MEMORY_LIMIT_BYTES:
+            raise ValueError(
+                f"the memory adversary keeps one direction per training sample: {n_samples} samples x "
+                f"{' x '.join(map(str, self.adversary.measurement_shape))} measurements x 4 bytes = "
+                f"{need / 2**30:.1f} GiB in RAM and in every checkpoint (limit {MEMORY_LIMIT_BYTES / 2**30:.0f} GiB). "
+                "Train with --adversary-mode shared, or on fewer samples (--n-train, a smaller prepared file)")
 
     def loss(self, model, x, y, module=None):
         self._require_setup()

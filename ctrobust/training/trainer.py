@@ -298,6 +298,10 @@ class _Trainer:
         self.module = module
         self.dtype = next(module.parameters()).dtype
         self.objective.setup(module, self.operator, device=self.device)
+        try:
+            self.objective.check_dataset(len(self.train_set))
+        except ValueError as exc:
+            raise CtrobustError(str(exc)) from exc
         _check_trainable(module, self.operator, self.objective, self.train_set, self.device, self.dtype)
 
         self.rank = info.rank
