@@ -30,13 +30,17 @@ def _run(cmd, env):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_equals_one_process(tmp_path):
+@pytest.mark.parametrize("mode", ["shared", "memory"])
+def test_two_process_gloo_equals_one_process(tmp_path, mode):
+    """``memory``: each process steps the directions of its half of the batch and the processes exchange
+    them (``distributed.share_rows``), so every process ends with the single process's memory."""
+    args = [*ARGS, "--adversary-mode", mode]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    _run([sys.executable, "-m", "ctrobust", *ARGS, "--batch-size", "4", "--out", str(tmp_path / "one")], env)
+    _run([sys.executable, "-m", "ctrobust", *args, "--batch-size", "4", "--out", str(tmp_path / "one")], env)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-          "-m", "ctrobust", *ARGS, "--batch-size", "2", "--out", str(tmp_path / "two")], env)
+          "-m", "ctrobust", *args, "--batch-size", "2", "--out", str(tmp_path / "two")], env)
     one, two = read_checkpoint(tmp_path / "one" / "last.pt"), read_checkpoint(tmp_path / "two" / "last.pt")
     assert one["step"] == two["step"] == 3 and two["run"]["world_size"] == 2 and one["run"]["world_size"] == 1
     for name, a in one["model"]["state"].items():
@@ -45,6 +49,10 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     ga, gb = one["objective"]["state"]["adversary"], two["objective"]["state"]["adversary"]
     for name in ga:
         assert torch.allclose(ga[name], gb[name], rtol=1e-4, atol=1e-6), name
+    if mode == "memory":  # 3 steps of 4 samples of 8: every visited sample's direction, in both runs
+        ma, mb = one["objective"]["state"]["memory"], two["objective"]["state"]["memory"]
+        assert ma["indices"].tolist() == mb["indices"].tolist() and len(ma["indices"]) >= 4
+        assert torch.allclose(ma["directions"], mb["directions"], rtol=1e-4, atol=1e-6)
     # the weights moved: the comparison is not between two untouched initialisations
     from ctrobust.operators.geometry import ParallelBeam2D
     from ctrobust.models import FBPConvNet

@@ -170,11 +170,15 @@ class Adversary(nn.Module):
         return torch.stack(rows).to(device=device or self.u.device, dtype=dtype or self.u.dtype)
 
     @torch.no_grad()
-    def ascend_memory(self, step: float) -> float:
+    def ascend_memory(self, step: float, share=None) -> float:
         """Normalised ascent of each selected sample's direction with the gradient f's backward left on it:
         ``d_i <- (d_i + step g_i / ||g_i||)`` renormalised, stored back; the shared ``u`` (the start of
         unseen samples) takes the same kind of step on the batch's summed gradient. Clears the selection's
-        gradient; returns the mean per-sample gradient norm. A zero gradient leaves a direction unchanged."""
+        gradient; returns the mean per-sample gradient norm. A zero gradient leaves a direction unchanged.
+
+        ``share(indices, directions, gradient_sum) -> (indices, directions, gradient_sum)`` (several
+        processes: the trainer's all-gather of every process's batch, so that each process stores every
+        sample's newest direction and ``u`` steps on the global batch's gradient); default: this batch."""
         if self.mode != "memory":
             raise RuntimeError(f"mode {self.mode!r} keeps no per-sample directions")
         active, indices = self._active, self._selected
@@ -187,9 +191,12 @@ class Adversary(nn.Module):
         scale = torch.where(ok, step / gnorm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(gnorm))
         d = active.detach() + g * _per_sample(scale, g)
         d = d / _per_sample(d.flatten(1).norm(dim=1).clamp_min(torch.finfo(d.dtype).tiny), d)
-        for i, row in zip(indices, d.to("cpu", torch.float32)):
-            self.memory[i] = row.clone()
-        self.u.grad = g.sum(0, keepdim=True).to(self.u.dtype)
+        keys, gsum = torch.tensor(indices, dtype=torch.int64, device=d.device), g.sum(0, keepdim=True)
+        if share is not None:
+            keys, d, gsum = share(keys, d, gsum)
+        for i, row in zip(keys.tolist(), d.to("cpu", torch.float32)):
+            self.memory[int(i)] = row.clone()
+        self.u.grad = gsum.to(self.u.dtype)
         self.ascend_direction(step)
         return float(gnorm[ok].mean()) if bool(ok.any()) else 0.0
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "is_distributed", "rank", "world_size", "barrier",
-           "average_gradients", "all_true"]
+           "average_gradients", "share_rows", "all_true"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +102,23 @@ def average_tensor(t: torch.Tensor) -> torch.Tensor:
     out = t.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def share_rows(keys: torch.Tensor, rows: torch.Tensor, total: torch.Tensor):
+    """Every process's ``keys`` ``(B,)`` and ``rows`` ``(B, ...)`` concatenated in rank order, and the sum of
+    ``total`` over the processes (the per-sample state of objectives such as the memory adversary); the
+    arguments themselves in one process. ``B`` must be the same in every process (the sampler drops the
+    last incomplete batch)."""
+    if not is_distributed():
+        return keys, rows, total
+    n = dist.get_world_size()
+    all_keys = [torch.empty_like(keys) for _ in range(n)]
+    all_rows = [torch.empty_like(rows) for _ in range(n)]
+    dist.all_gather(all_keys, keys.contiguous())
+    dist.all_gather(all_rows, rows.contiguous())
+    total = total.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return torch.cat(all_keys), torch.cat(all_rows), total
 
 
 def all_true(flag: bool, device="cpu") -> bool:

@@ -399,7 +399,7 @@ class MinMax(_Perturbed):
             self.g_optimizer.step()
             self.g_optimizer.zero_grad(set_to_none=True)
         if self.mode == "memory":
-            g.ascend_memory(self.u_step)
+            g.ascend_memory(self.u_step, share=D.share_rows)  # several processes: every sample's newest direction
             g.select(None)
             self._indices = None
         else:
