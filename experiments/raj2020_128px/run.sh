@@ -16,3 +16,14 @@ for seed in $SEEDS; do
 done
 wait
 python -m experiments.raj2020_128px.table "$OUT"/seed* --out "$OUT/combined"
+# issue 25's 128 px check (one seed): min-max with the per-sample `memory` adversary, trained with the protocol's
+# settings by `ctrobust train` and added to seed 0's leaderboard as a --checkpoint row (MEMORY=0 skips it)
+if [ "${MEMORY:-1}" = 1 ]; then
+  run="$OUT/minmax-memory-seed0"
+  [ -f "$run/best.pt" ] || ctrobust train --protocol raj2020 --size 128 --channels 16 --depth 3 --objective minmax \
+    --adversary-mode memory --max-steps 1500 --seed 0 --save-every 75 --no-progress --out "$run" > "$run.log" 2>&1
+  ctrobust benchmark --protocol raj2020 --size 128 --channels 16 --depth 3 --steps 1500 --n-samples 8 \
+    --attack-steps 100 --restarts 2 --verify 2 --verify-steps 300 --verify-restarts 3 --models "$MODELS" \
+    --checkpoint fbpconvnet-minmax-memory="$run/best.pt" --seed 0 --no-progress --out "$OUT/seed0" >> "$OUT/seed0.log" 2>&1
+  python -m experiments.raj2020_128px.table "$OUT"/seed* --out "$OUT/combined"
+fi
