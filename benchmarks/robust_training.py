@@ -128,34 +128,36 @@ def table(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def tradeoff_figure(rows: list[dict], path: str, eps: float = 0.01) -> None:
-    """Clean error against the worst case at ``eps`` (means over seeds), one curve per family over lambda."""
+def tradeoff_figure(rows: list[dict], path: str) -> None:
+    """Clean error against the worst case at each attacked eps (one panel each; means over seeds), one curve
+    per family over lambda (labels: lambda), plain as a star."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    col = f"eps {eps:g}"
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for family in dict.fromkeys(r["family"] for r in rows if r.get("lam") is not None):
-        lams = sorted({r["lam"] for r in rows if r["family"] == family and r.get("lam") is not None and col in r})
-        pts = []
-        for lam in lams:
-            sel = [r for r in rows if r["family"] == family and r.get("lam") == lam and col in r]
-            pts.append((np.mean([r["eps 0"] for r in sel]), np.mean([r[col] for r in sel]), lam, len(sel)))
-        if len(pts) < 2 and family != "plain":
-            continue
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, "o-" if len(pts) > 1 else "s", label=family)
-        for x, y, lam, _ in pts:
-            ax.annotate(f"{lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    plain = [r for r in rows if r["family"] == "plain" and col in r]
-    if plain:
-        ax.plot(np.mean([r["eps 0"] for r in plain]), np.mean([r[col] for r in plain]), "k*", ms=10, label="plain")
-    seeds = sorted({r["seed"] for r in rows})
-    ax.set_xlabel("clean relative error")
-    ax.set_ylabel(f"worst-case relative error at eps {eps:g}")
-    ax.set_title(f"lambda trade-off (labels: lambda), mean of seeds {','.join(map(str, seeds))}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith("eps ") and c != "eps 0"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(5.0 * len(cols), 4.2), squeeze=False)
+    seeds = ",".join(map(str, sorted({r["seed"] for r in rows})))
+    for ax, col in zip(axes[0], cols):
+        for family in dict.fromkeys(r["family"] for r in rows if r.get("lam") is not None):
+            lams = sorted({r["lam"] for r in rows if r["family"] == family and r.get("lam") is not None and col in r})
+            pts = []
+            for lam in lams:
+                sel = [r for r in rows if r["family"] == family and r.get("lam") == lam and col in r]
+                pts.append((np.mean([r["eps 0"] for r in sel]), np.mean([r[col] for r in sel]), lam))
+            if not pts:
+                continue
+            label = {"minmax": "minmax (the run's default adversary)"}.get(family, family)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "s", label=label)
+            for x, y, lam in pts:
+                ax.annotate(f"{lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        plain = [r for r in rows if r["family"] == "plain" and col in r]
+        if plain:
+            ax.plot(np.mean([r["eps 0"] for r in plain]), np.mean([r[col] for r in plain]), "k*", ms=10, label="plain")
+        ax.set_xlabel("clean relative error")
+        ax.set_ylabel(f"worst-case relative error at {col}")
+        ax.set_title(f"{col}: labels are lambda; mean of seeds {seeds}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
