@@ -111,15 +111,17 @@ def test_g_efficiency_is_written_at_every_validation(small, tmp_path):
     assert "g_efficiency" in result.metrics
 
 
-def test_shared_minmax_step_costs_one_pass_of_f(small):
+@pytest.mark.parametrize("mode", ["shared", "memory"])
+def test_direction_minmax_step_costs_one_pass_of_f(small, mode):
     """No separate ascent pass: f runs once per step (on the 2B clean + perturbed batch)."""
     op, data, _ = small
     model = FBPConvNet(op, channels=4, depth=1, seed=0)
     calls = []
     model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    obj = MinMax(eps=0.01, seed=0)
+    obj = MinMax(eps=0.01, mode=mode, seed=0)
     obj.setup(model, op)
     x = torch.stack([data[i] for i in range(4)])
+    obj.observe_batch([0, 1, 2, 3])
     total, _ = obj.loss(model, x, op(x), model)
     total.backward()
     obj.after_step(model)
