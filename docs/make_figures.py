@@ -4,7 +4,8 @@
     python docs/make_figures.py --demo runs/demo-lowdose     # an existing demo folder
 
 Each figure is the demo's own PNG, shrunk to at most --max-width pixels and re-saved with a reduced
-palette so that it stays under 200 KB in the repository. FIGURES lists what is copied from where.
+palette so that it stays under 200 KB in the repository. FIGURES lists what is copied from where; MADE_ELSEWHERE the figures other commands draw (the lambda
+trade-off of docs/training.md, from the rows of benchmarks/robust_training.py kept in benchmarks/observed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ FIGURES = {
     "demo_gallery.png": "attack/gallery.png",
     "demo_real_slice.png": "attack_real/gallery.png",
     "demo_training.png": "report.training.png",
+}
+#: docs/figures made by other commands from rows kept in the repository: name -> the command (run from the root)
+MADE_ELSEWHERE = {
+    "tradeoff_lambda.png": ["benchmarks/robust_training.py", "--table", "benchmarks/observed/robust_training_seed0.jsonl",
+                            "--figure", "docs/figures/tradeoff_lambda.png"],
 }
 MAX_BYTES = 200_000
 HERE = Path(__file__).resolve().parent
