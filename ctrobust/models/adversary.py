@@ -40,8 +40,8 @@ class Adversary(nn.Module):
       (:meth:`ascend_direction`, ``u <- (u + s g_u / ||g_u||)`` renormalised) with the gradient that
       f's own backward pass leaves on ``u`` — no separate ascent pass, and G keeps up with f.
       Worst-case sinogram perturbations of FBP-based networks share their subspace (the upper
-      detector frequencies FBP's ramp filter amplifies), so one direction reaches 0.92 of a 20-step
-      per-sample PGA's loss gain (docs/training.md).
+      detector frequencies FBP's ramp filter amplifies), so one direction reaches 0.79-0.92 of a
+      20-step per-sample attack's loss gain against a frozen f (docs/training.md); a moving f escapes it.
     - ``"memory"``: a direction per training sample, ``G(y_i) = r(y_i) d_i / ||d_i||``, carried across
       epochs (Zheng et al., CVPR 2020: adversarial perturbations transfer between epochs) and advanced by
       one normalised ascent step per visit with the gradient f's own backward leaves on it
