@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from ctrobust.errors import CtrobustError
+
 from ctrobust.data import load_split
 from ctrobust.training.checkpoint import load_model
 from ctrobust.training.objectives import MinMax
@@ -91,4 +93,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CtrobustError as exc:  # a wrong objective name, a missing checkpoint: the message, not a traceback
+        sys.exit(f"error: {exc}")

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctrobust.errors import CtrobustError
+
 from ctrobust.data import load_split
 from ctrobust.training.checkpoint import load_model
 from ctrobust.evaluation.metrics import mean_std
@@ -214,4 +216,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CtrobustError as exc:  # a wrong objective name, a missing checkpoint: the message, not a traceback
+        sys.exit(f"error: {exc}")
