@@ -8,6 +8,7 @@ is run once per module; tests that change a folder work on a copy.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import json
 import re
@@ -314,3 +315,66 @@ def test_fbp_hann_is_a_classical_row_attacked_with_the_hann_filter(tmp_path):
     from ctrobust.app.specs import model_names
 
     assert model_names("fbp,fbp-hann,tv") == ("fbp", "fbp-hann", "tv")
+
+
+def test_extend_is_part_of_the_budget_and_an_older_folder_without_it_continues(bench, tmp_path, tiny_budget, capsys):
+    from ctrobust.app.specs import AttackSpec, BenchmarkSpec
+    from ctrobust.attacks.settings import AttackSettings
+
+    default = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32))
+    assert default.attack["extend"] == AttackSettings().extend  # ctrobust attack's own default
+    none = bm.protocol_plan(BenchmarkSpec(protocol=PROTOCOL, size=32, extend=0))
+    assert none.attack["extend"] == 0 and none.settings() != default.settings()
+    spec = BenchmarkSpec(protocol=PROTOCOL, size=32, extend=0, out=str(tmp_path))
+    _, attack = bm.model_specs(spec, bm.protocol_plan(spec), tmp_path, "fbp")
+    assert isinstance(attack, AttackSpec) and attack.extend == 0  # reaches the attack
+    out = _copy(bench, tmp_path)
+    assert main(["benchmark", *TINY, *MODELS, "--extend", "1", "--out", str(out)]) == 1
+    assert "extend" in capsys.readouterr().err  # the folder ran with the default: another budget
+    state = json.loads((out / bm.STATE_FILE).read_text())
+    del state["settings"]["attack"]["extend"]  # as written before the benchmark recorded --extend
+    (out / bm.STATE_FILE).write_text(json.dumps(state))
+    assert main(["benchmark", *TINY, *MODELS, "--extend", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "leaderboard.json").read_text())["attack"]["extend"] == 1
+
+
+def test_tv_weight_is_chosen_on_validation_at_the_dose_and_reused(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ctrobust.app.specs import BenchmarkSpec
+    from ctrobust.reconstruction import classical
+
+    spec = BenchmarkSpec(protocol=PROTOCOL, size=32, quick=True, models=("tv",), out=str(tmp_path))
+    plan = bm.protocol_plan(spec)
+    _, attack = bm.model_specs(spec, plan, tmp_path, "tv")
+    attack = attack.replace(method_option=("tv.iterations=20",))
+    seen = {}
+    real = classical.select_tv_weight
+
+    def spy(operator, y, x, **kw):
+        seen.update(y=y, x=x, **kw)
+        return real(operator, y, x, **kw)
+
+    monkeypatch.setattr(classical, "select_tv_weight", spy)
+    record = bm._tune_tv(attack, plan, tmp_path, "tv", lambda text: None)
+    assert seen["iterations"] == 20  # the attacked reconstruction's iterations, not the library default
+    x, y = seen["x"], seen["y"]
+    assert x.shape[0] == bm.TV_TUNING_IMAGES
+    from ctrobust.app.acquisition import build_geometry
+    from ctrobust.operators.radon import RadonTransform
+
+    clean = RadonTransform(build_geometry(attack, 32, 0))(x)
+    rel = float((y - clean).norm() / clean.norm())
+    assert 0.005 < rel < 0.2  # measured with the protocol's noise, not noise-free
+    assert record["errors"][repr(record["tau"])] == min(record["errors"].values())
+    saved = json.loads((tmp_path / "tuning" / "tv.json").read_text())
+    assert saved["tau"] == record["tau"] and saved["fingerprint"] == plan.fingerprint
+
+    def boom(*a, **k):
+        raise AssertionError("tuned again")
+
+    monkeypatch.setattr(classical, "select_tv_weight", boom)
+    assert bm._tune_tv(attack, plan, tmp_path, "tv", lambda text: None)["tau"] == record["tau"]
+    other = dataclasses.replace(plan, seed=plan.seed + 1)
+    with pytest.raises(AssertionError, match="tuned again"):  # another seed: another noise draw, tuned anew
+        bm._tune_tv(attack, other, tmp_path, "tv", lambda text: None)

@@ -291,3 +291,44 @@ def test_methods_registry_builds_tv_and_dip(radon32):
     v = y.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(dip(v).sum(), v)  # differentiable when y requires a gradient
     assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+# -- choosing the weight -----------------------------------------------------------------------------
+
+
+def test_select_tv_weight_is_the_grid_minimiser_and_grows_with_the_noise(radon32):
+    from ctrobust.reconstruction.classical import select_tv_weight
+
+    x = _blocks(32, 2).unsqueeze(1).float()
+    y = radon32(x)
+    gen = torch.Generator().manual_seed(1)
+    noisy = y + 0.05 * y.norm() / y.numel() ** 0.5 * torch.randn(y.shape, generator=gen)
+    taus = (0.01, 0.1, 1.0, 10.0, 100.0)
+    quiet = select_tv_weight(radon32, y, x, taus=taus, iterations=40)
+    loud = select_tv_weight(radon32, noisy, x, taus=taus, iterations=40)
+    for choice, meas in ((quiet, y), (loud, noisy)):
+        assert choice.errors[choice.tau] == min(choice.errors.values())  # the minimiser, not the maximiser
+        rec = tv_reconstruction(radon32, meas, choice.tau, 40)  # each error is TV's at that weight: recomputed
+        err = float(((rec - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean())
+        assert math.isclose(choice.errors[choice.tau], err, rel_tol=1e-4)
+        assert choice.n_images == 2 and choice.iterations == 40
+    assert loud.tau > quiet.tau  # more noise, more regularisation
+    assert loud.errors[loud.tau] < loud.errors[min(taus)]
+
+
+def test_select_tv_weight_extends_a_grid_whose_best_is_at_its_edge(radon32):
+    from ctrobust.reconstruction.classical import select_tv_weight
+
+    x = _blocks(32, 1).unsqueeze(1).float()
+    y = radon32(x)
+    gen = torch.Generator().manual_seed(2)
+    noisy = y + 0.05 * y.norm() / y.numel() ** 0.5 * torch.randn(y.shape, generator=gen)
+    low = select_tv_weight(radon32, noisy, x, taus=(1e-4, 1e-3), iterations=30)
+    assert max(low.errors) > 1e-3  # grew upwards past the given grid
+    assert low.tau not in (1e-4, 1e-3) and low.errors[low.tau] == min(low.errors.values())
+    tried = sorted(low.errors)
+    assert tried.index(low.tau) < len(tried) - 1  # stopped once the best was inside
+    with pytest.raises(ValueError, match="two finite weights"):
+        select_tv_weight(radon32, noisy, x, taus=(1.0,))
+    with pytest.raises(ValueError, match="same number"):
+        select_tv_weight(radon32, noisy, torch.cat([x, x]), taus=(1.0, 2.0))

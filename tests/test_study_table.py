@@ -46,3 +46,34 @@ def test_seeds_combine_into_means_and_others_are_refused(tmp_path, capsys):
     _board(tmp_path / "short", 1, {"fbp": 0.08}, {"fbp": (0.11, 0.27)}, steps=300)
     with pytest.raises(SystemExit, match="differ"):
         main([str(tmp_path / "s0"), str(tmp_path / "short"), "--out", str(tmp_path / "e")])
+
+
+def test_extra_folders_of_another_attack_budget_add_rows_labelled_with_their_budget(tmp_path, capsys):
+    full = {"steps": 100, "restarts": 2, "verify": 2, "verify_steps": 300, "verify_restarts": 3}
+    for name, seed in (("s0", 0), ("s1", 1)):
+        _board(tmp_path / name, seed, {"fbp": 0.08, "net": 0.04}, {"fbp": (0.11, 0.27), "net": (0.12, 0.40)})
+    for name, seed in (("t0", 0), ("t1", 1)):
+        _board(tmp_path / name, seed, {"tv": 0.05}, {"tv": (0.10, 0.30 + seed / 10)})
+    for name, verify in (("s0", 2), ("s1", 2), ("t0", 0), ("t1", 0)):
+        path = tmp_path / name / "leaderboard.json"
+        board = json.loads(path.read_text())
+        board["settings"]["attack"] = {**full, "verify": verify, "extend": 0}
+        board["settings"]["verified"] = False
+        path.write_text(json.dumps(board))
+    args = [str(tmp_path / "s0"), str(tmp_path / "s1"), "--extra", str(tmp_path / "t0"), "--extra", str(tmp_path / "t1")]
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
+    combined = json.loads((tmp_path / "c" / "combined.json").read_text())
+    rows = {r["model"]: r for r in combined["rows"]}
+    assert rows["tv"]["seeds"] == 2 and rows["tv"]["attack_relative_error@0.04"] == pytest.approx(0.35)
+    assert rows["tv"]["attack"] == "100x2, no verify, extend 0"
+    assert rows["net"]["attack"] == "100x2, verify 2 x 300x3, extend 0"
+    assert [r["model"] for r in combined["rows"]] == ["fbp", "tv", "net"]  # ranked together at the largest eps
+    assert combined["extra_seeds"] == [0, 1]
+    assert "| tv | 2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="both"):  # a model measured twice is refused
+        main([str(tmp_path / "s0"), "--extra", str(tmp_path / "s1"), "--out", str(tmp_path / "d")])
+    board = json.loads((tmp_path / "t1" / "leaderboard.json").read_text())
+    board["settings"]["train_steps"] = 300
+    (tmp_path / "t1" / "leaderboard.json").write_text(json.dumps(board))
+    with pytest.raises(SystemExit, match="other than the attack budget"):
+        main([*args, "--out", str(tmp_path / "e")])

@@ -51,7 +51,7 @@ class Plan:
     card: str
     size: int
     eps_grid: tuple
-    attack: dict  # AttackSpec fields: attack, steps, restarts, verify, verify_steps, verify_restarts, target
+    attack: dict  # AttackSpec fields: attack, steps, restarts, verify, verify_steps, verify_restarts, target, extend
     verified: bool
     train_steps: int
     n_samples: int
@@ -88,6 +88,13 @@ _BUDGET_FIELDS = {"steps": "attack_steps", "restarts": "restarts", "verify": "ve
                   "verify_restarts": "verify_restarts"}
 
 
+def _default_extend() -> int:
+    """``ctrobust attack``'s continuations when --extend is not given (the attack settings' default)."""
+    from ctrobust.attacks.settings import AttackSettings
+
+    return AttackSettings().extend
+
+
 def protocol_plan(spec: BenchmarkSpec) -> Plan:
     """The plan of ``spec``: its protocol at ``--size`` (the only function that reads a protocol's fields)."""
     protocols = _protocols()
@@ -118,6 +125,7 @@ def protocol_plan(spec: BenchmarkSpec) -> Plan:
         attack[key] = value
         if value < getattr(b, key):
             weaker.append(f"--{field.replace('_', '-')} {value} < {getattr(b, key)}")
+    attack["extend"] = spec.extend if spec.extend is not None else _default_extend()
     if weaker and not quick:
         reasons.append(f"an attack budget below the protocol's verified one ({', '.join(weaker)})")
     if spec.steps is not None and spec.steps < TRAIN_STEPS:
@@ -219,11 +227,16 @@ def _open_folder(out: Path, plan: Plan) -> dict:
                 f"this run is protocol {plan.protocol!r} at {plan.size} px with fingerprint {plan.fingerprint}. "
                 "Rows of different protocols cannot share a leaderboard: choose another --out")
         there, now = old.get("settings", {}), state["settings"]
+        if isinstance(there.get("attack"), dict) and "extend" not in there["attack"]:
+            # a folder written before the benchmark recorded --extend: any value continues it (the leaderboard's
+            # attack record then holds this run's value)
+            there = {**there, "attack": {**there["attack"], "extend": now["attack"]["extend"]}}
         diff = [f"{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(there) | set(now))
                 if there.get(k) != now.get(k)]
         if diff:
             raise CtrobustError(f"{out} is a benchmark of the same protocol with other settings ({'; '.join(diff)}); "
-                                "give the same --quick / --steps / --n-samples / --channels / --depth / --seed, or "
+                                "give the same --quick / --steps / --n-samples / --channels / --depth / --seed / attack budget "
+                                "(--attack-steps, --restarts, --verify*, --extend), or "
                                 "choose another --out")
         return old
     if out.is_dir() and any(out.iterdir()):
@@ -354,6 +367,10 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
                 trained.append(name)
             else:
                 _phase(index, total, name, "training done (reused)")
+        tuning = None
+        if attack.method == ("tv",):
+            tuning = _tune_tv(attack, plan, out, name, lambda text: _phase(index, total, name, text))
+            attack = attack.replace(method_option=attack.method_option + (f"tv.tau={tuning['tau']!r}",))
         _phase(index, total, name, f"attacking ({attack.attack} {attack.steps} steps x {attack.restarts}, "
                f"{len(plan.eps_grid)} eps, {plan.n_samples} samples)")
         start = time.perf_counter()
@@ -362,11 +379,63 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
         attacked.append(name)
         record = _model_record(name, train, attack, seconds, plan, out, user_path, sha,
                                user_info.get(name))
+        if tuning is not None:
+            record["tuning"] = tuning
         write_json(record, record_path)
     rows, cols, written = _write_leaderboard(out, plan)
     print(f"benchmark: {len(rows)} models in {out}/leaderboard.md (.csv, .json, .html)", file=sys.stderr)
     return BenchmarkResult(out=out, rows=rows, columns=[c for c in cols if c not in _PRINT_SKIP], written=written,
                            trained=trained, attacked=attacked)
+
+
+#: validation phantoms on which the benchmark chooses TV's weight
+TV_TUNING_IMAGES = 16
+
+
+def _tune_tv(attack: AttackSpec, plan: Plan, out: Path, name: str, say) -> dict:
+    """TV's weight for this protocol, size and dose: the weight of least mean error on ``TV_TUNING_IMAGES``
+    validation phantoms measured with the protocol's noise (:func:`~ctrobust.reconstruction.classical.
+    select_tv_weight`, the attack's TV iterations). Kept in ``tuning/NAME.json``, so a resumed run reuses it."""
+    import torch
+
+    from ctrobust.app.acquisition import build_geometry
+    from ctrobust.app.inputs import noise_model
+    from ctrobust.data import load_split
+    from ctrobust.evaluation.report import write_json
+    from ctrobust.files import resolve_device
+    from ctrobust.operators.radon import RadonTransform
+    from ctrobust.reconstruction.classical import select_tv_weight
+    from ctrobust.reconstruction.methods import method_options, parse_method_option
+
+    path = out / "tuning" / f"{name}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") == plan.fingerprint and saved.get("seed") == plan.seed:
+            say(f"TV weight tau = {saved['tau']:g} (reused, {path.relative_to(out)})")
+            return saved
+    options = {**method_options("tv"),
+               **dict(parse_method_option(text)[1:] for text in attack.method_option if text.startswith("tv."))}
+    start = time.perf_counter()
+    say(f"choosing the TV weight on {TV_TUNING_IMAGES} validation phantoms at the protocol's dose")
+    device = resolve_device(attack.device)
+    operator = RadonTransform(build_geometry(attack, plan.size, 0))
+    x = load_split(None, "val", size=plan.size).images[:TV_TUNING_IMAGES].to(device=device, dtype=torch.float32)
+    if x.dim() == 3:
+        x = x[:, None]
+    with torch.no_grad():
+        y = operator(x)
+    noise = noise_model(attack, operator)
+    if noise is not None:
+        y = noise(y.cpu(), generator=torch.Generator().manual_seed(plan.seed)).to(device)
+    choice = select_tv_weight(operator, y, x, iterations=int(options["iterations"]), nonneg=bool(options["nonneg"]))
+    record = {**choice.to_config(), "fingerprint": plan.fingerprint, "seed": plan.seed,
+              "data": f"the first {x.shape[0]} validation phantoms, the protocol's noise seeded {plan.seed}",
+              "seconds": time.perf_counter() - start}
+    path.parent.mkdir(exist_ok=True)
+    write_json(record, path)
+    say(f"TV weight tau = {choice.tau:g} (mean error {choice.errors[choice.tau]:.4f} on validation; "
+        f"{len(choice.errors)} weights tried)")
+    return record
 
 
 def _user_attack(spec: BenchmarkSpec, plan: Plan, out: Path, label: str, path: Path) -> AttackSpec:

@@ -931,7 +931,7 @@ class BenchmarkSpec(Spec):
                               "detector width in mm; docs/benchmark.md)", unit="pixels", parse=image_size,
                               default_text="the protocol's own size; 64 with --quick")
     models: tuple[str, ...] = option(BENCHMARK_MODELS, "comma-separated models: fbp, fbp-hann (FBP with the Hann "
-                                     "filter) and tv (classical, nothing to train) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
+                                     "filter) and tv (classical, nothing to train; its weight chosen on validation phantoms at the protocol's dose) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
                                      "fbpconvnet-minmax, fbpconvnet-pgd, ...)", parse=model_names,
                                      metavar="M1,M2,...", group=_B)
     checkpoint: tuple[str, ...] = option((), "a model of your own to add as a row: a checkpoint written by ctrobust "
@@ -965,6 +965,11 @@ class BenchmarkSpec(Spec):
                                       default_text=f"the protocol's (raj2020: 300); {_QA['verify_steps']} with --quick")
     verify_restarts: int | None = option(None, "restarts of the verification attack", parse=positive_int, group=_B,
                                          default_text=f"the protocol's (raj2020: 5); {_QA['verify_restarts']} with --quick")
+    extend: int | None = option(None, "attack continuations per eps (ctrobust attack --extend): while a sample's "
+                                "loss still rises, its run continues from its best point; 0: exactly --attack-steps x "
+                                "--restarts, as leaderboards made before continuations existed (the protocol's budget "
+                                "counts steps x restarts; continuations only add to it)", parse=nonneg_int,
+                                metavar="N", group=_B, default_text="ctrobust attack's (2)")
     seed: int = option(0, "seed (>= 0) of the networks' weights, the data order and the attacks' random starts",
                        parse=nonneg_int, group=_B)
     out: str = option("runs/benchmark", "benchmark folder: created, or a benchmark folder of the same protocol and "

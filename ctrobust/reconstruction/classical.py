@@ -37,6 +37,8 @@ __all__ = [
     "DIPReconstruction",
     "build_tv",
     "build_dip",
+    "TVWeightChoice",
+    "select_tv_weight",
 ]
 
 # Squared norm bound of the forward-difference gradient on a 2-D grid: ||D||^2 < 8 (4 per axis).
@@ -441,6 +443,76 @@ def deep_image_prior(
         infos.append(info)
     out = torch.cat(outputs)
     return (out, infos) if return_info else out
+
+
+# ---------------------------------------------------------------------------------------------------
+# choosing TV's weight on held-out data
+# ---------------------------------------------------------------------------------------------------
+#: the first weights :func:`select_tv_weight` tries: 4 per decade, 0.1 to 100 (tau is in the data term's units,
+#: so its best value moves with the image size, the views and the noise: docs/baselines.md)
+TV_TAU_GRID = tuple(round(10 ** (k / 4), 4) for k in range(-4, 9))
+
+
+@dataclass(frozen=True)
+class TVWeightChoice:
+    """What :func:`select_tv_weight` found: the weight ``tau``, the mean relative error of every weight tried
+    (``errors``: ``{tau: error}``, in the order tried), the iterations and the number of images."""
+
+    tau: float
+    errors: dict
+    iterations: int
+    n_images: int
+
+    def to_config(self) -> dict:
+        return {"tau": self.tau, "errors": {repr(k): v for k, v in self.errors.items()},
+                "iterations": self.iterations, "n_images": self.n_images,
+                "criterion": "mean relative error ||x_tau - x|| / ||x|| on held-out images"}
+
+
+def _mean_relative_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+    num = (x_hat - x).flatten(1).norm(dim=1)
+    return float((num / x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())
+
+
+def select_tv_weight(operator: LinearOperator, y: torch.Tensor, x: torch.Tensor, *,
+                     taus=TV_TAU_GRID, iterations: int = 100, nonneg: bool = True, batch_size: int = 8,
+                     max_extensions: int = 8) -> TVWeightChoice:
+    """The TV weight ``tau`` with the smallest mean relative error ``||x_tau(y) - x|| / ||x||`` over held-out
+    pairs ``(y, x)`` (measurements as the method will see them, e.g. with the protocol's noise).
+
+    ``taus`` is a sorted grid of positive weights; while the best weight is the grid's smallest or largest, the
+    grid grows by that end (a factor of the grid's last step, at most ``max_extensions`` times), so the choice
+    is never a boundary artefact of the grid. ``iterations`` and ``nonneg`` are those of the reconstruction the
+    weight is for (TV with few iterations is not the converged minimiser: its best weight differs).
+    """
+    taus = sorted(float(t) for t in taus)
+    if len(taus) < 2 or taus[0] <= 0 or not all(math.isfinite(t) for t in taus):
+        raise ValueError(f"select_tv_weight: taus must hold at least two finite weights > 0, got {taus!r}")
+    if y.shape[0] != x.shape[0] or y.shape[0] == 0:
+        raise ValueError(f"select_tv_weight: y and x must hold the same number (>= 1) of samples, got "
+                         f"{y.shape[0]} and {x.shape[0]}")
+    errors: dict[float, float] = {}
+
+    def error(tau: float) -> float:
+        if tau not in errors:
+            with torch.no_grad():
+                parts = [tv_reconstruction(operator, y[i:i + batch_size], tau, iterations, nonneg=nonneg)
+                         for i in range(0, y.shape[0], batch_size)]
+            errors[tau] = _mean_relative_error(torch.cat(parts), x)
+        return errors[tau]
+
+    grid = list(taus)
+    for _ in range(max_extensions + 1):
+        values = [error(t) for t in grid]
+        best = min(range(len(grid)), key=values.__getitem__)
+        if 0 < best < len(grid) - 1:
+            break
+        if best == 0:
+            grid.insert(0, grid[0] * grid[0] / grid[1])
+        else:
+            grid.append(grid[-1] * grid[-1] / grid[-2])
+    tau = min(errors, key=errors.get)
+    return TVWeightChoice(tau=tau, errors=errors, iterations=int(iterations), n_images=int(y.shape[0]))
 
 
 # ---------------------------------------------------------------------------------------------------
