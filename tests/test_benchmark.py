@@ -227,7 +227,7 @@ def test_help_states_units_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     text = "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens too
-    assert "unit:pixels" in text and "default:fbp,tv,fbpconvnet-plain,fbpconvnet-minmax,fbpconvnet-pgd" in text
+    assert "unit:pixels" in text and "default:fbp,fbp-hann,tv,fbpconvnet-plain,fbpconvnet-minmax,fbpconvnet-pgd" in text
     assert "(default:1500;300with--quick)" in text
 
 

@@ -881,7 +881,9 @@ class ReportSpec(Spec):
 
 # ======================================================================================================
 #: the models of ``ctrobust benchmark`` by default: the classical references and FBPConvNet's three objectives
-BENCHMARK_MODELS = ("fbp", "tv", "fbpconvnet-plain", "fbpconvnet-minmax", "fbpconvnet-pgd")
+#: (Learned Primal-Dual, ``lpd-plain``, is opt-in: 17x FBPConvNet's training step, it alone would take --quick past
+#: its 15 minutes on 2 cores)
+BENCHMARK_MODELS = ("fbp", "fbp-hann", "tv", "fbpconvnet-plain", "fbpconvnet-minmax", "fbpconvnet-pgd")
 #: the classical rows ``ctrobust benchmark`` knows: name -> (``ctrobust attack --method``, its ``--method-option``s)
 BENCHMARK_METHODS = {"fbp": ("fbp", ()), "fbp-hann": ("fbp", ("fbp.filter=hann",)), "tv": ("tv", ())}
 
@@ -932,7 +934,7 @@ class BenchmarkSpec(Spec):
                               default_text="the protocol's own size; 64 with --quick")
     models: tuple[str, ...] = option(BENCHMARK_MODELS, "comma-separated models: fbp, fbp-hann (FBP with the Hann "
                                      "filter) and tv (classical, nothing to train; its weight chosen on validation phantoms at the protocol's dose) and ARCH-OBJECTIVE networks trained here (fbpconvnet-plain, "
-                                     "fbpconvnet-minmax, fbpconvnet-pgd, ...)", parse=model_names,
+                                     "fbpconvnet-minmax, fbpconvnet-pgd, lpd-plain for Learned Primal-Dual, ...)", parse=model_names,
                                      metavar="M1,M2,...", group=_B)
     checkpoint: tuple[str, ...] = option((), "a model of your own to add as a row: a checkpoint written by ctrobust "
                                          "train with the protocol's geometry, labelled by its run folder's name or "
