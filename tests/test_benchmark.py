@@ -378,3 +378,15 @@ def test_tv_weight_is_chosen_on_validation_at_the_dose_and_reused(tmp_path, monk
     other = dataclasses.replace(plan, seed=plan.seed + 1)
     with pytest.raises(AssertionError, match="tuned again"):  # another seed: another noise draw, tuned anew
         bm._tune_tv(attack, other, tmp_path, "tv", lambda text: None)
+
+
+def test_tv_row_is_attacked_with_the_chosen_weight(tmp_path, tiny_budget):
+    out = tmp_path / "b"
+    assert main(["benchmark", *TINY, "--models", "tv", "--out", str(out)]) == 0
+    tau = json.loads((out / "tuning" / "tv.json").read_text())["tau"]
+    record = json.loads((out / "models" / "tv.json").read_text())
+    argv = record["attack_argv"]
+    assert argv[argv.index("--method-option") + 1] == f"tv.tau={tau!r}"  # ctrobust attack with it reproduces the row
+    assert record["tuning"]["tau"] == tau
+    summary = json.loads((out / "attack" / "tv" / "summary.json").read_text())
+    assert summary["config"]["method_options"]["tv"]["tau"] == tau != 0.3  # not the library default
