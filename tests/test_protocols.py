@@ -184,3 +184,16 @@ def test_cards_are_the_docs():
     for p in PROTOCOLS.values():
         assert p.card() in text, f"docs/protocols.md: the card of {p.name} is out of date"
         assert p.fingerprint() in p.card() and p.name in p.summary()
+
+
+def test_the_cards_attack_flags_are_ctrobust_attacks():
+    """The card's verified budget is a command line a user can paste: ``ctrobust attack`` parses it to the budget."""
+    import shlex
+
+    from ctrobust.cli import build_parser
+
+    for p in PROTOCOLS.values():
+        b = p.attack
+        args = build_parser().parse_args(["attack", "--method", "fbp", *shlex.split(b.flags())])
+        assert (args.attack, args.steps, args.restarts, args.verify, args.verify_steps, args.verify_restarts,
+                args.target) == (b.rule, b.steps, b.restarts, b.verify, b.verify_steps, b.verify_restarts, b.target)

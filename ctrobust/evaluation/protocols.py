@@ -152,7 +152,7 @@ class DataSplit:
 
 @dataclasses.dataclass(frozen=True)
 class AttackBudget:
-    """The attack that counts as verified: ``ctrobust attack --rule R --steps S --restarts K --verify V``
+    """The attack that counts as verified: ``ctrobust attack --attack R --steps S --restarts K --verify V``
     (the re-check: ``verify_steps`` x ``verify_restarts`` on ``verify`` samples), eps relative to ``||y||``."""
 
     rule: str = "apgd"
@@ -164,7 +164,7 @@ class AttackBudget:
     target: str = "truth"
 
     def flags(self) -> str:
-        return (f"--rule {self.rule} --steps {self.steps} --restarts {self.restarts} --verify {self.verify} "
+        return (f"--attack {self.rule} --steps {self.steps} --restarts {self.restarts} --verify {self.verify} "
                 f"--verify-steps {self.verify_steps} --verify-restarts {self.verify_restarts} --target {self.target}")
 
 
