@@ -336,6 +336,8 @@ def test_extend_is_part_of_the_budget_and_an_older_folder_without_it_continues(b
     (out / bm.STATE_FILE).write_text(json.dumps(state))
     assert main(["benchmark", *TINY, *MODELS, "--extend", "1", "--out", str(out)]) == 0
     assert json.loads((out / "leaderboard.json").read_text())["attack"]["extend"] == 1
+    head = (out / "leaderboard.md").read_text()
+    assert "up to 1 continuation(s) per eps" in head and "verification 3 steps x 1 restarts on 1 sample(s)" in head
 
 
 def test_tv_weight_is_chosen_on_validation_at_the_dose_and_reused(tmp_path, monkeypatch, capsys):
@@ -388,5 +390,14 @@ def test_tv_row_is_attacked_with_the_chosen_weight(tmp_path, tiny_budget):
     argv = record["attack_argv"]
     assert argv[argv.index("--method-option") + 1] == f"tv.tau={tau!r}"  # ctrobust attack with it reproduces the row
     assert record["tuning"]["tau"] == tau
+    assert record["source"] == f"method:tv (tau={tau!r})"  # the row says which TV it is
     summary = json.loads((out / "attack" / "tv" / "summary.json").read_text())
     assert summary["config"]["method_options"]["tv"]["tau"] == tau != 0.3  # not the library default
+
+
+def test_leaderboard_head_says_no_verification_and_no_continuations():
+    meta = {"protocol": "p", "fingerprint": "f", "size": 32, "n_samples": 2, "seed": 0, "rank_eps": 0.04,
+            "attack": {"attack": "apgd", "steps": 100, "restarts": 2, "verify": 0, "verify_steps": 300,
+                       "verify_restarts": 5, "extend": 0}}
+    text = lb.markdown_page([], ["model"], meta)
+    assert "no verification" in text and "300 steps x 5" not in text and "no continuations" in text

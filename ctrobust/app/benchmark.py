@@ -451,7 +451,8 @@ def _model_record(name, train, attack, seconds, plan, out, user_path, sha, user_
         kind, source = "checkpoint", str(user_path)
         cost = training_cost(user_path.parent, (user_info or {}).get("step"))
     else:
-        kind, source, cost = "method", f"method:{attack.method[0]}", {}
+        options = ", ".join(text.partition(".")[2] for text in attack.method_option)  # e.g. tau=10.0, filter=hann
+        kind, source, cost = "method", f"method:{attack.method[0]}" + (f" ({options})" if options else ""), {}
     return {"model": name, "kind": kind, "source": source, "sha256": sha, "protocol": plan.protocol,
             "fingerprint": plan.fingerprint, "attack_s": seconds, **cost,
             "train_argv": ["train", *train.argv()] if train is not None else None,

@@ -135,13 +135,17 @@ def markdown_table(rows: Sequence[Mapping], cols: Sequence[str]) -> str:
 def _notes(meta: Mapping) -> list[str]:
     """The lines above the table: protocol, fingerprint, settings, whether the attack budget is verified."""
     attack = meta.get("attack", {})
+    extend = attack.get("extend")
+    continuations = ("" if extend is None else "no continuations" if extend == 0 else
+                     f"up to {extend} continuation(s) per eps while a sample still rises")
+    verification = (f"verification {attack.get('verify_steps')} steps x {attack.get('verify_restarts')} restarts on "
+                    f"{attack.get('verify')} sample(s)" if attack.get("verify") else "no verification")
     lines = [f"Protocol **{meta.get('protocol')}**, fingerprint `{meta.get('fingerprint')}`, "
              f"{meta.get('size')} x {meta.get('size')} px.",
              f"Geometry: {meta.get('geometry_text', '')}. Dose: {meta.get('dose_text', '')}.",
              f"Attack: {attack.get('attack', '').upper()} {attack.get('steps')} steps x {attack.get('restarts')} "
-             f"restart(s) per eps, eps relative to ||y||_2 per sample; verification "
-             f"{attack.get('verify_steps')} steps x {attack.get('verify_restarts')} restarts on "
-             f"{attack.get('verify')} sample(s); {meta.get('n_samples')} test sample(s); seed {meta.get('seed')}."]
+             f"restart(s) per eps{', ' + continuations if continuations else ''}, eps relative to ||y||_2 per "
+             f"sample; {verification}; {meta.get('n_samples')} test sample(s); seed {meta.get('seed')}."]
     if not meta.get("verified", False):
         lines.append("**Not verified**: " + str(meta.get("not_verified_reason", "the attack budget is below the "
                                                                              "protocol's verified budget")) + ".")
