@@ -343,6 +343,7 @@ def test_extend_is_part_of_the_budget_and_an_older_folder_without_it_continues(b
 def test_tv_weight_is_chosen_on_validation_at_the_dose_and_reused(tmp_path, monkeypatch, capsys):
     import torch
 
+    from ctrobust.app import inputs
     from ctrobust.app.specs import BenchmarkSpec
     from ctrobust.reconstruction import classical
 
@@ -361,7 +362,7 @@ def test_tv_weight_is_chosen_on_validation_at_the_dose_and_reused(tmp_path, monk
     record = bm._tune_tv(attack, plan, tmp_path, "tv", lambda text: None)
     assert seen["iterations"] == 20  # the attacked reconstruction's iterations, not the library default
     x, y = seen["x"], seen["y"]
-    assert x.shape[0] == bm.TV_TUNING_IMAGES
+    assert x.shape[0] == inputs.TV_TUNING_IMAGES
     from ctrobust.app.acquisition import build_geometry
     from ctrobust.operators.radon import RadonTransform
 

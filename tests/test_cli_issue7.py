@@ -227,3 +227,36 @@ def test_evaluate_data_shift_on_another_file(checkpoint, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--shift", "data", "--shift-data", str(small),
                  "--out", str(tmp_path / "bad")]) == 1
     assert "same size" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("flag", [["--tv-tau", "auto"], ["--method-option", "tv.tau=auto"]])
+def test_tv_tau_auto_chooses_the_weight_on_validation_at_the_runs_noise(tmp_path, capsys, flag):
+    from ctrobust import ParallelBeam2D, RadonTransform
+    from ctrobust.app.inputs import choose_tv_weight, noise_model
+    from ctrobust.app.specs import AttackSpec
+
+    out = tmp_path / "res"
+    argv = ["attack", "--method", "tv", *flag, "--tv-iterations", "20", "--photons", "3000", "--no-fbp",
+            "--image-size", "24", "--n-angles", "8", "--n-samples", "1", "--eps-grid", "0,0.02", "--steps", "1",
+            "--no-linearization", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert "TV weight tau = " in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    tau = summary["config"]["method_options"]["tv"]["tau"]
+    tuning = summary["models"][0]["info"]["tuning"]
+    assert isinstance(tau, float) and tau == tuning["tau"] and tuning["n_images"] == 16 and tuning["iterations"] == 20
+    # the same choice by hand: the validation split measured with this run's noise (not noise-free, not the test split)
+    op = RadonTransform(ParallelBeam2D(24, 8))
+    spec = AttackSpec(photons=3000.0, seed=0)
+    choice, _ = choose_tv_weight(op, None, noise_model(spec, op), seed=0, iterations=20)
+    assert choice.tau == tau
+    quiet, _ = choose_tv_weight(op, None, None, seed=0, iterations=20)
+    assert quiet.tau < tau  # the noise raised the weight
+
+
+def test_tv_tau_auto_typos_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--method", "tv", "--tv-tau", "autox"])
+    assert exc.value.code == 2
+    assert main(["attack", "--method", "tv", "--method-option", "tv.iterations=auto", "--image-size", "16"]) == 1
+    assert "expected an integer" in capsys.readouterr().err  # only the weight takes auto

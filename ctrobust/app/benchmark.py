@@ -388,23 +388,15 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
                            trained=trained, attacked=attacked)
 
 
-#: validation phantoms on which the benchmark chooses TV's weight
-TV_TUNING_IMAGES = 16
-
-
 def _tune_tv(attack: AttackSpec, plan: Plan, out: Path, name: str, say) -> dict:
-    """TV's weight for this protocol, size and dose: the weight of least mean error on ``TV_TUNING_IMAGES``
-    validation phantoms measured with the protocol's noise (:func:`~ctrobust.reconstruction.classical.
-    select_tv_weight`, the attack's TV iterations). Kept in ``tuning/NAME.json``, so a resumed run reuses it."""
-    import torch
-
+    """TV's weight for this protocol, size and dose (:func:`~ctrobust.app.inputs.choose_tv_weight`: least mean
+    error on validation phantoms measured with the protocol's noise, the attack's TV iterations). Kept in
+    ``tuning/NAME.json``, so a resumed run reuses it."""
     from ctrobust.app.acquisition import build_geometry
-    from ctrobust.app.inputs import noise_model
-    from ctrobust.data import load_split
+    from ctrobust.app.inputs import TV_TUNING_IMAGES, choose_tv_weight, noise_model
     from ctrobust.evaluation.report import write_json
     from ctrobust.files import resolve_device
     from ctrobust.operators.radon import RadonTransform
-    from ctrobust.reconstruction.classical import select_tv_weight
     from ctrobust.reconstruction.methods import method_options, parse_method_option
 
     path = out / "tuning" / f"{name}.json"
@@ -417,19 +409,11 @@ def _tune_tv(attack: AttackSpec, plan: Plan, out: Path, name: str, say) -> dict:
                **dict(parse_method_option(text)[1:] for text in attack.method_option if text.startswith("tv."))}
     start = time.perf_counter()
     say(f"choosing the TV weight on {TV_TUNING_IMAGES} validation phantoms at the protocol's dose")
-    device = resolve_device(attack.device)
     operator = RadonTransform(build_geometry(attack, plan.size, 0))
-    x = load_split(None, "val", size=plan.size).images[:TV_TUNING_IMAGES].to(device=device, dtype=torch.float32)
-    if x.dim() == 3:
-        x = x[:, None]
-    with torch.no_grad():
-        y = operator(x)
-    noise = noise_model(attack, operator)
-    if noise is not None:
-        y = noise(y.cpu(), generator=torch.Generator().manual_seed(plan.seed)).to(device)
-    choice = select_tv_weight(operator, y, x, iterations=int(options["iterations"]), nonneg=bool(options["nonneg"]))
-    record = {**choice.to_config(), "fingerprint": plan.fingerprint, "seed": plan.seed,
-              "data": f"the first {x.shape[0]} validation phantoms, the protocol's noise seeded {plan.seed}",
+    choice, text = choose_tv_weight(operator, None, noise_model(attack, operator), seed=plan.seed,
+                                    iterations=int(options["iterations"]), nonneg=bool(options["nonneg"]),
+                                    device=resolve_device(attack.device))
+    record = {**choice.to_config(), "fingerprint": plan.fingerprint, "seed": plan.seed, "data": text,
               "seconds": time.perf_counter() - start}
     path.parent.mkdir(exist_ok=True)
     write_json(record, path)

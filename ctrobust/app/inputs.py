@@ -14,7 +14,10 @@ from ctrobust.app.specs import DEFAULT_ANGLES, DEFAULT_SIZE, METHOD_FLAGS, Model
 from ctrobust.errors import CtrobustError
 
 __all__ = ["load_inputs", "load_reconstructions", "Reconstruction", "method_option_values", "image_shape", "progress_enabled", "noise_model",
-           "check_attackable", "check_geometry_flags", "acquisition_config"]
+           "check_attackable", "check_geometry_flags", "acquisition_config", "choose_tv_weight", "TV_TUNING_IMAGES"]
+
+#: validation images on which ``tv.tau=auto`` (and the benchmark's TV row) chooses TV's weight
+TV_TUNING_IMAGES = 16
 
 
 def method_option_values(spec: ModelInputs, methods) -> dict[str, dict]:
@@ -85,6 +88,53 @@ def progress_enabled(spec) -> bool:
     return on_terminal() and bool(getattr(spec, "progress", True))
 
 
+def choose_tv_weight(operator, data, noise, *, seed: int, iterations: int, nonneg: bool = True, device="cpu"):
+    """TV's weight for ``operator`` and ``noise``: :func:`~ctrobust.reconstruction.classical.select_tv_weight` on
+    the first :data:`TV_TUNING_IMAGES` images of ``data``'s validation split (``None``: the built-in phantoms),
+    measured with ``noise`` (seeded ``seed``; ``None``: noise-free). Returns ``(choice, description)``; raises
+    :class:`CtrobustError` when the data have no validation split."""
+    import torch
+
+    from ctrobust.data import load_split
+    from ctrobust.reconstruction.classical import select_tv_weight
+
+    size = image_shape(operator)[-1]
+    try:
+        val = load_split(data, "val", size=size)
+        x = torch.stack([torch.as_tensor(val[i]) for i in range(min(TV_TUNING_IMAGES, len(val)))])
+    except (FileNotFoundError, KeyError, ValueError, IndexError, RuntimeError) as exc:
+        raise CtrobustError(f"tv.tau=auto chooses TV's weight on the validation split, which {data or 'the phantoms'} "
+                            f"does not give ({exc}); give a number (--tv-tau 10)") from None
+    x = x.to(device=device, dtype=torch.float32)
+    if x.dim() == 3:
+        x = x[:, None]
+    with torch.no_grad():
+        y = operator(x)
+    if noise is not None:
+        y = noise(y.cpu(), generator=torch.Generator().manual_seed(seed)).to(device)
+    choice = select_tv_weight(operator, y, x, iterations=iterations, nonneg=nonneg)
+    text = (f"the first {x.shape[0]} validation images of {data or 'the built-in phantoms'}, "
+            + ("noise-free" if noise is None else f"with this run's noise seeded {seed}"))
+    return choice, text
+
+
+def _resolve_auto(spec, options: dict, operator, device) -> dict:
+    """``options`` with ``tv.tau=auto`` replaced by the chosen weight (printed); the choice goes into
+    ``options['tv']['tuning']`` for the caller to record."""
+    from ctrobust.reconstruction.methods import AUTO, method_options
+
+    tv = options.get("tv", {})
+    if tv.get("tau") != AUTO:
+        return options
+    defaults = method_options("tv") or {}
+    choice, text = choose_tv_weight(operator, getattr(spec, "data", None), noise_model(spec, operator),
+                                    seed=getattr(spec, "seed", 0), iterations=int(tv.get("iterations", defaults["iterations"])),
+                                    nonneg=bool(tv.get("nonneg", defaults["nonneg"])), device=device)
+    print(f"TV weight tau = {choice.tau:g} (auto: mean error {choice.errors[choice.tau]:.4f} on {text}; "
+          f"{len(choice.errors)} weights tried)", file=sys.stderr)
+    return {**options, "tv": {**tv, "tau": choice.tau}, "_tuning": {"tv": {**choice.to_config(), "data": text}}}
+
+
 def load_inputs(spec: ModelInputs, device):
     """``(reconstructions, dataset)`` for ``spec`` (checkpoints, methods, FBP reference, data split)."""
     from ctrobust.data import load_split
@@ -115,7 +165,12 @@ def load_inputs(spec: ModelInputs, device):
         )
     add_fbp = spec.fbp and "fbp" not in methods
     options = method_option_values(spec, set(methods) | ({"fbp"} if add_fbp else set()))
-    recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options)
+    resolve = None
+    if options.get("tv", {}).get("tau") is not None and options["tv"]["tau"] == "auto":
+        def resolve(opts, operator):
+            return _resolve_auto(spec, opts, operator, device)
+    recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options,
+                                resolve=resolve)
     check_geometry_flags(spec, [r for r in recs if r.kind == "checkpoint"])
     operator = recs[0].operator
     if add_fbp and hasattr(operator, "fbp"):
@@ -256,13 +311,15 @@ def load_reconstructions(
     device="cpu",
     default_operator: Callable[[], object] | None = None,
     options: dict[str, dict] | None = None,
+    resolve: Callable[[dict, object], dict] | None = None,
 ) -> list[Reconstruction]:
     """Checkpoints and named methods, ready to evaluate on ``device``.
 
     Methods use the operator of the first checkpoint, or ``default_operator()`` when no checkpoint
     is given; ``options`` maps a method name to its keyword options (:func:`build_method`). A
     method's ``info`` holds ``method`` (its name), ``options`` (all of them, library defaults filled in)
-    and, when it has one, ``config()``.
+    and, when it has one, ``config()``. ``resolve(options, operator)``, when given, replaces option values chosen
+    on data (``tv.tau=auto``) once the methods' operator is known; what it chose is the info's ``tuning``.
     Raises :class:`CtrobustError` when nothing is given or a checkpoint is unusable.
     """
     from torch import nn
@@ -291,8 +348,12 @@ def load_reconstructions(
             operator = default_operator()
         else:
             raise CtrobustError("--method needs an operator: pass a --checkpoint or a geometry")
+        options = dict(options or {})
+        if resolve is not None:
+            options = resolve(options, operator)
+        tuning = options.pop("_tuning", {})
         for name in methods:
-            opts = dict((options or {}).get(name, {}))
+            opts = dict(options.get(name, {}))
             f = build_method(name, operator, **opts)
             if isinstance(f, nn.Module):
                 f = move_to(f, device).eval()
@@ -300,6 +361,8 @@ def load_reconstructions(
             known = method_options(name)
             effective = {**{k: v for k, v in (known or {}).items() if v is not inspect.Parameter.empty}, **opts}
             info = {"method": name, "options": effective}
+            if name in tuning:
+                info["tuning"] = tuning[name]
             if hasattr(f, "to_config"):
                 info["config"] = f.to_config()
             out.append(Reconstruction(label, f, operator, f"method:{name}", "method", info))

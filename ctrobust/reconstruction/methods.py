@@ -205,6 +205,12 @@ def _convert(text: str, default, where: str):
     return text
 
 
+#: the value of a method option chosen on validation data by the command that runs the method (``tv.tau=auto``)
+AUTO = "auto"
+#: the (method, option) pairs that take :data:`AUTO`
+TUNABLE = {("tv", "tau")}
+
+
 def parse_method_option(text: str) -> tuple[str, str, object]:
     """``"NAME.KEY=VALUE"`` -> ``(name, key, value)``, the value typed like the option's default.
 
@@ -221,6 +227,8 @@ def parse_method_option(text: str) -> tuple[str, str, object]:
         return name, key, _convert(value, None, f"method option {text!r}")
     if key not in known:
         raise CtrobustError(f"method {name!r} has no option {key!r}; its options: {_describe_options(name)}")
+    if (name, key) in TUNABLE and value.strip().lower() == AUTO:
+        return name, key, AUTO
     return name, key, _convert(value, known[key], f"method option {text!r}")
 
 
