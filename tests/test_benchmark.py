@@ -336,6 +336,10 @@ def test_extend_is_part_of_the_budget_and_an_older_folder_without_it_continues(b
     (out / bm.STATE_FILE).write_text(json.dumps(state))
     assert main(["benchmark", *TINY, *MODELS, "--extend", "1", "--out", str(out)]) == 0
     assert json.loads((out / "leaderboard.json").read_text())["attack"]["extend"] == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    assert f"(default: {AttackSettings().extend}, as ctrobust attack)" in " ".join(capsys.readouterr().out.split())
     head = (out / "leaderboard.md").read_text()
     assert "up to 1 continuation(s) per eps" in head and "verification 3 steps x 1 restarts on 1 sample(s)" in head
 

@@ -980,7 +980,7 @@ class BenchmarkSpec(Spec):
                                 "loss still rises, its run continues from its best point; 0: exactly --attack-steps x "
                                 "--restarts, as leaderboards made before continuations existed (the protocol's budget "
                                 "counts steps x restarts; continuations only add to it)", parse=nonneg_int,
-                                metavar="N", group=_B, default_text="ctrobust attack's (2)")
+                                metavar="N", group=_B, default_text="2, as ctrobust attack")
     seed: int = option(0, "seed (>= 0) of the networks' weights, the data order and the attacks' random starts",
                        parse=nonneg_int, group=_B)
     out: str = option("runs/benchmark", "benchmark folder: created, or a benchmark folder of the same protocol and "
