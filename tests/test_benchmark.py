@@ -336,6 +336,8 @@ def test_extend_is_part_of_the_budget_and_an_older_folder_without_it_continues(b
     (out / bm.STATE_FILE).write_text(json.dumps(state))
     assert main(["benchmark", *TINY, *MODELS, "--extend", "1", "--out", str(out)]) == 0
     assert json.loads((out / "leaderboard.json").read_text())["attack"]["extend"] == 1
+    assert main(["benchmark", *TINY, *MODELS, "--extend", "0", "--out", str(out)]) == 1  # the first value is kept
+    assert "extend" in capsys.readouterr().err
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])

@@ -227,9 +227,8 @@ def _open_folder(out: Path, plan: Plan) -> dict:
                 f"this run is protocol {plan.protocol!r} at {plan.size} px with fingerprint {plan.fingerprint}. "
                 "Rows of different protocols cannot share a leaderboard: choose another --out")
         there, now = old.get("settings", {}), state["settings"]
-        if isinstance(there.get("attack"), dict) and "extend" not in there["attack"]:
-            # a folder written before the benchmark recorded --extend: any value continues it (the leaderboard's
-            # attack record then holds this run's value)
+        adopt = isinstance(there.get("attack"), dict) and "extend" not in there["attack"]
+        if adopt:  # a folder written before the benchmark recorded --extend: it takes this run's value, kept below
             there = {**there, "attack": {**there["attack"], "extend": now["attack"]["extend"]}}
         diff = [f"{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(there) | set(now))
                 if there.get(k) != now.get(k)]
@@ -238,6 +237,11 @@ def _open_folder(out: Path, plan: Plan) -> dict:
                                 "give the same --quick / --steps / --n-samples / --channels / --depth / --seed / attack budget "
                                 "(--attack-steps, --restarts, --verify*, --extend), or "
                                 "choose another --out")
+        if adopt:
+            from ctrobust.evaluation.report import write_json
+
+            old = {**old, "settings": there}
+            write_json(old, path)
         return old
     if out.is_dir() and any(out.iterdir()):
         raise CtrobustError(f"--out {out} is not empty and not a benchmark folder (no {STATE_FILE}); choose another "
