@@ -254,9 +254,13 @@ def test_tv_tau_auto_chooses_the_weight_on_validation_at_the_runs_noise(tmp_path
     assert quiet.tau < tau  # the noise raised the weight
 
 
-def test_tv_tau_auto_typos_are_refused(capsys):
+def test_tv_tau_auto_typos_and_data_without_a_held_out_split_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["attack", "--method", "tv", "--tv-tau", "autox"])
     assert exc.value.code == 2
     assert main(["attack", "--method", "tv", "--method-option", "tv.iterations=auto", "--image-size", "16"]) == 1
     assert "expected an integer" in capsys.readouterr().err  # only the weight takes auto
+    # the real slices are one set for every split: tuning there would tune on the test images
+    assert main(["attack", "--method", "tv", "--tv-tau", "auto", "--data", "real", "--size", "32",
+                 "--no-progress", "--out", str(tmp_path / "r")]) == 1
+    assert "same images" in capsys.readouterr().err and not (tmp_path / "r").exists()

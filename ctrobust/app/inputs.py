@@ -105,6 +105,10 @@ def choose_tv_weight(operator, data, noise, *, seed: int, iterations: int, nonne
     except (FileNotFoundError, KeyError, ValueError, IndexError, RuntimeError) as exc:
         raise CtrobustError(f"tv.tau=auto chooses TV's weight on the validation split, which {data or 'the phantoms'} "
                             f"does not give ({exc}); give a number (--tv-tau 10)") from None
+    if not getattr(val, "holds_out", True):
+        raise CtrobustError(f"tv.tau=auto chooses TV's weight on the validation split, but every split of --data {data} "
+                            "is the same images (it is an evaluation set): the weight would be tuned on the test "
+                            "images. Give a number (--tv-tau 10), or data with a validation split")
     x = x.to(device=device, dtype=torch.float32)
     if x.dim() == 3:
         x = x[:, None]
@@ -119,8 +123,8 @@ def choose_tv_weight(operator, data, noise, *, seed: int, iterations: int, nonne
 
 
 def _resolve_auto(spec, options: dict, operator, device) -> dict:
-    """``options`` with ``tv.tau=auto`` replaced by the chosen weight (printed); the choice goes into
-    ``options['tv']['tuning']`` for the caller to record."""
+    """``options`` with ``tv.tau=auto`` replaced by the chosen weight (printed); what was chosen goes into
+    ``options['_tuning']['tv']`` for :func:`load_reconstructions` to record."""
     from ctrobust.reconstruction.methods import AUTO, method_options
 
     tv = options.get("tv", {})
@@ -166,7 +170,7 @@ def load_inputs(spec: ModelInputs, device):
     add_fbp = spec.fbp and "fbp" not in methods
     options = method_option_values(spec, set(methods) | ({"fbp"} if add_fbp else set()))
     resolve = None
-    if options.get("tv", {}).get("tau") is not None and options["tv"]["tau"] == "auto":
+    if options.get("tv", {}).get("tau") == "auto":  # reconstruction.methods.AUTO
         def resolve(opts, operator):
             return _resolve_auto(spec, opts, operator, device)
     recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options,

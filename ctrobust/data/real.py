@@ -116,8 +116,11 @@ def real_ct_slices(size: int = 128, *, window="full", fov: float | None = None,
 class RealSliceDataset(torch.utils.data.Dataset):
     """The real slices as a dataset: items ``(1, N, N)`` float32 in [0, 1]; ``.image_size``, ``.files``.
 
-    Every split is the same handful of slices: it is an evaluation set (``--data real``).
+    Every split is the same handful of slices: it is an evaluation set (``--data real``), with nothing held out
+    (``holds_out`` is False: nothing may be tuned on its validation split).
     """
+
+    holds_out = False
 
     def __init__(self, size: int = 128, *, window="full", fov: float | None = None):
         self.images, self.files = real_ct_slices(size, window=window, fov=fov, return_files=True)
