@@ -122,21 +122,21 @@ def choose_tv_weight(operator, data, noise, *, seed: int, iterations: int, nonne
     return choice, text
 
 
-def _resolve_auto(spec, options: dict, operator, device) -> dict:
-    """``options`` with ``tv.tau=auto`` replaced by the chosen weight (printed); what was chosen goes into
-    ``options['_tuning']['tv']`` for :func:`load_reconstructions` to record."""
+def _resolve_auto(spec, options: dict, operator, device) -> tuple[dict, dict]:
+    """``(options, tuning)``: ``options`` with ``tv.tau=auto`` replaced by the chosen weight (printed), and
+    ``{method: what was chosen}`` for :func:`load_reconstructions` to record (empty without ``auto``)."""
     from ctrobust.reconstruction.methods import AUTO, method_options
 
     tv = options.get("tv", {})
     if tv.get("tau") != AUTO:
-        return options
+        return options, {}
     defaults = method_options("tv") or {}
     choice, text = choose_tv_weight(operator, getattr(spec, "data", None), noise_model(spec, operator),
                                     seed=getattr(spec, "seed", 0), iterations=int(tv.get("iterations", defaults["iterations"])),
                                     nonneg=bool(tv.get("nonneg", defaults["nonneg"])), device=device)
     print(f"TV weight tau = {choice.tau:g} (auto: mean error {choice.errors[choice.tau]:.4f} on {text}; "
           f"{len(choice.errors)} weights tried)", file=sys.stderr)
-    return {**options, "tv": {**tv, "tau": choice.tau}, "_tuning": {"tv": {**choice.to_config(), "data": text}}}
+    return {**options, "tv": {**tv, "tau": choice.tau}}, {"tv": {**choice.to_config(), "data": text}}
 
 
 def load_inputs(spec: ModelInputs, device):
@@ -169,12 +169,8 @@ def load_inputs(spec: ModelInputs, device):
         )
     add_fbp = spec.fbp and "fbp" not in methods
     options = method_option_values(spec, set(methods) | ({"fbp"} if add_fbp else set()))
-    resolve = None
-    if options.get("tv", {}).get("tau") == "auto":  # reconstruction.methods.AUTO
-        def resolve(opts, operator):
-            return _resolve_auto(spec, opts, operator, device)
     recs = load_reconstructions(checkpoints, methods, device=device, default_operator=default_operator, options=options,
-                                resolve=resolve)
+                                resolve=lambda opts, operator: _resolve_auto(spec, opts, operator, device))
     check_geometry_flags(spec, [r for r in recs if r.kind == "checkpoint"])
     operator = recs[0].operator
     if add_fbp and hasattr(operator, "fbp"):
@@ -315,15 +311,16 @@ def load_reconstructions(
     device="cpu",
     default_operator: Callable[[], object] | None = None,
     options: dict[str, dict] | None = None,
-    resolve: Callable[[dict, object], dict] | None = None,
+    resolve: Callable[[dict, object], tuple[dict, dict]] | None = None,
 ) -> list[Reconstruction]:
     """Checkpoints and named methods, ready to evaluate on ``device``.
 
     Methods use the operator of the first checkpoint, or ``default_operator()`` when no checkpoint
     is given; ``options`` maps a method name to its keyword options (:func:`build_method`). A
     method's ``info`` holds ``method`` (its name), ``options`` (all of them, library defaults filled in)
-    and, when it has one, ``config()``. ``resolve(options, operator)``, when given, replaces option values chosen
-    on data (``tv.tau=auto``) once the methods' operator is known; what it chose is the info's ``tuning``.
+    and, when it has one, ``config()``. ``resolve(options, operator) -> (options, tuning)``, when given, replaces option
+    values chosen on data (``tv.tau=auto``) once the methods' operator is known; ``tuning[name]`` is that method's
+    info ``tuning``.
     Raises :class:`CtrobustError` when nothing is given or a checkpoint is unusable.
     """
     from torch import nn
@@ -352,10 +349,9 @@ def load_reconstructions(
             operator = default_operator()
         else:
             raise CtrobustError("--method needs an operator: pass a --checkpoint or a geometry")
-        options = dict(options or {})
+        options, tuning = dict(options or {}), {}
         if resolve is not None:
-            options = resolve(options, operator)
-        tuning = options.pop("_tuning", {})
+            options, tuning = resolve(options, operator)
         for name in methods:
             opts = dict(options.get(name, {}))
             f = build_method(name, operator, **opts)
