@@ -258,6 +258,7 @@ def test_tv_tau_auto_typos_and_data_without_a_held_out_split_are_refused(tmp_pat
     with pytest.raises(SystemExit) as exc:
         main(["attack", "--method", "tv", "--tv-tau", "autox"])
     assert exc.value.code == 2
+    assert "a number >= 0 or auto, got 'autox'" in capsys.readouterr().err
     assert main(["attack", "--method", "tv", "--method-option", "tv.iterations=auto", "--image-size", "16"]) == 1
     assert "expected an integer" in capsys.readouterr().err  # only the weight takes auto
     # the real slices are one set for every split: tuning there would tune on the test images

@@ -10,6 +10,7 @@ radius), ``eps_grid`` (several radii), ``absolute`` (radii in sinogram units ins
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from ctrobust.app.acquisition import GEOMETRY_KINDS
@@ -364,7 +365,10 @@ def tv_weight(text: str):
     """``--tv-tau``: a number >= 0, or ``auto`` (chosen on the validation split at the run's noise)."""
     if text.strip().lower() == "auto":
         return "auto"
-    return nonneg_float(text)
+    try:
+        return nonneg_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
 
 
 METHOD_FLAGS = (
