@@ -189,3 +189,13 @@ def test_train_refuses_options_of_another_objective_or_model():
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args(["train", *bad])
         assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["attack", "--restart", "5"], ["benchmark", "--verify-s", "300"],
+                                  ["train", "--max-step", "10"]])
+def test_shortened_options_are_usage_errors(argv, capsys):
+    # argparse would take a unique prefix as the option: a typo would then silently set another option
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctrobust",
         description="Robust deep-learning CT reconstruction: prepare data, train, attack, evaluate, report.",
-        
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"ctrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -149,7 +149,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser, spec_cls) -> None:
 
 def add_spec_parser(subparsers, name: str, spec_cls, *, help: str, description: str, run) -> argparse.ArgumentParser:
     """Register subcommand ``name`` whose options are the fields of ``spec_cls``; ``run(args)`` runs it."""
-    p = subparsers.add_parser(name, help=help, description=description,
+    # allow_abbrev=False: an option is spelt in full, so a shortened or mistyped one (`--restart 5`,
+    # `--verify-s 300`) is an error and not silently another option, today's or one added later
+    p = subparsers.add_parser(name, help=help, description=description, allow_abbrev=False,
                               formatter_class=SpecHelpFormatter)
     add_spec_arguments(p, spec_cls)
     p.set_defaults(func=run, spec_cls=spec_cls)
