@@ -29,6 +29,18 @@ if [ "${TV:-1}" = 1 ]; then
   done
   wait
 fi
+# Learned Primal-Dual (10 iterations, 32 channels) in folders of its own, the same budget as TV's: its pass is
+# ~9x FBPConvNet 16/3's, so the verification (9000 sample-passes per seed) would add ~2.5 hours per seed on
+# one core (LPD=0 skips it)
+if [ "${LPD:-1}" = 1 ]; then
+  for seed in $SEEDS; do
+    ctrobust benchmark --protocol raj2020 --size 128 --channels 16 --depth 3 --steps 1500 --n-samples 8 \
+      --attack-steps 100 --restarts 2 --verify 0 --extend 0 --models lpd-plain --seed "$seed" --no-progress \
+      --out "$OUT/lpd-seed$seed" > "$OUT/lpd-seed$seed.log" 2>&1 &
+    EXTRA+=(--extra "$OUT/lpd-seed$seed")
+  done
+  wait
+fi
 python -m experiments.raj2020_128px.table "${FOLDERS[@]}" "${EXTRA[@]}" --out "$OUT/combined"
 # issue 25's 128 px check (one seed): min-max with the per-sample `memory` adversary, trained with the protocol's
 # settings by `ctrobust train` and added to seed 0's leaderboard as a --checkpoint row (MEMORY=0 skips it)
