@@ -12,6 +12,8 @@ At N = 64, 128, 256, 512 (143 parallel-beam views on [0, pi), ``ceil(sqrt(2) N)`
   batch 8 (after a warm-up step);
 * ``train LPD``: the same for the unrolled Learned Primal-Dual network (``ctrobust.models.unrolled``,
   paper sizes: 10 iterations, 32 channels) when that module exists, otherwise reported as absent;
+* ``train LPD ckpt``: the same with gradient checkpointing of its iterations (``checkpointing=True``: each
+  iteration's activations recomputed in the backward pass, memory for time);
 * ``attack step``: one step of the attack on FBPConvNet (eval mode): forward and backward of
   ``||f(y + d) - x||^2`` with respect to the measurements, batch 8;
 * ``Lanczos it``: one iteration of the linearisation ``ctrobust attack`` runs by default
@@ -31,6 +33,7 @@ least squares on log-log over the sizes measured). Usage::
     python benchmarks/scaling.py                    # N = 64 128 256 512 (tens of minutes on 2 busy cores)
     python benchmarks/scaling.py --quick            # N = 32 64, small networks: a smoke run (seconds)
     python benchmarks/scaling.py --output docs/scaling-table.md --json rows.json
+    python benchmarks/scaling.py --phases train_lpd train_lpd_checkpointed --sizes 128 256 512   # some phases
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,7 +55,7 @@ import time
 
 import numpy as np
 
-PHASES = ("build", "operator", "train_fbpconvnet", "train_lpd", "attack", "lanczos")
+PHASES = ("build", "operator", "train_fbpconvnet", "train_lpd", "train_lpd_checkpointed", "attack", "lanczos")
 #: (column header, row key, format, fitted)
 COLUMNS = (
     ("N", "size", "{:d}", False),
@@ -64,6 +68,8 @@ COLUMNS = (
     ("train peak MiB", "train_fbpconvnet_peak_mib", "{:.0f}", True),
     ("train LPD s/step", "train_lpd_s", "{:.2f}", True),
     ("LPD peak MiB", "train_lpd_peak_mib", "{:.0f}", True),
+    ("train LPD ckpt s/step", "train_lpd_checkpointed_s", "{:.2f}", True),
+    ("LPD ckpt peak MiB", "train_lpd_checkpointed_peak_mib", "{:.0f}", True),
     ("attack step s", "attack_s", "{:.2f}", True),
     ("attack peak MiB", "attack_peak_mib", "{:.0f}", True),
     ("Lanczos it s", "lanczos_s", "{:.2f}", True),
@@ -180,13 +186,15 @@ def run_phase(phase: str, size: int, args) -> dict:
     if phase == "operator":
         xg = x.clone().requires_grad_()
         return {"operator_ms": 1e3 * timeit(lambda: op(xg).backward(y), args.repeats)}
-    if phase == "train_lpd":
+    if phase in ("train_lpd", "train_lpd_checkpointed"):
         cls = lpd_class()
         if cls is None:
             return {}
         kwargs = {"iterations": args.lpd_iterations, "channels": args.lpd_channels} if args.quick else {}
+        if phase == "train_lpd_checkpointed":
+            kwargs["checkpointing"] = True
         model = cls(op, seed=0, **kwargs)
-        return {"train_lpd_s": _train_step_seconds(model, op, x, y, args.steps)}
+        return {f"{phase}_s": _train_step_seconds(model, op, x, y, args.steps)}
     from ctrobust.models import FBPConvNet
 
     model = FBPConvNet(op, args.channels, args.depth, seed=0)
@@ -229,17 +237,32 @@ def _child(phase: str, size: int, args) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        over = "MemoryError" in proc.stderr or "can't allocate memory" in proc.stderr or "not enough memory" in proc.stderr
-        return {"error": f"over the {args.memory_limit:g} GiB limit" if over else tail}
+        return {"error": child_error(proc.returncode, proc.stderr, args.memory_limit)}
     return json.loads(lines[-1])
+
+
+def child_error(returncode: int, stderr: str, limit: float) -> str:
+    """Why a phase's process gave no row: over the address-space limit, killed by a signal (SIGKILL: most
+    likely the kernel's out-of-memory killer, the machine's memory ran out first), or its last error line."""
+    if "MemoryError" in stderr or "can't allocate memory" in stderr or "not enough memory" in stderr:
+        return f"over the {limit:g} GiB limit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if -returncode == signal.SIGKILL:
+            return (f"killed by {name} before the {limit:g} GiB limit: most likely the kernel's out-of-memory "
+                    "killer (the machine's free memory ran out first)")
+        return f"killed by {name}"
+    return (stderr.strip().splitlines() or [f"exit status {returncode} without output"])[-1]
 
 
 def measure_size(size: int, args) -> dict:
     """Every phase at one size: one row (missing keys: not measured; ``errors``: what failed)."""
     row: dict = {"size": size}
     errors = {}
-    for phase in PHASES:
+    for phase in args.phases:
         if args.in_process:
             got = _phase_with_peak(phase, size, args)
         else:
@@ -289,6 +312,8 @@ def markdown_table(rows: list[dict], fits: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes N (pixels) (default: 64 128 256 512; --quick: 32 64)")
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), metavar="PHASE",
+                   help=f"the phases to measure, of {', '.join(PHASES)}")
     p.add_argument("--views", type=int, default=143, help="parallel-beam views on [0, pi)")
     p.add_argument("--batch", type=int, default=8, help="images per batch")
     p.add_argument("--channels", type=int, default=16, help="FBPConvNet U-Net channels")

@@ -201,7 +201,28 @@ def test_quick_scaling_run_measures_every_phase(scaling, tmp_path, capsys):
         for key in ("build_s", "nnz_millions", "matrix_mib", "operator_ms", "train_fbpconvnet_s", "attack_s",
                     "lanczos_s", "train_fbpconvnet_peak_mib"):
             assert r[key] > 0, key
-        assert ("train_lpd_s" in r) == (scaling.lpd_class() is not None)
+        assert ("train_lpd_s" in r) == ("train_lpd_checkpointed_s" in r) == (scaling.lpd_class() is not None)
     # the number of non-zeros grows like N^2 (N^2 pixels x a bounded number of rays each) or a little more
     assert 1.8 < got["exponents"]["nnz_millions"] < 2.4
     assert out.read_text() == capsys.readouterr().out
+
+
+def test_phases_measures_only_the_phases_named(scaling, tmp_path, capsys):
+    js = tmp_path / "rows.json"
+    assert scaling.main(["--quick", "--in-process", "--sizes", "16", "--phases", "operator", "train_lpd_checkpointed",
+                         "--json", str(js)]) == 0
+    import json
+
+    (row,) = json.loads(js.read_text())["rows"]
+    assert set(row) == {"size", "operator_ms", "train_lpd_checkpointed_s", "train_lpd_checkpointed_peak_mib"}
+    assert "LPD ckpt" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        scaling.parse_args(["--phases", "nonsense"])
+
+
+def test_a_phase_that_dies_is_reported_with_its_cause(scaling):
+    assert scaling.child_error(1, "x\nMemoryError: ...\n", 16) == "over the 16 GiB limit"
+    assert "out-of-memory killer" in scaling.child_error(-9, "", 16)  # SIGKILL, as the kernel's OOM killer sends
+    assert scaling.child_error(-15, "", 16) == "killed by SIGTERM"
+    assert scaling.child_error(2, "Traceback\nValueError: bad size\n", 16) == "ValueError: bad size"
+    assert scaling.child_error(3, "", 16) == "exit status 3 without output"

@@ -158,6 +158,65 @@ def test_config_rebuilds_the_same_network_and_the_operator_is_not_in_the_state_d
     assert again.scale == model.scale  # stored, not recomputed
 
 
+def _saved_bytes(model, y):
+    """Bytes autograd keeps for the backward pass of ``model(y)`` (what gradient checkpointing reduces)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(y).square().sum()
+    return total[0]
+
+
+def test_checkpointing_gives_the_same_function_and_gradients_and_keeps_less(op):
+    plain = randomize(small(op, iterations=3, channels=6, scale=op.norm()).double())
+    ckpt = build_model({**plain.config(), "checkpointing": True}, op).double()
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.checkpointing and ckpt.config()["checkpointing"] is True and "checkpointing" not in plain.config()
+    y = op(images(op, batch=2)).detach()
+    grads = []
+    for model in (plain, ckpt):
+        model.zero_grad()
+        yg = y.clone().requires_grad_(True)
+        out = model(yg)
+        out.square().sum().backward()
+        grads.append((out.detach(), yg.grad, [p.grad.clone() for p in model.parameters()]))
+    (o1, gy1, gp1), (o2, gy2, gp2) = grads
+    assert torch.equal(o1, o2)
+    torch.testing.assert_close(gy2, gy1, rtol=1e-12, atol=1e-14)
+    for a, b in zip(gp1, gp2):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+    # the double backward of the attack's linearisation (J v through the gradient) goes through it too
+    v = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    jv = []
+    for model in (plain, ckpt):
+        yg = y.clone().requires_grad_(True)
+        out = model(yg)
+        w = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, yg, w, create_graph=True)
+        (j,) = torch.autograd.grad(g, w, v)
+        jv.append(j)
+    torch.testing.assert_close(jv[1], jv[0], rtol=1e-12, atol=1e-14)
+    # autograd keeps each iteration's input only: far less than every block's activations
+    assert _saved_bytes(ckpt, y) < 0.5 * _saved_bytes(plain, y)
+    with torch.no_grad():  # nothing to recompute without gradients: the plain forward
+        assert torch.equal(ckpt(y), o1)
+
+
+def test_resuming_with_checkpointing_switched_is_accepted_another_width_is_not(tmp_path):
+    op = OPERATORS["parallel"]()
+    data = _data(op)
+    run = tmp_path / "run"
+    fit(small(op), op, "plain", data, max_steps=1, batch_size=2, out=run, progress=False)
+    fit(small(op, checkpointing=True), op, "plain", data, max_steps=2, batch_size=2, out=run, resume=True,
+        progress=False)
+    with pytest.raises(Exception, match="different run"):
+        fit(small(op, channels=5), op, "plain", data, max_steps=3, batch_size=2, out=run, resume=True, progress=False)
+
+
 def test_defaults_are_the_papers():
     op = RadonTransform(ParallelBeam2D(12, 5))
     model = LearnedPrimalDual(op, seed=0)
@@ -182,7 +241,7 @@ def test_cs_dual_blocks_are_pointwise_and_seed_leaves_global_rng(global_rng_unto
 
 @pytest.mark.parametrize("kwargs, match", [({"iterations": 0}, "iterations"), ({"kernel": 2}, "odd"),
                                            ({"init": "pinv"}, "init"), ({"scale": 0.0}, "scale"),
-                                           ({"channels": 2.5}, "channels")])
+                                           ({"channels": 2.5}, "channels"), ({"checkpointing": 1}, "checkpointing")])
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LearnedPrimalDual(OPERATORS["parallel"](), **kwargs)
@@ -230,10 +289,11 @@ def test_train_and_attack_on_the_command_line(tmp_path):
     from ctrobust.cli import main
 
     run = tmp_path / "lpd"
-    assert main(["train", "--model", "lpd", "--size", "16", "--angles", "6", "--n-train", "4", "--n-val", "2",
-                 "--max-steps", "1", "--batch-size", "2", "--out", str(run), "--no-progress"]) == 0
+    assert main(["train", "--model", "lpd", "--model-option", "checkpointing=true", "--size", "16", "--angles", "6",
+                 "--n-train", "4", "--n-val", "2", "--max-steps", "1", "--batch-size", "2", "--out", str(run),
+                 "--no-progress"]) == 0
     model = load_checkpoint(run / "best.pt")
-    assert isinstance(model, LearnedPrimalDual) and model.iterations == 10
+    assert isinstance(model, LearnedPrimalDual) and model.iterations == 10 and model.checkpointing
     out = tmp_path / "attack"
     assert main(["attack", "--checkpoint", str(run / "best.pt"), "--eps-grid", "0,0.01", "--steps", "2",
                  "--n-samples", "2", "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0

@@ -669,7 +669,12 @@ def fit(
 def _check_compatible(ckpt, module, operator, objective, fingerprint, batch_size, world, seed, path) -> None:
     problems = []
     now = model_config(module)
-    if now is not None and ckpt["model"].get("config") != now:
+    runtime = tuple(getattr(module, "runtime_options", ()))  # how it is computed, not what: may differ
+
+    def function(config):
+        return {k: v for k, v in config.items() if k not in runtime} if isinstance(config, dict) else config
+
+    if now is not None and function(ckpt["model"].get("config")) != function(now):
         problems.append(f"model {ckpt['model'].get('config')} vs now {now}")
     stored_op, now_op = dict(ckpt["operator"]), operator_config(operator)
     for cfg in (stored_op, now_op):
