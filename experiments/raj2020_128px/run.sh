@@ -29,9 +29,9 @@ if [ "${TV:-1}" = 1 ]; then
   done
   wait
 fi
-# Learned Primal-Dual (10 iterations, 32 channels) in folders of its own, the same budget as TV's: its pass is
-# ~9x FBPConvNet 16/3's, so the verification (9000 sample-passes per seed) would add ~2.5 hours per seed on
-# one core (LPD=0 skips it)
+# Learned Primal-Dual (10 iterations, 32 channels) in folders of its own, the same budget as TV's: a pass costs
+# ~0.4 s per sample on one core, so the verification (9000 sample-passes per seed) would add ~1-2 hours per seed
+# to the ~52-minute attack (LPD=0 skips it)
 if [ "${LPD:-1}" = 1 ]; then
   for seed in $SEEDS; do
     ctrobust benchmark --protocol raj2020 --size 128 --channels 16 --depth 3 --steps 1500 --n-samples 8 \
