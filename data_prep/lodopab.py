@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ctrobust.data.lodopab import NATIVE_SIZE
 
     p = argparse.ArgumentParser(
-        prog="lodopab.py", description=__doc__.split("\n\n")[0],
+        prog="lodopab.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="folder with ground_truth_{train,validation,test}_NNN.hdf5")
     p.add_argument("--out", required=True, help="output HDF5 file")

@@ -50,6 +50,7 @@ def build_parser(name: str, description: str) -> argparse.ArgumentParser:
         prog=f"python -m experiments.{name}.run",
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # as the ctrobust CLI: a shortened option is an error, not silently another one
     )
     p.add_argument("--quick", action="store_true",
                    help="apply the config's 'quick' overrides: a smaller run (< 1 minute on one CPU core) "

@@ -102,6 +102,14 @@ def test_runner_refuses_a_non_empty_out_and_unknown_keys(tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
+def test_runner_options_are_spelt_in_full():
+    parser = C.build_parser("linear_theory", "d")
+    assert parser.parse_args(["--quick", "--no-progress"]).quick
+    for short in (["--qui"], ["--no-prog"]):  # prefixes argparse would otherwise accept
+        with pytest.raises(SystemExit):
+            parser.parse_args(short)
+
+
 def test_load_config_quick_overrides(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"a": 1, "b": [1, 2], "quick": {"a": 2}}))
