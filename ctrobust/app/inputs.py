@@ -130,7 +130,7 @@ def _resolve_auto(spec, options: dict, operator, device) -> tuple[dict, dict]:
     tv = options.get("tv", {})
     if tv.get("tau") != AUTO:
         return options, {}
-    defaults = method_options("tv") or {}
+    defaults = method_options("tv")
     choice, text = choose_tv_weight(operator, getattr(spec, "data", None), noise_model(spec, operator),
                                     seed=getattr(spec, "seed", 0), iterations=int(tv.get("iterations", defaults["iterations"])),
                                     nonneg=bool(tv.get("nonneg", defaults["nonneg"])), device=device)

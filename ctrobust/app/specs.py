@@ -359,8 +359,6 @@ class TrainSpec(Spec):
 
 
 # ======================================================================================================
-#: dedicated flags for the main options of each method: (method, option, parse, help). The defaults shown
-#: in --help are read from the library signatures (ctrobust.reconstruction.methods.method_options).
 def tv_weight(text: str):
     """``--tv-tau``: a number >= 0, or ``auto`` (chosen on the validation split at the run's noise)."""
     if text.strip().lower() == "auto":
@@ -371,6 +369,8 @@ def tv_weight(text: str):
         raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
 
 
+#: dedicated flags for the main options of each method: (method, option, parse, help). The defaults shown
+#: in --help are read from the library signatures (ctrobust.reconstruction.methods.method_options).
 METHOD_FLAGS = (
     ("tv", "tau", tv_weight,
      "TV weight tau in min_x 1/2 ||A x - y||_2^2 + tau TV(x) (x >= 0). Unit: that of the data term "
